@@ -1,0 +1,204 @@
+//! Retrieval evaluation the way MTEB does it, with pytrec_eval's metric definitions.
+//!
+//! [`evaluate_dense`] embeds a BEIR corpus and its queries with an
+//! [`sieve_encoder::Encoder`], retrieves the exact top-1000 by cosine similarity in
+//! chunks (memory bounded by a chunk, not queries × corpus), drops a document whose id
+//! equals the query's (MTEB 1.x `ignore_identical_ids`), and scores the run with
+//! [`metrics::evaluate`], which equals pytrec_eval to 1e-6 (`tests/metrics_pytrec.rs`).
+//! [`evaluate_bm25`] sends tantivy BM25 through the same harness.
+//!
+//! ```no_run
+//! use sieve_eval::{evaluate_dense, EvalOptions};
+//! use sieve_encoder::{Encoder, LoadOptions};
+//! let ds = sieve_datasets::load_beir("data/scifact".as_ref(), "test", Default::default())?;
+//! let enc = Encoder::load("models/all-MiniLM-L6-v2", &LoadOptions::default())?;
+//! let result = evaluate_dense(&enc, &ds, "all-MiniLM-L6-v2", "SciFact", "test", &EvalOptions::default())?;
+//! println!("nDCG@10 = {:.5}", result.main_score());
+//! # Ok::<(), sieve_eval::Error>(())
+//! ```
+
+pub mod cache;
+mod error;
+pub mod metrics;
+pub mod report;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sieve_datasets::BeirDataset;
+use sieve_encoder::Encoder;
+use sieve_index::{Bm25Index, Hit, Retriever};
+
+pub use error::{Error, Result};
+pub use report::TaskResult;
+
+use metrics::{Run, MTEB_K_VALUES};
+
+/// Results kept per query: MTEB retrieves the top 1000 (its largest cut-off).
+pub const DEFAULT_TOP_K: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub batch_size: usize,
+    pub top_k: usize,
+    /// Where embeddings are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Drop a retrieved document whose id equals the query id (MTEB 1.x default).
+    pub ignore_identical_ids: bool,
+    pub show_progress: bool,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 32,
+            top_k: DEFAULT_TOP_K,
+            cache_dir: Some(cache::default_cache_dir()),
+            ignore_identical_ids: true,
+            show_progress: true,
+        }
+    }
+}
+
+fn progress_bar(len: usize, what: &str, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:>16} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Embeds `texts`, reading and filling the on-disk cache.
+pub fn embed_cached(
+    encoder: &Encoder,
+    texts: &[&str],
+    what: &str,
+    opts: &EvalOptions,
+) -> Result<Vec<f32>> {
+    let cache = opts.cache_dir.as_deref().map(cache::EmbeddingCache::new);
+    if let Some(hit) = cache
+        .as_ref()
+        .and_then(|c| c.get(encoder.fingerprint(), texts, encoder.dim()))
+    {
+        return Ok(hit);
+    }
+    let pb = progress_bar(texts.len(), what, opts.show_progress);
+    let emb = encoder.encode(texts, opts.batch_size, &|n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    if let Some(c) = &cache {
+        c.put(encoder.fingerprint(), texts, emb.dim, &emb.data)?;
+    }
+    Ok(emb.data)
+}
+
+/// Turns per-query hits into a [`Run`] keyed by ids, dropping identical ids if asked.
+fn to_run(ds: &BeirDataset, hits: Vec<Vec<Hit>>, opts: &EvalOptions) -> Run {
+    let mut run = Run::new();
+    for (q, hits) in ds.queries.iter().zip(hits) {
+        let entry = run.entry(q.id.clone()).or_default();
+        for h in hits {
+            let doc_id = &ds.corpus[h.doc as usize].id;
+            if opts.ignore_identical_ids && doc_id == &q.id {
+                continue;
+            }
+            if entry.len() < opts.top_k {
+                entry.insert(doc_id.clone(), f64::from(h.score));
+            }
+        }
+    }
+    run
+}
+
+fn finish(
+    ds: &BeirDataset,
+    run: &Run,
+    base: TaskResult,
+    start: Instant,
+) -> TaskResult {
+    let eval = metrics::evaluate(&ds.qrels, run, &MTEB_K_VALUES);
+    TaskResult {
+        scores: eval.mean,
+        evaluation_time: start.elapsed().as_secs_f64(),
+        num_queries: ds.queries.len(),
+        num_documents: ds.corpus.len(),
+        ..base
+    }
+}
+
+/// Dense retrieval with `encoder`, exact cosine top-k.
+pub fn evaluate_dense(
+    encoder: &Encoder,
+    ds: &BeirDataset,
+    model_name: &str,
+    task_name: &str,
+    split: &str,
+    opts: &EvalOptions,
+) -> Result<TaskResult> {
+    let start = Instant::now();
+    let (run, _) = dense_run(encoder, ds, opts)?;
+    let base = TaskResult {
+        task_name: task_name.into(),
+        model_name: model_name.into(),
+        split: split.into(),
+        retriever: "dense".into(),
+        scores: Default::default(),
+        evaluation_time: 0.0,
+        num_queries: 0,
+        num_documents: 0,
+        model_fingerprint: Some(encoder.fingerprint().to_string()),
+        max_seq_length: Some(encoder.max_seq_length()),
+    };
+    Ok(finish(ds, &run, base, start))
+}
+
+/// The dense run and the corpus embeddings it came from.
+pub fn dense_run(encoder: &Encoder, ds: &BeirDataset, opts: &EvalOptions) -> Result<(Run, Vec<f32>)> {
+    let doc_texts: Vec<String> = ds.corpus.iter().map(|d| d.full_text()).collect();
+    let doc_refs: Vec<&str> = doc_texts.iter().map(String::as_str).collect();
+    let query_refs: Vec<&str> = ds.queries.iter().map(|q| q.text.as_str()).collect();
+    let corpus = embed_cached(encoder, &doc_refs, "corpus", opts)?;
+    let queries = embed_cached(encoder, &query_refs, "queries", opts)?;
+    let identical = |qi: usize, di: usize| {
+        opts.ignore_identical_ids && ds.queries[qi].id == ds.corpus[di].id
+    };
+    let hits = sieve_index::exact_top_k(&queries, &corpus, encoder.dim(), opts.top_k, &identical);
+    Ok((to_run(ds, hits, opts), corpus))
+}
+
+/// BM25 (tantivy) through the same harness; `index_dir` persists the index.
+pub fn evaluate_bm25(
+    ds: &BeirDataset,
+    task_name: &str,
+    split: &str,
+    index_dir: Option<&std::path::Path>,
+    opts: &EvalOptions,
+) -> Result<TaskResult> {
+    let start = Instant::now();
+    let index = Bm25Index::build(&ds.corpus, index_dir)?;
+    let query_refs: Vec<&str> = ds.queries.iter().map(|q| q.text.as_str()).collect();
+    // One extra so that dropping an identical id still leaves top_k.
+    let hits = index.retrieve(&query_refs, opts.top_k + 1)?;
+    let run = to_run(ds, hits, opts);
+    let base = TaskResult {
+        task_name: task_name.into(),
+        model_name: "bm25".into(),
+        split: split.into(),
+        retriever: "bm25".into(),
+        scores: Default::default(),
+        evaluation_time: 0.0,
+        num_queries: 0,
+        num_documents: 0,
+        model_fingerprint: None,
+        max_seq_length: None,
+    };
+    Ok(finish(ds, &run, base, start))
+}

@@ -1,0 +1,189 @@
+//! Results as MTEB writes them (`results/<model>/<Task>.json`) and a Markdown summary.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::metrics::MTEB_K_VALUES;
+
+/// Metric families in the order MTEB lists them.
+pub const METRIC_FAMILIES: [&str; 5] = ["ndcg", "map", "recall", "precision", "mrr"];
+
+/// Everything one evaluation produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskResult {
+    pub task_name: String,
+    pub model_name: String,
+    pub split: String,
+    pub retriever: String,
+    /// Mean over evaluated queries, MTEB names (`ndcg_at_10`, …).
+    pub scores: BTreeMap<String, f64>,
+    pub evaluation_time: f64,
+    pub num_queries: usize,
+    pub num_documents: usize,
+    pub model_fingerprint: Option<String>,
+    pub max_seq_length: Option<usize>,
+}
+
+impl TaskResult {
+    pub fn main_score(&self) -> f64 {
+        self.scores.get("ndcg_at_10").copied().unwrap_or(f64::NAN)
+    }
+
+    /// The MTEB result object (`scores.<split>[0]` holds every metric and `main_score`).
+    pub fn mteb_json(&self) -> Value {
+        let mut split_scores: serde_json::Map<String, Value> = self
+            .scores
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        split_scores.insert("main_score".into(), json!(self.main_score()));
+        split_scores.insert("hf_subset".into(), json!("default"));
+        split_scores.insert("languages".into(), json!(["eng-Latn"]));
+        json!({
+            "dataset_revision": null,
+            "task_name": self.task_name,
+            "mteb_version": null,
+            "scores": { self.split.clone(): [Value::Object(split_scores)] },
+            "evaluation_time": self.evaluation_time,
+            "kg_co2_emissions": null,
+            "sieve": {
+                "version": env!("CARGO_PKG_VERSION"),
+                "model_name": self.model_name,
+                "retriever": self.retriever,
+                "num_queries": self.num_queries,
+                "num_documents": self.num_documents,
+                "model_fingerprint": self.model_fingerprint,
+                "max_seq_length": self.max_seq_length,
+            }
+        })
+    }
+
+    /// A table with one row per metric family and one column per cut-off.
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "## {} — {} ({} split, {} retriever)\n\n{} queries, {} documents, {:.1} s\n\n| metric |",
+            self.task_name,
+            self.model_name,
+            self.split,
+            self.retriever,
+            self.num_queries,
+            self.num_documents,
+            self.evaluation_time
+        );
+        for k in MTEB_K_VALUES {
+            s += &format!(" @{k} |");
+        }
+        s += "\n|---|";
+        for _ in MTEB_K_VALUES {
+            s += "---:|";
+        }
+        s += "\n";
+        for family in METRIC_FAMILIES {
+            s += &format!("| {family} |");
+            for k in MTEB_K_VALUES {
+                match self.scores.get(&format!("{family}_at_{k}")) {
+                    Some(v) => s += &format!(" {v:.5} |"),
+                    None => s += " |",
+                }
+            }
+            s += "\n";
+        }
+        s += &format!("\nmain score (nDCG@10): **{:.5}**\n", self.main_score());
+        s
+    }
+
+    /// Writes `<dir>/<model>/<Task>.json` and `.md`; returns the JSON path.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf> {
+        let model_dir = dir.join(sanitize(&self.model_name));
+        std::fs::create_dir_all(&model_dir).map_err(|e| Error::io(&model_dir, e))?;
+        let json_path = model_dir.join(format!("{}.json", self.task_name));
+        let body = serde_json::to_string_pretty(&self.mteb_json())
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        write_atomic(&json_path, body.as_bytes())?;
+        write_atomic(
+            &model_dir.join(format!("{}.md", self.task_name)),
+            self.markdown().as_bytes(),
+        )?;
+        Ok(json_path)
+    }
+}
+
+/// MTEB spells hub ids `org__name` in result paths.
+pub fn sanitize(name: &str) -> String {
+    name.replace('/', "__")
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::io(path, e))
+}
+
+/// MTEB's task names for the BEIR datasets, so results land where MTEB tooling looks.
+pub fn task_name_for(dataset_dir: &Path) -> String {
+    let base = dataset_dir
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "Retrieval".into());
+    let known = [
+        ("scifact", "SciFact"),
+        ("nfcorpus", "NFCorpus"),
+        ("arguana", "ArguAna"),
+        ("fiqa", "FiQA2018"),
+        ("scidocs", "SCIDOCS"),
+        ("trec-covid", "TRECCOVID"),
+        ("quora", "QuoraRetrieval"),
+        ("nq", "NQ"),
+        ("hotpotqa", "HotpotQA"),
+        ("msmarco", "MSMARCO"),
+        ("fever", "FEVER"),
+        ("climate-fever", "ClimateFEVER"),
+        ("dbpedia-entity", "DBPedia"),
+        ("touche2020", "Touche2020"),
+        ("webis-touche2020", "Touche2020"),
+    ];
+    known
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(&base))
+        .map(|(_, v)| v.to_string())
+        .unwrap_or(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mteb_layout() {
+        let mut scores = BTreeMap::new();
+        scores.insert("ndcg_at_10".to_string(), 0.5);
+        scores.insert("recall_at_100".to_string(), 0.9);
+        let r = TaskResult {
+            task_name: "SciFact".into(),
+            model_name: "org/model".into(),
+            split: "test".into(),
+            retriever: "dense".into(),
+            scores,
+            evaluation_time: 1.5,
+            num_queries: 3,
+            num_documents: 10,
+            model_fingerprint: None,
+            max_seq_length: Some(256),
+        };
+        let v = r.mteb_json();
+        assert_eq!(v["scores"]["test"][0]["main_score"], 0.5);
+        assert_eq!(v["scores"]["test"][0]["recall_at_100"], 0.9);
+        assert_eq!(v["task_name"], "SciFact");
+        let tmp = tempfile::tempdir().unwrap();
+        let path = r.write(tmp.path()).unwrap();
+        assert!(path.ends_with("org__model/SciFact.json"));
+        assert!(r.markdown().contains("| ndcg | 0.50000 |") || r.markdown().contains("0.50000"));
+        assert_eq!(task_name_for(Path::new("/x/scifact")), "SciFact");
+        assert_eq!(task_name_for(Path::new("/x/mine")), "mine");
+    }
+}

@@ -1,0 +1,154 @@
+//! `sieve`: mine, judge, train and evaluate text-embedding models on checked negatives.
+//!
+//! The binary only parses arguments, wires the library crates together and reports;
+//! every stage's logic lives in `crates/`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod eval_cmd;
+
+/// Train text-embedding models on checked negatives.
+///
+/// sieve mines likely false negatives (BM25 + dense), has an LLM judge label them,
+/// trains with an exact or large-batch softmax that masks them, and evaluates the
+/// result the way MTEB does.
+#[derive(Debug, Parser)]
+#[command(name = "sieve", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RetrieverKind {
+    /// Embed corpus and queries with --model; exact cosine top-k.
+    Dense,
+    /// tantivy BM25 over title + text (English stemming and stop words); no model.
+    Bm25,
+}
+
+/// Evaluate retrieval on a BEIR dataset, as MTEB does.
+///
+/// Embeds the corpus and the split's queries, retrieves the exact top 1000 by cosine
+/// similarity, and scores nDCG, MAP, Recall, Precision and MRR at 1, 3, 5, 10, 20, 100
+/// and 1000 with pytrec_eval's definitions. Writes `<output-dir>/<model>/<Task>.json`
+/// in MTEB's result layout and a Markdown summary beside it, and prints the table.
+///
+/// Example:
+///   sieve eval --model models/all-MiniLM-L6-v2 --dataset ../shared/data/scifact
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// Model directory (sentence-transformers layout) or Hugging Face hub id.
+    /// Not needed with --retriever bm25.
+    #[arg(long, short, env = "SIEVE_MODEL", default_value = "models/all-MiniLM-L6-v2")]
+    pub model: String,
+
+    /// BEIR directory: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv.
+    #[arg(long, short)]
+    pub dataset: PathBuf,
+
+    /// Qrels split to evaluate (qrels/<split>.tsv).
+    #[arg(long, default_value = "test")]
+    pub split: String,
+
+    #[arg(long, value_enum, default_value_t = RetrieverKind::Dense)]
+    pub retriever: RetrieverKind,
+
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+
+    /// Token limit per text (default: the model's sentence_bert_config.json).
+    #[arg(long)]
+    pub max_seq_length: Option<usize>,
+
+    /// Documents retrieved per query (MTEB: 1000, its largest cut-off).
+    #[arg(long, default_value_t = sieve_eval::DEFAULT_TOP_K)]
+    pub top_k: usize,
+
+    /// Where results/<model>/<Task>.json and .md are written.
+    #[arg(long, default_value = "results")]
+    pub output_dir: PathBuf,
+
+    /// Task name in the result file (default: MTEB's name for known BEIR datasets,
+    /// else the dataset directory's name).
+    #[arg(long)]
+    pub task_name: Option<String>,
+
+    /// Name of the model in the results path (default: the model directory's name).
+    #[arg(long)]
+    pub model_name: Option<String>,
+
+    /// Embedding cache (default: $SIEVE_CACHE_DIR, $XDG_CACHE_HOME/sieve or ~/.cache/sieve).
+    #[arg(long, env = "SIEVE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Always re-encode; neither read nor write the embedding cache.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Keep a retrieved document whose id equals the query id (MTEB drops it).
+    #[arg(long)]
+    pub keep_identical_ids: bool,
+
+    /// Persist the BM25 index here (reused when present).
+    #[arg(long)]
+    pub bm25_index: Option<PathBuf>,
+
+    /// Turn data warnings (duplicate ids, dangling qrels, empty texts) into errors.
+    #[arg(long)]
+    pub strict: bool,
+
+    /// cpu, cuda[:N] or metal[:N] (GPU builds need --features cuda/metal).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+
+    /// Hide progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Eval(args) => eval_cmd::run(&args),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SIEVE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Shared argument checks that clap cannot express.
+pub fn ensure_positive(name: &str, value: usize) -> Result<()> {
+    if value == 0 {
+        bail!("--{name} must be at least 1");
+    }
+    Ok(())
+}
+
