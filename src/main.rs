@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod encode_cmd;
 mod eval_cmd;
 
 /// Train text-embedding models on checked negatives.
@@ -26,6 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Eval(EvalArgs),
+    Encode(encode_cmd::EncodeArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,6 +122,7 @@ pub struct EvalArgs {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Eval(args) => eval_cmd::run(&args),
+        Command::Encode(args) => encode_cmd::run(&args),
     }
 }
 

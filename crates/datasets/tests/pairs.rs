@@ -316,3 +316,24 @@ fn parquet_null_query_and_wrong_types_are_errors() {
         "{err}"
     );
 }
+
+/// Readers move into worker threads and errors into `anyhow`; both need
+/// `Send` (+ `Sync` for errors). A regression fails to compile.
+#[test]
+fn readers_and_errors_cross_threads() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send::<PairReader>();
+    send::<sieve_datasets::CorpusReader>();
+    send::<sieve_datasets::parquet_io::BatchReader>();
+    send_sync::<Error>();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "p.jsonl",
+        "{\"query\": \"q\", \"positive\": \"p\"}\n",
+    );
+    let reader = PairReader::open(&path).unwrap();
+    let n = std::thread::spawn(move || reader.count()).join().unwrap();
+    assert_eq!(n, 1);
+}

@@ -137,7 +137,10 @@ fn evaluate_query(
     for &k in k_values {
         out.insert(metric_name("ndcg_at", k), ndcg_at(&grades, &ideal, k));
         out.insert(metric_name("map_at", k), map_at(&grades, num_relevant, k));
-        out.insert(metric_name("recall_at", k), recall_at(&grades, num_relevant, k));
+        out.insert(
+            metric_name("recall_at", k),
+            recall_at(&grades, num_relevant, k),
+        );
         out.insert(metric_name("precision_at", k), precision_at(&grades, k));
         out.insert(metric_name("mrr_at", k), mrr_at(&grades, k));
     }
@@ -251,7 +254,12 @@ mod tests {
     #[test]
     fn three_doc_example() {
         // Ranking: d1 (grade 0), d2 (grade 2), d3 (grade 1); d4 (grade 1) not retrieved.
-        let q = qrels(&[("q", "d1", 0), ("q", "d2", 2), ("q", "d3", 1), ("q", "d4", 1)]);
+        let q = qrels(&[
+            ("q", "d1", 0),
+            ("q", "d2", 2),
+            ("q", "d3", 1),
+            ("q", "d4", 1),
+        ]);
         let r = run(&[("q", "d1", 0.9), ("q", "d2", 0.8), ("q", "d3", 0.7)]);
         let e = evaluate(&q, &r, &[1, 3, 10]);
         let m = &e.per_query["q"];
@@ -281,7 +289,10 @@ mod tests {
         let m = &evaluate(&q, &r, &[1]).per_query["q"];
         // "b" > "a", so "b" is ranked first and the relevant "a" is second.
         assert!(close(m["precision_at_1"], 0.0));
-        assert!(close(evaluate(&q, &r, &[2]).per_query["q"]["mrr_at_2"], 0.5));
+        assert!(close(
+            evaluate(&q, &r, &[2]).per_query["q"]["mrr_at_2"],
+            0.5
+        ));
     }
 
     /// `-0.0` ties with `0.0` (C comparison), so the doc id decides.
@@ -289,9 +300,15 @@ mod tests {
     fn negative_zero_ties_with_zero() {
         let q = qrels(&[("q", "a", 1)]);
         let r = run(&[("q", "a", 0.0), ("q", "b", -0.0)]);
-        assert!(close(evaluate(&q, &r, &[1]).per_query["q"]["mrr_at_1"], 0.0));
+        assert!(close(
+            evaluate(&q, &r, &[1]).per_query["q"]["mrr_at_1"],
+            0.0
+        ));
         let r = run(&[("q", "a", -0.0), ("q", "0", 0.0)]);
-        assert!(close(evaluate(&q, &r, &[1]).per_query["q"]["mrr_at_1"], 1.0));
+        assert!(close(
+            evaluate(&q, &r, &[1]).per_query["q"]["mrr_at_1"],
+            1.0
+        ));
     }
 
     /// Scores are compared as f32, like trec_eval's C `float`.
@@ -300,7 +317,10 @@ mod tests {
         let q = qrels(&[("q", "a", 1)]);
         let r = run(&[("q", "a", 0.1 + 0.2), ("q", "b", 0.3)]);
         // Distinct doubles, equal floats: "b" wins the tie on doc id.
-        assert!(close(evaluate(&q, &r, &[1]).per_query["q"]["mrr_at_1"], 0.0));
+        assert!(close(
+            evaluate(&q, &r, &[1]).per_query["q"]["mrr_at_1"],
+            0.0
+        ));
     }
 
     /// Negative grades are non-relevant and add no (negative) gain.

@@ -74,14 +74,16 @@ fn parse_qrels(name: &str) -> Qrels {
 
 /// `{"per_query": {qid: {metric: value}}, "mean": {metric: value}}`.
 fn parse_expected(name: &str) -> Evaluation {
-    let json: serde_json::Value = serde_json::from_str(&read_text(name))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let json: serde_json::Value =
+        serde_json::from_str(&read_text(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     let table = |v: &serde_json::Value| -> BTreeMap<String, f64> {
         v.as_object()
             .unwrap_or_else(|| panic!("{name}: expected an object"))
             .iter()
             .map(|(k, v)| {
-                let x = v.as_f64().unwrap_or_else(|| panic!("{name}: {k} is not a number"));
+                let x = v
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{name}: {k} is not a number"));
                 (k.clone(), x)
             })
             .collect()
@@ -100,8 +102,8 @@ fn parse_expected(name: &str) -> Evaluation {
 
 /// The cut-offs the fixture was computed at (its `k_values`).
 fn k_values(name: &str) -> Vec<usize> {
-    let json: serde_json::Value = serde_json::from_str(&read_text(name))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let json: serde_json::Value =
+        serde_json::from_str(&read_text(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     let ks: Vec<usize> = json["k_values"]
         .as_array()
         .unwrap_or_else(|| panic!("{name}: no k_values"))
@@ -148,7 +150,10 @@ fn assert_matches(got: &Evaluation, want: &Evaluation) {
         if NOT_MTEB_METRICS.contains(&name.as_str()) {
             continue;
         }
-        let mine = got.mean.get(name).unwrap_or_else(|| panic!("missing mean {name}"));
+        let mine = got
+            .mean
+            .get(name)
+            .unwrap_or_else(|| panic!("missing mean {name}"));
         assert!(
             (mine - value).abs() <= TOLERANCE,
             "mean {name}: ours {mine}, pytrec_eval {value}"
@@ -189,6 +194,10 @@ fn synthetic_ignore_identical_matches_pytrec_eval() {
         .count();
     assert!(identical > 0, "fixture has no identical ids to remove");
     assert_eq!(remove_identical_ids(&mut run), identical);
-    let got = evaluate(&parse_qrels("synthetic_qrels.tsv"), &run, &k_values(expected));
+    let got = evaluate(
+        &parse_qrels("synthetic_qrels.tsv"),
+        &run,
+        &k_values(expected),
+    );
     assert_matches(&got, &parse_expected(expected));
 }
