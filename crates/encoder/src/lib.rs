@@ -21,6 +21,7 @@
 pub mod config;
 mod encoder;
 mod error;
+pub mod fused;
 pub mod hub;
 pub mod model;
 pub mod ops;

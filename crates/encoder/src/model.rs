@@ -12,7 +12,7 @@ use crate::ops;
 
 /// Added to attention scores of padding positions; far below any real score, yet finite
 /// so that `0 * MASK` stays 0 in every dtype.
-const MASK_VALUE: f64 = -1e9;
+pub(crate) const MASK_VALUE: f64 = -1e9;
 
 /// `y = x W^T + b` on a 2-D input.
 #[derive(Debug, Clone)]
@@ -136,30 +136,12 @@ impl Layer {
         })
     }
 
-    /// `x`: `(batch * seq, hidden)`; `mask_bias`: `(batch, 1, 1, seq)`, 0 for tokens and
-    /// [`MASK_VALUE`] for padding.
-    fn forward(&self, x: &Tensor, batch: usize, seq: usize, mask_bias: &Tensor) -> Result<Tensor> {
-        let hidden = x.dim(1)?;
-        let head_dim = hidden / self.heads;
+    /// `x`: `(batch * seq, hidden)`; `mask`: `(batch, seq)`, 1 for tokens, 0 for padding.
+    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let w = Tensor::cat(&[&self.query.weight, &self.key.weight, &self.value.weight], 0)?;
         let b = Tensor::cat(&[&self.query.bias, &self.key.bias, &self.value.bias], 0)?;
         let qkv = x.matmul(&w.t()?)?.broadcast_add(&b)?;
-        // (b*s, 3h) -> (3, b, heads, s, head_dim)
-        let qkv = qkv
-            .reshape((batch, seq, 3, self.heads, head_dim))?
-            .permute((2, 0, 3, 1, 4))?
-            .contiguous()?;
-        let q = qkv.get(0)?;
-        let k = qkv.get(1)?;
-        let v = qkv.get(2)?;
-        let scale = 1.0 / (head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
-        let probs = ops::softmax_last_dim(&scores)?;
-        let ctx = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((batch * seq, hidden))?;
+        let ctx = ops::attention(&qkv, mask, self.heads)?;
         let x = self.attn_norm.forward(&(self.attn_out.forward(&ctx)? + x)?)?;
         let inner = ops::gelu(&self.intermediate.forward(&x)?)?;
         self.out_norm.forward(&(self.output.forward(&inner)? + x)?)
@@ -204,11 +186,9 @@ impl BertModel {
     /// `attention_mask` `(batch, seq)` of 1 (token) / 0 (padding) in the model dtype.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let (batch, seq) = input_ids.dims2()?;
-        let mask_bias = ((attention_mask.ones_like()? - attention_mask)? * MASK_VALUE)?
-            .reshape((batch, 1, 1, seq))?;
         let mut x = self.embeddings.forward(input_ids)?;
         for layer in &self.layers {
-            x = layer.forward(&x, batch, seq, &mask_bias)?;
+            x = layer.forward(&x, attention_mask)?;
         }
         x.reshape((batch, seq, self.config.hidden_size))
     }

@@ -1,0 +1,383 @@
+//! Fused CPU kernels with their own backward, for the hot spots of the forward pass.
+//!
+//! candle's element-wise CPU ops run on one thread and allocate a tensor per step; a
+//! layer norm built from them is eight passes over memory, attention a dozen tensors of
+//! `batch × heads × seq × seq`. These ops do each job in one multithreaded pass (rayon)
+//! and attention per (sequence, head) with scores that never leave the cache.
+//!
+//! Each forward is checked against the plain-op reference in [`crate::ops`] for values,
+//! and each backward by finite differences in f64 (`tests` below and
+//! `tests/gradcheck.rs`). Backward passes are written with candle tensor ops: exact, and
+//! fast enough until training needs them faster.
+
+use candle_core::{
+    backend::BackendStorage, CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape,
+    Tensor, WithDType, D,
+};
+use rayon::prelude::*;
+
+/// Rows handed to one rayon task in row-wise kernels: enough work to amortise the task.
+const ROWS_PER_TASK: usize = 16;
+
+/// Scalar operations the kernels need, for f32 and f64.
+pub trait Real: WithDType + num_traits::Float {
+    fn erf(self) -> Self;
+}
+impl Real for f32 {
+    /// Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7, below f32's resolution of
+    /// GELU's output): one `exp` instead of libm's `erff`, which was 11% of a forward.
+    fn erf(self) -> Self {
+        const P: f32 = 0.327_591_1;
+        const A: [f32; 5] = [0.254_829_6, -0.284_496_72, 1.421_413_8, -1.453_152, 1.061_405_4];
+        let x = self.abs();
+        let t = 1.0 / (1.0 + P * x);
+        let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+        let y = 1.0 - poly * (-x * x).exp();
+        y.copysign(self)
+    }
+}
+impl Real for f64 {
+    fn erf(self) -> Self {
+        candle_core::cpu::erf::erf_f64(self)
+    }
+}
+
+fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
+    let data = s.as_slice::<T>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// Whether the fused kernels can run on `t` (CPU, f32 or f64).
+pub fn supported(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
+// ---------------------------------------------------------------- layer norm
+
+struct LayerNormOp {
+    eps: f64,
+}
+
+impl LayerNormOp {
+    fn fwd<T: Real>(&self, x: &[T], w: &[T], b: &[T], dim: usize) -> Vec<T> {
+        let mut out = vec![T::zero(); x.len()];
+        let eps = T::from_f64(self.eps);
+        let n = T::from_f64(dim as f64);
+        out.par_chunks_mut(dim * ROWS_PER_TASK)
+            .zip(x.par_chunks(dim * ROWS_PER_TASK))
+            .for_each(|(o, x)| {
+                for (o, x) in o.chunks_mut(dim).zip(x.chunks(dim)) {
+                    let mean = x.iter().fold(T::zero(), |a, &v| a + v) / n;
+                    let var = x.iter().fold(T::zero(), |a, &v| a + (v - mean) * (v - mean)) / n;
+                    let rstd = T::one() / (var + eps).sqrt();
+                    for i in 0..dim {
+                        o[i] = (x[i] - mean) * rstd * w[i] + b[i];
+                    }
+                }
+            });
+        out
+    }
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "sieve-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dim = l1.dims().last().copied().unwrap_or(1);
+        let out = match s1.dtype() {
+            DType::F32 => f32::to_cpu_storage_owned(self.fwd::<f32>(
+                contiguous(s1, l1, "layer norm")?,
+                contiguous(s2, l2, "layer norm")?,
+                contiguous(s3, l3, "layer norm")?,
+                dim,
+            )),
+            DType::F64 => f64::to_cpu_storage_owned(self.fwd::<f64>(
+                contiguous(s1, l1, "layer norm")?,
+                contiguous(s2, l2, "layer norm")?,
+                contiguous(s3, l3, "layer norm")?,
+                dim,
+            )),
+            dt => candle_core::bail!("layer norm: unsupported dtype {dt:?}"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dim = x.dim(D::Minus1)?;
+        let x = x.detach();
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let rstd = (var + self.eps)?.sqrt()?.recip()?;
+        let xhat = xc.broadcast_mul(&rstd)?;
+        let rows_dy = dy.reshape(((), dim))?;
+        let dw = (dy * &xhat)?.reshape(((), dim))?.sum(0)?;
+        let db = rows_dy.sum(0)?;
+        let g = dy.broadcast_mul(&w.detach())?;
+        let g_mean = g.mean_keepdim(D::Minus1)?;
+        let gx_mean = (&g * &xhat)?.mean_keepdim(D::Minus1)?;
+        let dx = g
+            .broadcast_sub(&g_mean)?
+            .sub(&xhat.broadcast_mul(&gx_mean)?)?
+            .broadcast_mul(&rstd)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// Layer norm over the last dimension in one pass per row.
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNormOp { eps })
+}
+
+// ---------------------------------------------------------------- GELU
+
+struct GeluOp;
+
+impl GeluOp {
+    fn fwd<T: Real>(x: &[T]) -> Vec<T> {
+        let half = T::from_f64(0.5);
+        let inv_sqrt2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);
+        let mut out = vec![T::zero(); x.len()];
+        out.par_chunks_mut(4096)
+            .zip(x.par_chunks(4096))
+            .for_each(|(o, x)| {
+                for (o, &v) in o.iter_mut().zip(x) {
+                    *o = half * v * (T::one() + (v * inv_sqrt2).erf());
+                }
+            });
+        out
+    }
+}
+
+impl CustomOp1 for GeluOp {
+    fn name(&self) -> &'static str {
+        "sieve-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match s.dtype() {
+            DType::F32 => f32::to_cpu_storage_owned(Self::fwd::<f32>(contiguous(s, l, "gelu")?)),
+            DType::F64 => f64::to_cpu_storage_owned(Self::fwd::<f64>(contiguous(s, l, "gelu")?)),
+            dt => candle_core::bail!("gelu: unsupported dtype {dt:?}"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    /// d/dx [x Φ(x)] = Φ(x) + x φ(x).
+    fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let x = x.detach();
+        let cdf = ((&x * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)? * 0.5;
+        let pdf = (x.sqr()? * -0.5)?.exp()? * (1.0 / (2.0 * std::f64::consts::PI).sqrt());
+        let grad = (cdf? + (&x * pdf?)?)?;
+        Ok(Some((dy * grad)?))
+    }
+}
+
+/// Exact (erf) GELU in one multithreaded pass.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(GeluOp)
+}
+
+// ---------------------------------------------------------------- attention
+
+/// Multi-head self-attention on the fused Q|K|V projection.
+///
+/// Input `(batch * seq, 3 * hidden)` as one linear layer produces it; output
+/// `(batch * seq, hidden)`, heads concatenated, ready for the output projection. No
+/// permuted copies of Q, K, V are made: the matrix products read them in place with
+/// strides, one rayon task per (sequence, head).
+struct AttentionOp {
+    /// `(batch, seq)`, 1 for tokens and 0 for padding, in the input's dtype.
+    mask: Tensor,
+    heads: usize,
+}
+
+impl AttentionOp {
+    fn dims(&self, rows: usize, width: usize) -> Result<(usize, usize, usize, usize)> {
+        let (batch, seq) = self.mask.dims2()?;
+        if rows != batch * seq || width % 3 != 0 || (width / 3) % self.heads != 0 {
+            candle_core::bail!(
+                "attention: qkv {rows}×{width} does not match mask {batch}×{seq} with {} heads",
+                self.heads
+            );
+        }
+        Ok((batch, seq, width / 3, width / 3 / self.heads))
+    }
+
+    fn fwd<T: Real>(&self, qkv: &[T], rows: usize, width: usize) -> Result<Vec<T>> {
+        let (batch, seq, hidden, hd) = self.dims(rows, width)?;
+        let mask: Vec<T> = self.mask.flatten_all()?.to_vec1::<T>()?;
+        let heads = self.heads;
+        let scale = T::from_f64(1.0 / (hd as f64).sqrt());
+        let mask_value = T::from_f64(crate::model::MASK_VALUE);
+        let ctxs: Vec<Vec<T>> = (0..batch * heads)
+            .into_par_iter()
+            .map(|task| {
+                let (bi, hi) = (task / heads, task % heads);
+                let base = bi * seq * width + hi * hd;
+                let mut scores = vec![T::zero(); seq * seq];
+                let mut ctx = vec![T::zero(); seq * hd];
+                // SAFETY: every pointer/stride pair addresses elements inside `qkv`
+                // (rows bi*seq..(bi+1)*seq, columns of this head in Q, K and V) or inside
+                // the local buffers, whose shapes match m, n, k.
+                unsafe {
+                    // scores = scale * Q K^T  (seq × seq)
+                    gemm::gemm(
+                        seq,
+                        seq,
+                        hd,
+                        scores.as_mut_ptr(),
+                        1,
+                        seq as isize,
+                        false,
+                        qkv.as_ptr().add(base),
+                        1,
+                        width as isize,
+                        qkv.as_ptr().add(base + hidden),
+                        width as isize,
+                        1,
+                        T::zero(),
+                        scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                let m = &mask[bi * seq..(bi + 1) * seq];
+                for row in scores.chunks_mut(seq) {
+                    let mut max = T::neg_infinity();
+                    for (s, &keep) in row.iter_mut().zip(m) {
+                        *s = *s + (T::one() - keep) * mask_value;
+                        max = num_traits::Float::max(max, *s);
+                    }
+                    let mut sum = T::zero();
+                    for s in row.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum = sum + *s;
+                    }
+                    let inv = T::one() / sum;
+                    row.iter_mut().for_each(|s| *s = *s * inv);
+                }
+                unsafe {
+                    // ctx = P V  (seq × hd)
+                    gemm::gemm(
+                        seq,
+                        hd,
+                        seq,
+                        ctx.as_mut_ptr(),
+                        1,
+                        hd as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        seq as isize,
+                        qkv.as_ptr().add(base + 2 * hidden),
+                        1,
+                        width as isize,
+                        T::zero(),
+                        T::one(),
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                ctx
+            })
+            .collect();
+        let mut out = vec![T::zero(); rows * hidden];
+        for (task, ctx) in ctxs.iter().enumerate() {
+            let (bi, hi) = (task / heads, task % heads);
+            for (i, src) in ctx.chunks(hd).enumerate() {
+                let dst = (bi * seq + i) * hidden + hi * hd;
+                out[dst..dst + hd].copy_from_slice(src);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl CustomOp1 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "sieve-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (rows, width) = l.shape().dims2()?;
+        let out = match s.dtype() {
+            DType::F32 => {
+                f32::to_cpu_storage_owned(self.fwd::<f32>(contiguous(s, l, "attention")?, rows, width)?)
+            }
+            DType::F64 => {
+                f64::to_cpu_storage_owned(self.fwd::<f64>(contiguous(s, l, "attention")?, rows, width)?)
+            }
+            dt => candle_core::bail!("attention: unsupported dtype {dt:?}"),
+        };
+        Ok((out, Shape::from((rows, width / 3))))
+    }
+
+    /// Recomputes the probabilities P and applies the softmax-attention chain rule:
+    /// dV = Pᵀ dC, dP = dC Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = s dS K, dK = s dSᵀ Q.
+    fn bwd(&self, qkv: &Tensor, _res: &Tensor, dctx: &Tensor) -> Result<Option<Tensor>> {
+        let (rows, width) = qkv.dims2()?;
+        let (batch, seq, hidden, hd) = self.dims(rows, width)?;
+        let heads = self.heads;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let split = qkv
+            .detach()
+            .reshape((batch, seq, 3, heads, hd))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        let (q, k, v) = (split.get(0)?, split.get(1)?, split.get(2)?);
+        let bias = ((self.mask.ones_like()? - &self.mask)? * crate::model::MASK_VALUE)?
+            .reshape((batch, 1, 1, seq))?;
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
+        let p = crate::ops::softmax_reference(&scores)?;
+        let dc = dctx
+            .reshape((batch, seq, heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let dv = p.t()?.matmul(&dc)?;
+        let dp = dc.matmul(&v.t()?)?;
+        let ds = (&p * dp.broadcast_sub(&(&dp * &p)?.sum_keepdim(D::Minus1)?)?)?;
+        let dq = (ds.matmul(&k)? * scale)?;
+        let dk = (ds.t()?.matmul(&q)? * scale)?;
+        let d = Tensor::stack(&[dq, dk, dv], 0)?
+            .permute((1, 3, 0, 2, 4))?
+            .contiguous()?
+            .reshape((rows, 3 * hidden))?;
+        Ok(Some(d))
+    }
+}
+
+/// Self-attention from a fused `(batch * seq, 3 * hidden)` Q|K|V projection and a
+/// `(batch, seq)` 0/1 mask; returns `(batch * seq, hidden)`.
+pub fn attention(qkv: &Tensor, mask: &Tensor, heads: usize) -> Result<Tensor> {
+    let op = AttentionOp {
+        mask: mask.detach().to_dtype(qkv.dtype())?,
+        heads,
+    };
+    qkv.contiguous()?.apply_op1(op)
+}
