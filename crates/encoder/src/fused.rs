@@ -381,3 +381,112 @@ pub fn attention(qkv: &Tensor, mask: &Tensor, heads: usize) -> Result<Tensor> {
     };
     qkv.contiguous()?.apply_op1(op)
 }
+
+// ---------------------------------------------------------------- linear
+
+/// `y = x Wᵀ + b` as one matrix product that starts from the bias rows, saving the
+/// separate broadcast-add pass (and its allocation) over every activation.
+struct LinearOp;
+
+impl LinearOp {
+    fn fwd<T: Real>(x: &[T], w: &[T], b: &[T], rows: usize, inp: usize, out: usize) -> Vec<T> {
+        let mut y = Vec::with_capacity(rows * out);
+        for _ in 0..rows {
+            y.extend_from_slice(b);
+        }
+        let threads = rayon::current_num_threads();
+        let par = if threads > 1 && rows * out * inp > 1 << 16 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: y is rows×out (row-major), x rows×inp, w out×inp read as its transpose
+        // (element (k, j) at j*inp + k); all indices stay inside the three buffers.
+        unsafe {
+            gemm::gemm(
+                rows,
+                out,
+                inp,
+                y.as_mut_ptr(),
+                1,
+                out as isize,
+                true,
+                x.as_ptr(),
+                1,
+                inp as isize,
+                w.as_ptr(),
+                inp as isize,
+                1,
+                T::one(),
+                T::one(),
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+        y
+    }
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "sieve-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, inp) = l1.shape().dims2()?;
+        let (out, w_in) = l2.shape().dims2()?;
+        if w_in != inp || l3.shape().elem_count() != out {
+            candle_core::bail!("linear: x {rows}×{inp}, weight {out}×{w_in}, bias {:?}", l3.shape());
+        }
+        let y = match s1.dtype() {
+            DType::F32 => f32::to_cpu_storage_owned(Self::fwd::<f32>(
+                contiguous(s1, l1, "linear")?,
+                contiguous(s2, l2, "linear")?,
+                contiguous(s3, l3, "linear")?,
+                rows,
+                inp,
+                out,
+            )),
+            DType::F64 => f64::to_cpu_storage_owned(Self::fwd::<f64>(
+                contiguous(s1, l1, "linear")?,
+                contiguous(s2, l2, "linear")?,
+                contiguous(s3, l3, "linear")?,
+                rows,
+                inp,
+                out,
+            )),
+            dt => candle_core::bail!("linear: unsupported dtype {dt:?}"),
+        };
+        Ok((y, Shape::from((rows, out))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dx = dy.matmul(&w.detach())?;
+        let dw = dy.t()?.matmul(&x.detach())?;
+        let db = dy.sum(0)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// `x Wᵀ + b` for 2-D `x`.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, LinearOp)
+}

@@ -32,7 +32,7 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+        ops::linear(x, &self.weight, &self.bias)
     }
 }
 
@@ -140,7 +140,7 @@ impl Layer {
     fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let w = Tensor::cat(&[&self.query.weight, &self.key.weight, &self.value.weight], 0)?;
         let b = Tensor::cat(&[&self.query.bias, &self.key.bias, &self.value.bias], 0)?;
-        let qkv = x.matmul(&w.t()?)?.broadcast_add(&b)?;
+        let qkv = ops::linear(x, &w, &b)?;
         let ctx = ops::attention(&qkv, mask, self.heads)?;
         let x = self.attn_norm.forward(&(self.attn_out.forward(&ctx)? + x)?)?;
         let inner = ops::gelu(&self.intermediate.forward(&x)?)?;

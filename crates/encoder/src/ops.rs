@@ -28,6 +28,19 @@ pub fn layer_norm_reference(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64
     normed.broadcast_mul(weight)?.broadcast_add(bias)
 }
 
+/// `x Wᵀ + b` for a 2-D `x`.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if fused::supported(x) {
+        fused::linear(x, weight, bias)
+    } else {
+        linear_reference(x, weight, bias)
+    }
+}
+
+pub fn linear_reference(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    x.matmul(&weight.t()?)?.broadcast_add(bias)
+}
+
 /// Softmax over the last dimension. The row maximum is subtracted for stability and
 /// detached: softmax is shift-invariant, so its gradient through the maximum is zero
 /// and need not be computed.
@@ -202,6 +215,15 @@ mod tests {
             &|x| fused::layer_norm(&x[0], &x[1], &x[2], 1e-12).unwrap(),
             &|x| layer_norm_reference(&x[0], &x[1], &x[2], 1e-12).unwrap(),
             &[&[7, 6], &[6], &[6]],
+        );
+    }
+
+    #[test]
+    fn fused_linear_matches_reference() {
+        check(
+            &|x| fused::linear(&x[0], &x[1], &x[2]).unwrap(),
+            &|x| linear_reference(&x[0], &x[1], &x[2]).unwrap(),
+            &[&[7, 5], &[4, 5], &[4]],
         );
     }
 
