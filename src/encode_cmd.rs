@@ -20,7 +20,12 @@ use crate::ensure_positive;
 #[derive(Debug, Clone, clap::Args)]
 pub struct EncodeArgs {
     /// Model directory (sentence-transformers layout) or Hugging Face hub id.
-    #[arg(long, short, env = "SIEVE_MODEL", default_value = "models/all-MiniLM-L6-v2")]
+    #[arg(
+        long,
+        short,
+        env = "SIEVE_MODEL",
+        default_value = "models/all-MiniLM-L6-v2"
+    )]
     pub model: String,
 
     /// Texts: BEIR corpus/queries JSONL (optionally gzipped) or one text per line (.txt).
@@ -66,8 +71,12 @@ fn read_texts(path: &Path, limit: usize) -> Result<Vec<String>> {
             .collect::<Result<Vec<_>>>()
     } else if name.ends_with(".txt") {
         let body = std::fs::read(path).with_context(|| format!("reading {name}"))?;
-        let body = String::from_utf8(body)
-            .map_err(|e| anyhow::anyhow!("{name}: invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()))?;
+        let body = String::from_utf8(body).map_err(|e| {
+            anyhow::anyhow!(
+                "{name}: invalid UTF-8 at byte {}",
+                e.utf8_error().valid_up_to()
+            )
+        })?;
         Ok(body.lines().take(limit).map(str::to_string).collect())
     } else {
         bail!("{name}: unknown input format (expected .jsonl, .jsonl.gz or .txt)")
@@ -76,7 +85,8 @@ fn read_texts(path: &Path, limit: usize) -> Result<Vec<String>> {
 
 /// Writes a version-1 `.npy` header and little-endian float32 rows.
 fn write_npy(path: &Path, data: &[f32], rows: usize, dim: usize) -> Result<()> {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
     // Magic (6) + version (2) + length (2) + header + '\n' must be a multiple of 64.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');

@@ -10,8 +10,14 @@ use crate::{ensure_positive, EvalArgs, RetrieverKind};
 pub fn run(args: &EvalArgs) -> Result<()> {
     ensure_positive("batch-size", args.batch_size)?;
     ensure_positive("top-k", args.top_k)?;
-    let ds = sieve_datasets::load_beir(&args.dataset, &args.split, DataOptions { strict: args.strict })
-        .with_context(|| format!("loading dataset {}", args.dataset.display()))?;
+    let ds = sieve_datasets::load_beir(
+        &args.dataset,
+        &args.split,
+        DataOptions {
+            strict: args.strict,
+        },
+    )
+    .with_context(|| format!("loading dataset {}", args.dataset.display()))?;
     if !ds.report.is_clean() {
         eprintln!("{}", ds.report);
     }
@@ -25,7 +31,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         cache_dir: if args.no_cache {
             None
         } else {
-            Some(args.cache_dir.clone().unwrap_or_else(sieve_eval::cache::default_cache_dir))
+            Some(
+                args.cache_dir
+                    .clone()
+                    .unwrap_or_else(sieve_eval::cache::default_cache_dir),
+            )
         },
         ignore_identical_ids: !args.keep_identical_ids,
         show_progress: !args.quiet,

@@ -23,7 +23,12 @@ mod eval_cmd;
 /// trains with an exact or large-batch softmax that masks them, and evaluates the
 /// result the way MTEB does.
 #[derive(Debug, Parser)]
-#[command(name = "sieve", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "sieve",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,7 +61,12 @@ pub enum RetrieverKind {
 pub struct EvalArgs {
     /// Model directory (sentence-transformers layout) or Hugging Face hub id.
     /// Not needed with --retriever bm25.
-    #[arg(long, short, env = "SIEVE_MODEL", default_value = "models/all-MiniLM-L6-v2")]
+    #[arg(
+        long,
+        short,
+        env = "SIEVE_MODEL",
+        default_value = "models/all-MiniLM-L6-v2"
+    )]
     pub model: String,
 
     /// BEIR directory: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv.
@@ -159,4 +169,3 @@ pub fn ensure_positive(name: &str, value: usize) -> Result<()> {
     }
     Ok(())
 }
-

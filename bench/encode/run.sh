@@ -16,8 +16,8 @@ THREADS=$(nproc)
 scripts/fetch-model.sh >&2
 [ -x .venv/bin/python ] || scripts/setup-python.sh >&2
 cargo build --release -q
-OUT=$(mktemp)
-trap 'rm -f "$OUT"' EXIT
+OUT=target/bench-encode.jsonl   # raw runs, kept for inspection
+mkdir -p target && : > "$OUT"
 for i in $(seq "$REPEATS"); do
   echo "run $i/$REPEATS" >&2
   target/release/sieve encode --model "$MODEL" --input "$CORPUS" --limit "$N" \
@@ -37,8 +37,8 @@ def med(tool, key):
 s, t = "sieve", "sentence-transformers"
 print(f"texts per run: {rows[0]['texts']}, batch 32, max_seq_length 256, runs: {len(by[s])}")
 for tool in (s, t):
+    runs = ", ".join("%.2f" % r["texts_per_s"] for r in by[tool])
     print(f"{tool:>22}: median {med(tool, 'texts_per_s'):7.2f} texts/s "
-          f"(runs: {', '.join(f'{r['texts_per_s']:.2f}' for r in by[tool])}), "
-          f"peak RSS {med(tool, 'peak_rss_mb'):.0f} MiB")
+          f"(runs: {runs}), peak RSS {med(tool, 'peak_rss_mb'):.0f} MiB")
 print(f"ratio sieve / sentence-transformers: {med(s, 'texts_per_s') / med(t, 'texts_per_s'):.2f}x")
 PY

@@ -103,7 +103,9 @@ impl PoolingConfig {
             return match mode.as_str() {
                 "mean" => Ok(Pooling::Mean),
                 "cls" => Ok(Pooling::Cls),
-                other => Err(format!("pooling_mode {other:?} is not supported (mean, cls)")),
+                other => Err(format!(
+                    "pooling_mode {other:?} is not supported (mean, cls)"
+                )),
             };
         }
         match (self.pooling_mode_mean_tokens, self.pooling_mode_cls_token) {
@@ -163,7 +165,8 @@ mod tests {
 
     #[test]
     fn bert_config_defaults_fill_missing_keys() {
-        let c: BertConfig = serde_json::from_str(r#"{"hidden_size": 384, "num_attention_heads": 12}"#).unwrap();
+        let c: BertConfig =
+            serde_json::from_str(r#"{"hidden_size": 384, "num_attention_heads": 12}"#).unwrap();
         assert_eq!(c.head_dim(), 32);
         assert_eq!(c.layer_norm_eps, 1e-12);
     }

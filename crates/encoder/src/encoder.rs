@@ -158,8 +158,7 @@ impl Encoder {
                 config.hidden_act
             )));
         }
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0
-        {
+        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
             return Err(config_err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 config.hidden_size, config.num_attention_heads
@@ -252,7 +251,10 @@ impl Encoder {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| Error::Tokenize(e.to_string()))?;
-        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
     }
 
     /// Builds `(ids, mask)` tensors for a batch, padded to its longest member.
@@ -268,7 +270,8 @@ impl Encoder {
             mask.extend(std::iter::repeat_n(0f32, seq - tokens.len()));
         }
         let ids = Tensor::from_vec(ids, (batch.len(), seq), &self.device)?;
-        let mask = Tensor::from_vec(mask, (batch.len(), seq), &self.device)?.to_dtype(self.dtype)?;
+        let mask =
+            Tensor::from_vec(mask, (batch.len(), seq), &self.device)?.to_dtype(self.dtype)?;
         Ok((ids, mask))
     }
 

@@ -32,7 +32,13 @@ impl Real for f32 {
     #[inline(always)]
     fn erf(self) -> Self {
         const P: f32 = 0.327_591_1;
-        const A: [f32; 5] = [0.254_829_6, -0.284_496_72, 1.421_413_8, -1.453_152, 1.061_405_4];
+        const A: [f32; 5] = [
+            0.254_829_6,
+            -0.284_496_72,
+            1.421_413_8,
+            -1.453_152,
+            1.061_405_4,
+        ];
         let x = self.abs();
         let t = 1.0 / (1.0 + P * x);
         let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
@@ -102,7 +108,9 @@ mod simd {
     pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
                 // SAFETY: the features were just detected on this CPU.
                 return unsafe { avx2(f) };
             }
@@ -153,8 +161,10 @@ impl LayerNormOp {
                 simd::dispatch(|| {
                     for (o, x) in o.chunks_mut(dim).zip(x.chunks(dim)) {
                         let mean = x.iter().fold(T::zero(), |a, &v| a + v) / n;
-                        let var =
-                            x.iter().fold(T::zero(), |a, &v| a + (v - mean) * (v - mean)) / n;
+                        let var = x
+                            .iter()
+                            .fold(T::zero(), |a, &v| a + (v - mean) * (v - mean))
+                            / n;
                         let rstd = T::one() / (var + eps).sqrt();
                         for i in 0..dim {
                             o[i] = (x[i] - mean) * rstd * w[i] + b[i];
@@ -352,7 +362,10 @@ impl AttentionOp {
                     );
                 }
                 let m = &mask[bi * seq..(bi + 1) * seq];
-                let bias: Vec<T> = m.iter().map(|&keep| (T::one() - keep) * mask_value).collect();
+                let bias: Vec<T> = m
+                    .iter()
+                    .map(|&keep| (T::one() - keep) * mask_value)
+                    .collect();
                 simd::dispatch(|| softmax_rows(&mut scores, &bias, seq));
                 unsafe {
                     // ctx = P V  (seq × hd)
@@ -401,12 +414,16 @@ impl CustomOp1 for AttentionOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (rows, width) = l.shape().dims2()?;
         let out = match s.dtype() {
-            DType::F32 => {
-                f32::to_cpu_storage_owned(self.fwd::<f32>(contiguous(s, l, "attention")?, rows, width)?)
-            }
-            DType::F64 => {
-                f64::to_cpu_storage_owned(self.fwd::<f64>(contiguous(s, l, "attention")?, rows, width)?)
-            }
+            DType::F32 => f32::to_cpu_storage_owned(self.fwd::<f32>(
+                contiguous(s, l, "attention")?,
+                rows,
+                width,
+            )?),
+            DType::F64 => f64::to_cpu_storage_owned(self.fwd::<f64>(
+                contiguous(s, l, "attention")?,
+                rows,
+                width,
+            )?),
             dt => candle_core::bail!("attention: unsupported dtype {dt:?}"),
         };
         Ok((out, Shape::from((rows, width / 3))))
@@ -520,7 +537,10 @@ impl CustomOp3 for LinearOp {
         let (rows, inp) = l1.shape().dims2()?;
         let (out, w_in) = l2.shape().dims2()?;
         if w_in != inp || l3.shape().elem_count() != out {
-            candle_core::bail!("linear: x {rows}×{inp}, weight {out}×{w_in}, bias {:?}", l3.shape());
+            candle_core::bail!(
+                "linear: x {rows}×{inp}, weight {out}×{w_in}, bias {:?}",
+                l3.shape()
+            );
         }
         let y = match s1.dtype() {
             DType::F32 => f32::to_cpu_storage_owned(Self::fwd::<f32>(

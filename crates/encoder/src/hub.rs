@@ -20,7 +20,11 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
     if path.is_dir() {
         return Ok(path.to_path_buf());
     }
-    if path.exists() || spec.starts_with('.') || spec.starts_with('/') || spec.matches('/').count() > 1 {
+    if path.exists()
+        || spec.starts_with('.')
+        || spec.starts_with('/')
+        || spec.matches('/').count() > 1
+    {
         return Err(Error::Hub {
             spec: spec.into(),
             message: "no such directory".into(),
@@ -51,5 +55,6 @@ fn download(repo_id: &str) -> Result<PathBuf> {
         // Absent in many repositories; the defaults apply then.
         let _ = repo.get(file);
     }
-    dir.flatten().ok_or_else(|| hub_err(&"download returned no directory"))
+    dir.flatten()
+        .ok_or_else(|| hub_err(&"download returned no directory"))
 }

@@ -138,11 +138,16 @@ impl Layer {
 
     /// `x`: `(batch * seq, hidden)`; `mask`: `(batch, seq)`, 1 for tokens, 0 for padding.
     fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let w = Tensor::cat(&[&self.query.weight, &self.key.weight, &self.value.weight], 0)?;
+        let w = Tensor::cat(
+            &[&self.query.weight, &self.key.weight, &self.value.weight],
+            0,
+        )?;
         let b = Tensor::cat(&[&self.query.bias, &self.key.bias, &self.value.bias], 0)?;
         let qkv = ops::linear(x, &w, &b)?;
         let ctx = ops::attention(&qkv, mask, self.heads)?;
-        let x = self.attn_norm.forward(&(self.attn_out.forward(&ctx)? + x)?)?;
+        let x = self
+            .attn_norm
+            .forward(&(self.attn_out.forward(&ctx)? + x)?)?;
         let inner = ops::gelu(&self.intermediate.forward(&x)?)?;
         self.out_norm.forward(&(self.output.forward(&inner)? + x)?)
     }
@@ -199,7 +204,9 @@ pub fn pool(states: &Tensor, attention_mask: &Tensor, mode: crate::Pooling) -> R
     match mode {
         crate::Pooling::Cls => states.narrow(1, 0, 1)?.squeeze(1),
         crate::Pooling::Mean => {
-            let mask = attention_mask.to_dtype(states.dtype())?.unsqueeze(D::Minus1)?;
+            let mask = attention_mask
+                .to_dtype(states.dtype())?
+                .unsqueeze(D::Minus1)?;
             let summed = states.broadcast_mul(&mask)?.sum(1)?;
             // sentence-transformers clamps the token count at 1e-9.
             let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;

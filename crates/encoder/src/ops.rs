@@ -20,7 +20,12 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     }
 }
 
-pub fn layer_norm_reference(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+pub fn layer_norm_reference(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
     let mean = x.mean_keepdim(D::Minus1)?;
     let centered = x.broadcast_sub(&mean)?;
     let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
@@ -99,7 +104,11 @@ pub fn attention_reference(qkv: &Tensor, mask: &Tensor, heads: usize) -> Result<
 
 /// Divides each row by its L2 norm, clamped at `1e-12` like `torch.nn.functional.normalize`.
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
     x.broadcast_div(&norm)
 }
 
@@ -134,7 +143,11 @@ mod tests {
     }
 
     fn mask() -> Tensor {
-        Tensor::new(&[[1f64, 1., 1., 1., 1.], [1., 1., 0., 0., 0.]], &Device::Cpu).unwrap()
+        Tensor::new(
+            &[[1f64, 1., 1., 1., 1.], [1., 1., 0., 0., 0.]],
+            &Device::Cpu,
+        )
+        .unwrap()
     }
 
     /// Gradient of `sum(f(x) * probe)` w.r.t. each input, by autograd.
@@ -167,9 +180,14 @@ mod tests {
             .enumerate()
             .map(|(i, s)| Var::from_tensor(&randn(s, DType::F64, 0.1 * i as f64)).unwrap())
             .collect();
-        let out_shape = fused_f(&vars.iter().map(|v| v.as_tensor().clone()).collect::<Vec<_>>())
-            .shape()
-            .clone();
+        let out_shape = fused_f(
+            &vars
+                .iter()
+                .map(|v| v.as_tensor().clone())
+                .collect::<Vec<_>>(),
+        )
+        .shape()
+        .clone();
         let probe = Tensor::randn(0f64, 1.0, out_shape, &Device::Cpu).unwrap();
         let gf = grads(fused_f, &vars, &probe);
         let gr = grads(ref_f, &vars, &probe);
@@ -177,7 +195,10 @@ mod tests {
             let d = max_abs_diff(a, b);
             // candle's erf-GELU backward differs from the exact derivative by ~1e-7;
             // the finite differences below are the stricter check.
-            assert!(d < 1e-6, "input {i}: fused and reference gradients differ by {d}");
+            assert!(
+                d < 1e-6,
+                "input {i}: fused and reference gradients differ by {d}"
+            );
         }
         let eps = 1e-6;
         for (vi, var) in vars.iter().enumerate() {

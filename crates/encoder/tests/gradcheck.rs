@@ -34,11 +34,7 @@ struct Case {
 fn case(dev: &Device, dim: usize) -> Case {
     // Two sequences, the second padded: the mask path must carry gradients correctly.
     let ids = Tensor::new(&[[1u32, 5, 7, 2, 9, 3], [1, 4, 2, 0, 0, 0]], dev).unwrap();
-    let mask = Tensor::new(
-        &[[1f64, 1., 1., 1., 1., 1.], [1., 1., 1., 0., 0., 0.]],
-        dev,
-    )
-    .unwrap();
+    let mask = Tensor::new(&[[1f64, 1., 1., 1., 1., 1.], [1., 1., 1., 0., 0., 0.]], dev).unwrap();
     let probe = Tensor::randn(0f64, 1., (2, dim), dev).unwrap();
     Case { ids, mask, probe }
 }
@@ -139,7 +135,10 @@ fn check(mode: Pooling) {
         "dense.weight",
         "dense.bias",
     ] {
-        assert!(kinds_checked.contains(kind), "parameter kind {kind} not checked");
+        assert!(
+            kinds_checked.contains(kind),
+            "parameter kind {kind} not checked"
+        );
     }
     assert_eq!(vars.len(), 5 + 16 * cfg.num_hidden_layers);
 }

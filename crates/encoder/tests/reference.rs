@@ -62,7 +62,11 @@ fn token_ids_and_embeddings_match_sentence_transformers() {
     let texts: Vec<&str> = reference.texts.iter().map(String::as_str).collect();
     let ids = encoder.tokenize(&texts).unwrap();
     for (i, (ours, theirs)) in ids.iter().zip(&reference.input_ids).enumerate() {
-        assert_eq!(ours, theirs, "token ids differ for text {i}: {:?}", texts[i]);
+        assert_eq!(
+            ours, theirs,
+            "token ids differ for text {i}: {:?}",
+            texts[i]
+        );
     }
     assert!(
         ids.iter().any(|t| t.len() == reference.max_seq_length),
@@ -97,7 +101,12 @@ fn token_ids_and_embeddings_match_sentence_transformers() {
 #[test]
 fn batch_size_and_padding_do_not_change_embeddings() {
     let (reference, _, encoder) = load();
-    let texts: Vec<&str> = reference.texts.iter().take(40).map(String::as_str).collect();
+    let texts: Vec<&str> = reference
+        .texts
+        .iter()
+        .take(40)
+        .map(String::as_str)
+        .collect();
     let one = encoder.encode(&texts, 1, &|_| {}).unwrap();
     let many = encoder.encode(&texts, 16, &|_| {}).unwrap();
     let max_diff = one
@@ -106,7 +115,10 @@ fn batch_size_and_padding_do_not_change_embeddings() {
         .zip(&many.data)
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
-    assert!(max_diff < 1e-5, "padding changed an embedding by {max_diff}");
+    assert!(
+        max_diff < 1e-5,
+        "padding changed an embedding by {max_diff}"
+    );
 }
 
 #[test]

@@ -52,7 +52,9 @@ impl EmbeddingCache {
 
     fn path(&self, fingerprint: &str, texts: &[&str]) -> PathBuf {
         let model = fingerprint.get(..16).unwrap_or(fingerprint);
-        self.dir.join(model).join(format!("{}.emb", texts_hash(texts)))
+        self.dir
+            .join(model)
+            .join(format!("{}.emb", texts_hash(texts)))
     }
 
     /// The cached `n × dim` matrix for these texts, or `None` if absent or unreadable

@@ -67,11 +67,9 @@ fn progress_bar(len: usize, what: &str, show: bool) -> ProgressBar {
     }
     let pb = ProgressBar::new(len as u64);
     pb.set_style(
-        ProgressStyle::with_template(
-            "{msg:>16} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{msg:>16} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
@@ -118,12 +116,7 @@ fn to_run(ds: &BeirDataset, hits: Vec<Vec<Hit>>, opts: &EvalOptions) -> Run {
     run
 }
 
-fn finish(
-    ds: &BeirDataset,
-    run: &Run,
-    base: TaskResult,
-    start: Instant,
-) -> TaskResult {
+fn finish(ds: &BeirDataset, run: &Run, base: TaskResult, start: Instant) -> TaskResult {
     let eval = metrics::evaluate(&ds.qrels, run, &MTEB_K_VALUES);
     TaskResult {
         scores: eval.mean,
@@ -161,15 +154,18 @@ pub fn evaluate_dense(
 }
 
 /// The dense run and the corpus embeddings it came from.
-pub fn dense_run(encoder: &Encoder, ds: &BeirDataset, opts: &EvalOptions) -> Result<(Run, Vec<f32>)> {
+pub fn dense_run(
+    encoder: &Encoder,
+    ds: &BeirDataset,
+    opts: &EvalOptions,
+) -> Result<(Run, Vec<f32>)> {
     let doc_texts: Vec<String> = ds.corpus.iter().map(|d| d.full_text()).collect();
     let doc_refs: Vec<&str> = doc_texts.iter().map(String::as_str).collect();
     let query_refs: Vec<&str> = ds.queries.iter().map(|q| q.text.as_str()).collect();
     let corpus = embed_cached(encoder, &doc_refs, "corpus", opts)?;
     let queries = embed_cached(encoder, &query_refs, "queries", opts)?;
-    let identical = |qi: usize, di: usize| {
-        opts.ignore_identical_ids && ds.queries[qi].id == ds.corpus[di].id
-    };
+    let identical =
+        |qi: usize, di: usize| opts.ignore_identical_ids && ds.queries[qi].id == ds.corpus[di].id;
     let hits = sieve_index::exact_top_k(&queries, &corpus, encoder.dim(), opts.top_k, &identical);
     Ok((to_run(ds, hits, opts), corpus))
 }
