@@ -132,7 +132,7 @@ fn softmax_rows<T: Real>(scores: &mut [T], bias: &[T], seq: usize) {
     for row in scores.chunks_mut(seq) {
         let mut max = T::neg_infinity();
         for (s, &b) in row.iter_mut().zip(bias) {
-            *s = *s + b;
+            *s += b;
             max = if *s > max { *s } else { max };
         }
         for s in row.iter_mut() {
@@ -140,7 +140,7 @@ fn softmax_rows<T: Real>(scores: &mut [T], bias: &[T], seq: usize) {
         }
         let sum = row.iter().fold(T::zero(), |a, &s| a + s);
         let inv = T::one() / sum;
-        row.iter_mut().for_each(|s| *s = *s * inv);
+        row.iter_mut().for_each(|s| *s *= inv);
     }
 }
 
