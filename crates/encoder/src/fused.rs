@@ -486,7 +486,10 @@ impl LinearOp {
             y.extend_from_slice(b);
         }
         let threads = rayon::current_num_threads();
-        let par = if threads > 1 && rows * out * inp > 1 << 16 {
+        // Inside a rayon task (batch-parallel inference) every core already runs its own
+        // batch: a single-threaded product avoids the cross-core barriers of a split one.
+        let nested = rayon::current_thread_index().is_some();
+        let par = if !nested && threads > 1 && rows * out * inp > 1 << 16 {
             gemm::Parallelism::Rayon(threads)
         } else {
             gemm::Parallelism::None
