@@ -123,6 +123,25 @@ mod simd {
     unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
         f()
     }
+
+    /// A closure is not always inlined into [`avx2`]; the hottest loop (the attention
+    /// softmax) gets a dedicated AVX2 instance of its own.
+    pub fn softmax_rows<T: super::Real>(scores: &mut [T], bias: &[T], seq: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the features were just detected on this CPU.
+                return unsafe { softmax_rows_avx2(scores, bias, seq) };
+            }
+        }
+        super::softmax_rows(scores, bias, seq)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn softmax_rows_avx2<T: super::Real>(scores: &mut [T], bias: &[T], seq: usize) {
+        super::softmax_rows(scores, bias, seq)
+    }
 }
 
 /// Masked softmax of each `seq`-long row of `scores`, in place; `bias` is added first.
@@ -366,7 +385,7 @@ impl AttentionOp {
                     .iter()
                     .map(|&keep| (T::one() - keep) * mask_value)
                     .collect();
-                simd::dispatch(|| softmax_rows(&mut scores, &bias, seq));
+                simd::softmax_rows(&mut scores, &bias, seq);
                 unsafe {
                     // ctx = P V  (seq × hd)
                     gemm::gemm(
