@@ -129,7 +129,9 @@ mod simd {
     pub fn softmax_rows<T: super::Real>(scores: &mut [T], bias: &[T], seq: usize) {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
                 // SAFETY: the features were just detected on this CPU.
                 return unsafe { softmax_rows_avx2(scores, bias, seq) };
             }
