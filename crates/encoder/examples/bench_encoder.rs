@@ -16,6 +16,10 @@ use sieve_encoder::config::BertConfig;
 use sieve_encoder::model::{pool, BertModel};
 use sieve_encoder::{Encoder, LoadOptions, Pooling};
 
+/// As in the `sieve` binary: glibc would re-fault every activation buffer.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Matrix-product FLOPs of one forward pass over one sequence of `s` tokens.
 fn forward_flops(c: &BertConfig, s: usize) -> f64 {
     let (h, i, l, s) = (

@@ -230,6 +230,8 @@ impl CustomOp3 for LayerNormOp {
         Ok((out, l1.shape().clone()))
     }
 
+    /// One fused pass: per row, dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·w;
+    /// dw = Σ dy·x̂ and db = Σ dy as per-task partial sums.
     fn bwd(
         &self,
         x: &Tensor,
@@ -239,23 +241,107 @@ impl CustomOp3 for LayerNormOp {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dim = x.dim(D::Minus1)?;
-        let x = x.detach();
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let rstd = (var + self.eps)?.sqrt()?.recip()?;
-        let xhat = xc.broadcast_mul(&rstd)?;
-        let rows_dy = dy.reshape(((), dim))?;
-        let dw = (dy * &xhat)?.reshape(((), dim))?.sum(0)?;
-        let db = rows_dy.sum(0)?;
-        let g = dy.broadcast_mul(&w.detach())?;
-        let g_mean = g.mean_keepdim(D::Minus1)?;
-        let gx_mean = (&g * &xhat)?.mean_keepdim(D::Minus1)?;
-        let dx = g
-            .broadcast_sub(&g_mean)?
-            .sub(&xhat.broadcast_mul(&gx_mean)?)?
-            .broadcast_mul(&rstd)?;
+        let rows = x.elem_count() / dim.max(1);
+        let packed = x.detach().contiguous()?.apply_op3_no_bwd(
+            &w.detach().contiguous()?,
+            &dy.contiguous()?,
+            &LayerNormGradOp { eps: self.eps },
+        )?;
+        let dx = packed.narrow(0, 0, rows)?.reshape(x.shape())?;
+        let dw = packed.get(rows)?;
+        let db = packed.get(rows + 1)?;
         Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// Gradient kernel of [`LayerNormOp`]: output `(rows + 2, dim)` holding dx, then dw, then db.
+struct LayerNormGradOp {
+    eps: f64,
+}
+
+impl LayerNormGradOp {
+    fn grad<T: Real>(&self, x: &[T], w: &[T], dy: &[T], dim: usize) -> Vec<T> {
+        let rows = x.len() / dim.max(1);
+        let eps = T::from_f64(self.eps);
+        let n = T::from_f64(dim as f64);
+        let mut out = vec![T::zero(); (rows + 2) * dim];
+        let (dx, tail) = out.split_at_mut(rows * dim);
+        let partials: Vec<Vec<T>> = dx
+            .par_chunks_mut(dim * ROWS_PER_TASK)
+            .zip(x.par_chunks(dim * ROWS_PER_TASK))
+            .zip(dy.par_chunks(dim * ROWS_PER_TASK))
+            .map(|((dx, x), dy)| {
+                // dw in [..dim], db in [dim..]
+                let mut acc = vec![T::zero(); 2 * dim];
+                simd::dispatch(|| {
+                    for ((dx, x), dy) in dx.chunks_mut(dim).zip(x.chunks(dim)).zip(dy.chunks(dim)) {
+                        let mean = x.iter().fold(T::zero(), |a, &v| a + v) / n;
+                        let var = x
+                            .iter()
+                            .fold(T::zero(), |a, &v| a + (v - mean) * (v - mean))
+                            / n;
+                        let rstd = T::one() / (var + eps).sqrt();
+                        let mut g_sum = T::zero();
+                        let mut gx_sum = T::zero();
+                        for i in 0..dim {
+                            let xhat = (x[i] - mean) * rstd;
+                            let g = dy[i] * w[i];
+                            g_sum = g_sum + g;
+                            gx_sum = gx_sum + g * xhat;
+                            acc[i] = acc[i] + dy[i] * xhat;
+                            acc[dim + i] = acc[dim + i] + dy[i];
+                        }
+                        let (g_mean, gx_mean) = (g_sum / n, gx_sum / n);
+                        for i in 0..dim {
+                            let xhat = (x[i] - mean) * rstd;
+                            dx[i] = rstd * (dy[i] * w[i] - g_mean - xhat * gx_mean);
+                        }
+                    }
+                });
+                acc
+            })
+            .collect();
+        for acc in partials {
+            for (t, a) in tail.iter_mut().zip(acc) {
+                *t = *t + a;
+            }
+        }
+        out
+    }
+}
+
+impl CustomOp3 for LayerNormGradOp {
+    fn name(&self) -> &'static str {
+        "sieve-layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dim = l1.dims().last().copied().unwrap_or(1);
+        let rows = l1.shape().elem_count() / dim.max(1);
+        let out = match s1.dtype() {
+            DType::F32 => f32::to_cpu_storage_owned(self.grad::<f32>(
+                contiguous(s1, l1, "layer norm grad")?,
+                contiguous(s2, l2, "layer norm grad")?,
+                contiguous(s3, l3, "layer norm grad")?,
+                dim,
+            )),
+            DType::F64 => f64::to_cpu_storage_owned(self.grad::<f64>(
+                contiguous(s1, l1, "layer norm grad")?,
+                contiguous(s2, l2, "layer norm grad")?,
+                contiguous(s3, l3, "layer norm grad")?,
+                dim,
+            )),
+            dt => candle_core::bail!("layer norm grad: unsupported dtype {dt:?}"),
+        };
+        Ok((out, Shape::from((rows + 2, dim))))
     }
 }
 
@@ -301,13 +387,63 @@ impl CustomOp1 for GeluOp {
         Ok((out, l.shape().clone()))
     }
 
-    /// d/dx [x Φ(x)] = Φ(x) + x φ(x).
+    /// d/dx [x Φ(x)] = Φ(x) + x φ(x), in one fused pass.
     fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let x = x.detach();
-        let cdf = ((&x * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)? * 0.5;
-        let pdf = (x.sqr()? * -0.5)?.exp()? * (1.0 / (2.0 * std::f64::consts::PI).sqrt());
-        let grad = (cdf? + (&x * pdf?)?)?;
-        Ok(Some((dy * grad)?))
+        let g = x
+            .detach()
+            .contiguous()?
+            .apply_op2_no_bwd(&dy.contiguous()?, &GeluGradOp)?;
+        Ok(Some(g))
+    }
+}
+
+struct GeluGradOp;
+
+impl GeluGradOp {
+    fn grad<T: Real>(x: &[T], dy: &[T]) -> Vec<T> {
+        let half = T::from_f64(0.5);
+        let inv_sqrt2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);
+        let inv_sqrt_2pi = T::from_f64(1.0 / (2.0 * std::f64::consts::PI).sqrt());
+        let mut out = vec![T::zero(); x.len()];
+        out.par_chunks_mut(4096)
+            .zip(x.par_chunks(4096).zip(dy.par_chunks(4096)))
+            .for_each(|(o, (x, dy))| {
+                simd::dispatch(|| {
+                    for ((o, &v), &d) in o.iter_mut().zip(x).zip(dy) {
+                        let cdf = half * (T::one() + (v * inv_sqrt2).erf());
+                        let pdf = (-half * v * v).exp_fast() * inv_sqrt_2pi;
+                        *o = d * (cdf + v * pdf);
+                    }
+                })
+            });
+        out
+    }
+}
+
+impl candle_core::CustomOp2 for GeluGradOp {
+    fn name(&self) -> &'static str {
+        "sieve-gelu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = match s1.dtype() {
+            DType::F32 => f32::to_cpu_storage_owned(Self::grad::<f32>(
+                contiguous(s1, l1, "gelu grad")?,
+                contiguous(s2, l2, "gelu grad")?,
+            )),
+            DType::F64 => f64::to_cpu_storage_owned(Self::grad::<f64>(
+                contiguous(s1, l1, "gelu grad")?,
+                contiguous(s2, l2, "gelu grad")?,
+            )),
+            dt => candle_core::bail!("gelu grad: unsupported dtype {dt:?}"),
+        };
+        Ok((out, l1.shape().clone()))
     }
 }
 

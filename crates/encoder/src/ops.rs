@@ -235,7 +235,8 @@ mod tests {
         check(
             &|x| fused::layer_norm(&x[0], &x[1], &x[2], 1e-12).unwrap(),
             &|x| layer_norm_reference(&x[0], &x[1], &x[2], 1e-12).unwrap(),
-            &[&[7, 6], &[6], &[6]],
+            // 40 rows: several rayon tasks, so the dw/db partial sums are reduced.
+            &[&[40, 6], &[6], &[6]],
         );
     }
 
