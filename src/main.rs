@@ -9,10 +9,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// glibc returns large freed blocks to the kernel, so every activation tensor of every
-/// forward pass page-faults its memory in again (7% of an encode); mimalloc keeps it.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: sieve_encoder::alloc::Allocator = sieve_encoder::alloc::ALLOCATOR;
 
 mod encode_cmd;
 mod eval_cmd;
@@ -142,6 +140,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    sieve_encoder::alloc::configure();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SIEVE_LOG")

@@ -1,7 +1,7 @@
 //! Forward and forward+backward+AdamW throughput of the candle encoder; the sieve half
 //! of `bench/encoder/run.sh` (which runs PyTorch on the same shapes beside it).
 //!
-//! cargo run --release -p sieve-encoder --example bench_encoder -- \
+//! cargo run --release -p sieve-encoder --features mimalloc --example bench_encoder -- \
 //!     MODEL_DIR {forward|train} {fixed|texts FILE} [BATCH=32] [SEQ=128] [STEPS=5]
 //!
 //! `fixed`: BATCH sequences of exactly SEQ tokens. `texts FILE`: one text per line,
@@ -16,9 +16,8 @@ use sieve_encoder::config::BertConfig;
 use sieve_encoder::model::{pool, BertModel};
 use sieve_encoder::{Encoder, LoadOptions, Pooling};
 
-/// As in the `sieve` binary: glibc would re-fault every activation buffer.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: sieve_encoder::alloc::Allocator = sieve_encoder::alloc::ALLOCATOR;
 
 /// Matrix-product FLOPs of one forward pass over one sequence of `s` tokens.
 fn forward_flops(c: &BertConfig, s: usize) -> f64 {
@@ -46,6 +45,7 @@ fn gemm_peak_gflops() -> f64 {
 }
 
 fn main() {
+    sieve_encoder::alloc::configure();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage =
         "usage: bench_encoder MODEL_DIR {forward|train} {fixed|texts FILE} [BATCH] [SEQ] [STEPS]";

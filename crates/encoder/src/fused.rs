@@ -286,10 +286,10 @@ impl LayerNormGradOp {
                         for i in 0..dim {
                             let xhat = (x[i] - mean) * rstd;
                             let g = dy[i] * w[i];
-                            g_sum = g_sum + g;
-                            gx_sum = gx_sum + g * xhat;
-                            acc[i] = acc[i] + dy[i] * xhat;
-                            acc[dim + i] = acc[dim + i] + dy[i];
+                            g_sum += g;
+                            gx_sum += g * xhat;
+                            acc[i] += dy[i] * xhat;
+                            acc[dim + i] += dy[i];
                         }
                         let (g_mean, gx_mean) = (g_sum / n, gx_sum / n);
                         for i in 0..dim {
@@ -303,7 +303,7 @@ impl LayerNormGradOp {
             .collect();
         for acc in partials {
             for (t, a) in tail.iter_mut().zip(acc) {
-                *t = *t + a;
+                *t += a;
             }
         }
         out
@@ -586,37 +586,198 @@ impl CustomOp1 for AttentionOp {
         Ok((out, Shape::from((rows, width / 3))))
     }
 
-    /// Recomputes the probabilities P and applies the softmax-attention chain rule:
+    /// Recomputes the probabilities P per (sequence, head) and applies the chain rule
+    /// of softmax attention in one fused kernel:
     /// dV = Pᵀ dC, dP = dC Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = s dS K, dK = s dSᵀ Q.
     fn bwd(&self, qkv: &Tensor, _res: &Tensor, dctx: &Tensor) -> Result<Option<Tensor>> {
-        let (rows, width) = qkv.dims2()?;
-        let (batch, seq, hidden, hd) = self.dims(rows, width)?;
+        let grad = AttentionGradOp {
+            mask: self.mask.clone(),
+            heads: self.heads,
+        };
+        Ok(Some(
+            qkv.detach()
+                .contiguous()?
+                .apply_op2_no_bwd(&dctx.contiguous()?, &grad)?,
+        ))
+    }
+}
+
+/// `dst (m×n) = beta · lhs (m×k) · rhs (k×n)`, single-threaded, operands given as
+/// (pointer, row stride, column stride).
+///
+/// # Safety
+/// Every operand element addressed by the sizes and strides must lie in its buffer.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm<T: 'static>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    lhs: (*const T, usize, usize),
+    rhs: (*const T, usize, usize),
+    beta: T,
+    zero: T,
+) {
+    debug_assert!(dst.len() >= m * n);
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.as_mut_ptr(),
+        1,
+        n as isize,
+        false,
+        lhs.0,
+        lhs.2 as isize,
+        lhs.1 as isize,
+        rhs.0,
+        rhs.2 as isize,
+        rhs.1 as isize,
+        zero,
+        beta,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+/// Gradient kernel of [`AttentionOp`]: inputs `qkv` and `dctx`, output `d_qkv`.
+struct AttentionGradOp {
+    mask: Tensor,
+    heads: usize,
+}
+
+impl AttentionGradOp {
+    fn grad<T: Real>(&self, qkv: &[T], dc: &[T], rows: usize, width: usize) -> Result<Vec<T>> {
+        let dims = AttentionOp {
+            mask: self.mask.clone(),
+            heads: self.heads,
+        };
+        let (batch, seq, hidden, hd) = dims.dims(rows, width)?;
+        let mask: Vec<T> = self.mask.flatten_all()?.to_vec1::<T>()?;
         let heads = self.heads;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let split = qkv
-            .detach()
-            .reshape((batch, seq, 3, heads, hd))?
-            .permute((2, 0, 3, 1, 4))?
-            .contiguous()?;
-        let (q, k, v) = (split.get(0)?, split.get(1)?, split.get(2)?);
-        let bias = ((self.mask.ones_like()? - &self.mask)? * crate::model::MASK_VALUE)?
-            .reshape((batch, 1, 1, seq))?;
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
-        let p = crate::ops::softmax_reference(&scores)?;
-        let dc = dctx
-            .reshape((batch, seq, heads, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let dv = p.t()?.matmul(&dc)?;
-        let dp = dc.matmul(&v.t()?)?;
-        let ds = (&p * dp.broadcast_sub(&(&dp * &p)?.sum_keepdim(D::Minus1)?)?)?;
-        let dq = (ds.matmul(&k)? * scale)?;
-        let dk = (ds.t()?.matmul(&q)? * scale)?;
-        let d = Tensor::stack(&[dq, dk, dv], 0)?
-            .permute((1, 3, 0, 2, 4))?
-            .contiguous()?
-            .reshape((rows, 3 * hidden))?;
-        Ok(Some(d))
+        let scale = T::from_f64(1.0 / (hd as f64).sqrt());
+        let mask_value = T::from_f64(crate::model::MASK_VALUE);
+        let (z, one) = (T::zero(), T::one());
+        let parts: Vec<[Vec<T>; 3]> = (0..batch * heads)
+            .into_par_iter()
+            .map(|task| {
+                let (bi, hi) = (task / heads, task % heads);
+                let q = qkv[bi * seq * width + hi * hd..].as_ptr();
+                let k = qkv[bi * seq * width + hidden + hi * hd..].as_ptr();
+                let v = qkv[bi * seq * width + 2 * hidden + hi * hd..].as_ptr();
+                let dcp = dc[bi * seq * hidden + hi * hd..].as_ptr();
+                let mut p = vec![z; seq * seq];
+                let mut dp = vec![z; seq * seq];
+                let mut dq = vec![z; seq * hd];
+                let mut dk = vec![z; seq * hd];
+                let mut dv = vec![z; seq * hd];
+                let bias: Vec<T> = mask[bi * seq..(bi + 1) * seq]
+                    .iter()
+                    .map(|&keep| (one - keep) * mask_value)
+                    .collect();
+                // SAFETY: Q, K, V of this (sequence, head) are `seq` rows of `hd`
+                // columns at row stride `width` inside `qkv`; dC likewise at stride
+                // `hidden` inside `dc`; local buffers are sized m×n.
+                unsafe {
+                    mm(seq, seq, hd, &mut p, (q, width, 1), (k, 1, width), scale, z);
+                    simd::softmax_rows(&mut p, &bias, seq);
+                    mm(
+                        seq,
+                        hd,
+                        seq,
+                        &mut dv,
+                        (p.as_ptr(), 1, seq),
+                        (dcp, hidden, 1),
+                        one,
+                        z,
+                    );
+                    mm(
+                        seq,
+                        seq,
+                        hd,
+                        &mut dp,
+                        (dcp, hidden, 1),
+                        (v, 1, width),
+                        one,
+                        z,
+                    );
+                }
+                for (dpr, pr) in dp.chunks_mut(seq).zip(p.chunks(seq)) {
+                    let dot = dpr.iter().zip(pr).fold(z, |a, (&d, &p)| a + d * p);
+                    for (d, &p) in dpr.iter_mut().zip(pr) {
+                        *d = p * (*d - dot);
+                    }
+                }
+                unsafe {
+                    mm(
+                        seq,
+                        hd,
+                        seq,
+                        &mut dq,
+                        (dp.as_ptr(), seq, 1),
+                        (k, width, 1),
+                        scale,
+                        z,
+                    );
+                    mm(
+                        seq,
+                        hd,
+                        seq,
+                        &mut dk,
+                        (dp.as_ptr(), 1, seq),
+                        (q, width, 1),
+                        scale,
+                        z,
+                    );
+                }
+                [dq, dk, dv]
+            })
+            .collect();
+        let mut out = vec![z; rows * width];
+        for (task, grads) in parts.iter().enumerate() {
+            let (bi, hi) = (task / heads, task % heads);
+            for (which, g) in grads.iter().enumerate() {
+                for (i, src) in g.chunks(hd).enumerate() {
+                    let dst = (bi * seq + i) * width + which * hidden + hi * hd;
+                    out[dst..dst + hd].copy_from_slice(src);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl candle_core::CustomOp2 for AttentionGradOp {
+    fn name(&self) -> &'static str {
+        "sieve-attention-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, width) = l1.shape().dims2()?;
+        let out = match s1.dtype() {
+            DType::F32 => f32::to_cpu_storage_owned(self.grad::<f32>(
+                contiguous(s1, l1, "attention grad")?,
+                contiguous(s2, l2, "attention grad")?,
+                rows,
+                width,
+            )?),
+            DType::F64 => f64::to_cpu_storage_owned(self.grad::<f64>(
+                contiguous(s1, l1, "attention grad")?,
+                contiguous(s2, l2, "attention grad")?,
+                rows,
+                width,
+            )?),
+            dt => candle_core::bail!("attention grad: unsupported dtype {dt:?}"),
+        };
+        Ok((out, l1.shape().clone()))
     }
 }
 

@@ -18,6 +18,8 @@
 //! # Ok::<(), sieve_encoder::Error>(())
 //! ```
 
+#[cfg(feature = "mimalloc")]
+pub mod alloc;
 pub mod config;
 mod encoder;
 mod error;
