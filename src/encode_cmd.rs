@@ -5,9 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use sieve_encoder::{Encoder, LoadOptions};
-
-use crate::ensure_positive;
 
 /// Embed texts from a file and write them as a NumPy `.npy` matrix (float32, n × dim).
 ///
@@ -19,14 +16,8 @@ use crate::ensure_positive;
 ///   sieve encode --model models/all-MiniLM-L6-v2 --input corpus.jsonl.gz --output corpus.npy
 #[derive(Debug, Clone, clap::Args)]
 pub struct EncodeArgs {
-    /// Model directory (sentence-transformers layout) or Hugging Face hub id.
-    #[arg(
-        long,
-        short,
-        env = "SIEVE_MODEL",
-        default_value = "models/all-MiniLM-L6-v2"
-    )]
-    pub model: String,
+    #[command(flatten)]
+    pub model: crate::model_args::ModelArgs,
 
     /// Texts: BEIR corpus/queries JSONL (optionally gzipped) or one text per line (.txt).
     #[arg(long, short)]
@@ -39,18 +30,6 @@ pub struct EncodeArgs {
     /// Embed only the first N texts.
     #[arg(long)]
     pub limit: Option<usize>,
-
-    /// Texts per forward pass.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-
-    /// Token limit per text (default: the model's sentence_bert_config.json).
-    #[arg(long)]
-    pub max_seq_length: Option<usize>,
-
-    /// cpu, cuda[:N] or metal[:N].
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
 
     /// Print one JSON line of throughput statistics (used by bench/encode).
     #[arg(long)]
@@ -116,18 +95,8 @@ pub fn peak_rss_mb() -> Option<f64> {
 }
 
 pub fn run(args: &EncodeArgs) -> Result<()> {
-    ensure_positive("batch-size", args.batch_size)?;
     let texts = read_texts(&args.input, args.limit.unwrap_or(usize::MAX))?;
-    let device = sieve_encoder::device(&args.device)?;
-    let encoder = Encoder::load(
-        &args.model,
-        &LoadOptions {
-            device,
-            max_seq_length: args.max_seq_length,
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("loading model {}", args.model))?;
+    let encoder = args.model.load()?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let pb = if args.quiet || args.json {
         indicatif::ProgressBar::hidden()
@@ -135,7 +104,7 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
         indicatif::ProgressBar::new(refs.len() as u64)
     };
     let start = Instant::now();
-    let emb = encoder.encode(&refs, args.batch_size, &|n| pb.inc(n as u64))?;
+    let emb = encoder.encode(&refs, args.model.batch_size, &|n| pb.inc(n as u64))?;
     let seconds = start.elapsed().as_secs_f64();
     pb.finish_and_clear();
     if let Some(out) = &args.output {
@@ -147,7 +116,7 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
         "seconds": seconds,
         "texts_per_s": refs.len() as f64 / seconds,
         "peak_rss_mb": peak_rss_mb(),
-        "batch_size": args.batch_size,
+        "batch_size": args.model.batch_size,
         "max_seq_length": encoder.max_seq_length(),
         "threads": rayon::current_num_threads(),
     });

@@ -2,13 +2,12 @@
 
 use anyhow::{Context, Result};
 use sieve_datasets::LoadOptions as DataOptions;
-use sieve_encoder::{Encoder, LoadOptions};
 use sieve_eval::{report, EvalOptions};
 
 use crate::{ensure_positive, EvalArgs, RetrieverKind};
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    ensure_positive("batch-size", args.batch_size)?;
+    ensure_positive("batch-size", args.model.batch_size)?;
     ensure_positive("top-k", args.top_k)?;
     let ds = sieve_datasets::load_beir(
         &args.dataset,
@@ -26,7 +25,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| report::task_name_for(&args.dataset));
     let opts = EvalOptions {
-        batch_size: args.batch_size,
+        batch_size: args.model.batch_size,
         top_k: args.top_k,
         cache_dir: if args.no_cache {
             None
@@ -45,26 +44,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             sieve_eval::evaluate_bm25(&ds, &task, &args.split, args.bm25_index.as_deref(), &opts)?
         }
         RetrieverKind::Dense => {
-            let device = sieve_encoder::device(&args.device)?;
-            let encoder = Encoder::load(
-                &args.model,
-                &LoadOptions {
-                    device,
-                    max_seq_length: args.max_seq_length,
-                    ..Default::default()
-                },
-            )
-            .with_context(|| format!("loading model {}", args.model))?;
-            let name = args.model_name.clone().unwrap_or_else(|| {
-                let p = std::path::Path::new(&args.model);
-                if p.is_dir() {
-                    p.file_name()
-                        .map(|s| s.to_string_lossy().to_string())
-                        .unwrap_or_else(|| args.model.clone())
-                } else {
-                    args.model.clone()
-                }
-            });
+            let encoder = args.model.load()?;
+            let name = args
+                .model_name
+                .clone()
+                .unwrap_or_else(|| args.model.display_name());
             sieve_eval::evaluate_dense(&encoder, &ds, &name, &task, &args.split, &opts)?
         }
     };

@@ -14,6 +14,7 @@ static GLOBAL: sieve_encoder::alloc::Allocator = sieve_encoder::alloc::ALLOCATOR
 
 mod encode_cmd;
 mod eval_cmd;
+mod model_args;
 
 /// Train text-embedding models on checked negatives.
 ///
@@ -57,15 +58,9 @@ pub enum RetrieverKind {
 ///   sieve eval --model models/all-MiniLM-L6-v2 --dataset ../shared/data/scifact
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
-    /// Model directory (sentence-transformers layout) or Hugging Face hub id.
-    /// Not needed with --retriever bm25.
-    #[arg(
-        long,
-        short,
-        env = "SIEVE_MODEL",
-        default_value = "models/all-MiniLM-L6-v2"
-    )]
-    pub model: String,
+    /// The embedding model (not needed with --retriever bm25).
+    #[command(flatten)]
+    pub model: model_args::ModelArgs,
 
     /// BEIR directory: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv.
     #[arg(long, short)]
@@ -77,14 +72,6 @@ pub struct EvalArgs {
 
     #[arg(long, value_enum, default_value_t = RetrieverKind::Dense)]
     pub retriever: RetrieverKind,
-
-    /// Texts per forward pass.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-
-    /// Token limit per text (default: the model's sentence_bert_config.json).
-    #[arg(long)]
-    pub max_seq_length: Option<usize>,
 
     /// Documents retrieved per query (MTEB: 1000, its largest cut-off).
     #[arg(long, default_value_t = sieve_eval::DEFAULT_TOP_K)]
@@ -122,10 +109,6 @@ pub struct EvalArgs {
     /// Turn data warnings (duplicate ids, dangling qrels, empty texts) into errors.
     #[arg(long)]
     pub strict: bool,
-
-    /// cpu, cuda[:N] or metal[:N] (GPU builds need --features cuda/metal).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
 
     /// Hide progress bars.
     #[arg(long, short)]
