@@ -146,23 +146,92 @@ mod simd {
     }
 }
 
+/// Folds `x` with `f` over eight independent lanes. A plain `fold` over floats is a
+/// serial dependency chain that the compiler may not reorder, so it never vectorises;
+/// eight lanes map onto one AVX2 register and keep the FMA pipes busy.
+#[inline(always)]
+fn fold8<T: Real>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
+    let mut acc = [init; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            acc[i] = f(acc[i], c[i]);
+        }
+    }
+    let mut r = init;
+    for a in acc {
+        r = f(r, a);
+    }
+    chunks.remainder().iter().fold(r, |a, &v| f(a, v))
+}
+
+#[inline(always)]
+fn sum<T: Real>(x: &[T]) -> T {
+    fold8(x, T::zero(), |a, b| a + b)
+}
+
+/// `Σ (x - mean)²`, in lanes like [`fold8`].
+#[inline(always)]
+fn sum_sq_dev<T: Real>(x: &[T], mean: T) -> T {
+    let mut acc = [T::zero(); 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            let d = c[i] - mean;
+            acc[i] += d * d;
+        }
+    }
+    let r = acc.iter().fold(T::zero(), |a, &b| a + b);
+    chunks
+        .remainder()
+        .iter()
+        .fold(r, |a, &v| a + (v - mean) * (v - mean))
+}
+
+/// `Σ a·b`, in lanes like [`fold8`].
+#[inline(always)]
+fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let r = acc.iter().fold(T::zero(), |a, &b| a + b);
+    ca.remainder()
+        .iter()
+        .zip(cb.remainder())
+        .fold(r, |s, (&x, &y)| s + x * y)
+}
+
 /// Masked softmax of each `seq`-long row of `scores`, in place; `bias` is added first.
 /// Separate simple loops so that each vectorises.
 #[inline(always)]
 fn softmax_rows<T: Real>(scores: &mut [T], bias: &[T], seq: usize) {
     for row in scores.chunks_mut(seq) {
-        let mut max = T::neg_infinity();
         for (s, &b) in row.iter_mut().zip(bias) {
             *s += b;
-            max = if *s > max { *s } else { max };
         }
+        let max = fold8(row, T::neg_infinity(), |a, b| if b > a { b } else { a });
         for s in row.iter_mut() {
             *s = (*s - max).exp_fast();
         }
-        let sum = row.iter().fold(T::zero(), |a, &s| a + s);
-        let inv = T::one() / sum;
+        let inv = T::one() / sum(row);
         row.iter_mut().for_each(|s| *s *= inv);
     }
+}
+
+/// Keys past the last unmasked one (right padding) get softmax weight exactly zero, so
+/// the attention products stop there; a fully masked row keeps all keys, as the
+/// reference does.
+fn valid_keys<T: Real>(mask: &[T]) -> usize {
+    mask.iter()
+        .rposition(|&keep| keep != T::zero())
+        .map_or(mask.len(), |p| p + 1)
 }
 
 // ---------------------------------------------------------------- layer norm
@@ -181,12 +250,8 @@ impl LayerNormOp {
             .for_each(|(o, x)| {
                 simd::dispatch(|| {
                     for (o, x) in o.chunks_mut(dim).zip(x.chunks(dim)) {
-                        let mean = x.iter().fold(T::zero(), |a, &v| a + v) / n;
-                        let var = x
-                            .iter()
-                            .fold(T::zero(), |a, &v| a + (v - mean) * (v - mean))
-                            / n;
-                        let rstd = T::one() / (var + eps).sqrt();
+                        let mean = sum(x) / n;
+                        let rstd = T::one() / (sum_sq_dev(x, mean) / n + eps).sqrt();
                         for i in 0..dim {
                             o[i] = (x[i] - mean) * rstd * w[i] + b[i];
                         }
@@ -275,12 +340,8 @@ impl LayerNormGradOp {
                 let mut acc = vec![T::zero(); 2 * dim];
                 simd::dispatch(|| {
                     for ((dx, x), dy) in dx.chunks_mut(dim).zip(x.chunks(dim)).zip(dy.chunks(dim)) {
-                        let mean = x.iter().fold(T::zero(), |a, &v| a + v) / n;
-                        let var = x
-                            .iter()
-                            .fold(T::zero(), |a, &v| a + (v - mean) * (v - mean))
-                            / n;
-                        let rstd = T::one() / (var + eps).sqrt();
+                        let mean = sum(x) / n;
+                        let rstd = T::one() / (sum_sq_dev(x, mean) / n + eps).sqrt();
                         let mut g_sum = T::zero();
                         let mut gx_sum = T::zero();
                         for i in 0..dim {
@@ -489,63 +550,45 @@ impl AttentionOp {
             .map(|task| {
                 let (bi, hi) = (task / heads, task % heads);
                 let base = bi * seq * width + hi * hd;
-                let mut scores = vec![T::zero(); seq * seq];
-                let mut ctx = vec![T::zero(); seq * hd];
-                // SAFETY: every pointer/stride pair addresses elements inside `qkv`
-                // (rows bi*seq..(bi+1)*seq, columns of this head in Q, K and V) or inside
-                // the local buffers, whose shapes match m, n, k.
-                unsafe {
-                    // scores = scale * Q K^T  (seq × seq)
-                    gemm::gemm(
-                        seq,
-                        seq,
-                        hd,
-                        scores.as_mut_ptr(),
-                        1,
-                        seq as isize,
-                        false,
-                        qkv.as_ptr().add(base),
-                        1,
-                        width as isize,
-                        qkv.as_ptr().add(base + hidden),
-                        width as isize,
-                        1,
-                        T::zero(),
-                        scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                let (q, k, v) = (
+                    qkv[base..].as_ptr(),
+                    qkv[base + hidden..].as_ptr(),
+                    qkv[base + 2 * hidden..].as_ptr(),
+                );
                 let m = &mask[bi * seq..(bi + 1) * seq];
-                let bias: Vec<T> = m
+                let valid = valid_keys(m);
+                let bias: Vec<T> = m[..valid]
                     .iter()
                     .map(|&keep| (T::one() - keep) * mask_value)
                     .collect();
-                simd::softmax_rows(&mut scores, &bias, seq);
+                let mut scores = vec![T::zero(); seq * valid];
+                let mut ctx = vec![T::zero(); seq * hd];
+                // SAFETY: Q, K, V of this (sequence, head) are `seq` rows of `hd`
+                // columns at row stride `width` inside `qkv`; keys and values are read
+                // only up to `valid` rows; the local buffers are sized m×n.
                 unsafe {
+                    // scores = scale · Q Kᵀ  (seq × valid)
+                    mm(
+                        seq,
+                        valid,
+                        hd,
+                        &mut scores,
+                        (q, width, 1),
+                        (k, 1, width),
+                        scale,
+                        T::zero(),
+                    );
+                    simd::softmax_rows(&mut scores, &bias, valid);
                     // ctx = P V  (seq × hd)
-                    gemm::gemm(
+                    mm(
                         seq,
                         hd,
-                        seq,
-                        ctx.as_mut_ptr(),
-                        1,
-                        hd as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        seq as isize,
-                        qkv.as_ptr().add(base + 2 * hidden),
-                        1,
-                        width as isize,
-                        T::zero(),
+                        valid,
+                        &mut ctx,
+                        (scores.as_ptr(), valid, 1),
+                        (v, width, 1),
                         T::one(),
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        T::zero(),
                     );
                 }
                 ctx
@@ -668,34 +711,48 @@ impl AttentionGradOp {
                 let k = qkv[bi * seq * width + hidden + hi * hd..].as_ptr();
                 let v = qkv[bi * seq * width + 2 * hidden + hi * hd..].as_ptr();
                 let dcp = dc[bi * seq * hidden + hi * hd..].as_ptr();
-                let mut p = vec![z; seq * seq];
-                let mut dp = vec![z; seq * seq];
+                let m = &mask[bi * seq..(bi + 1) * seq];
+                let valid = valid_keys(m);
+                let mut p = vec![z; seq * valid];
+                let mut dp = vec![z; seq * valid];
                 let mut dq = vec![z; seq * hd];
                 let mut dk = vec![z; seq * hd];
                 let mut dv = vec![z; seq * hd];
-                let bias: Vec<T> = mask[bi * seq..(bi + 1) * seq]
+                let bias: Vec<T> = m[..valid]
                     .iter()
                     .map(|&keep| (one - keep) * mask_value)
                     .collect();
                 // SAFETY: Q, K, V of this (sequence, head) are `seq` rows of `hd`
                 // columns at row stride `width` inside `qkv`; dC likewise at stride
-                // `hidden` inside `dc`; local buffers are sized m×n.
+                // `hidden` inside `dc`; keys and values are read only up to `valid`
+                // rows; local buffers are sized m×n. Rows of dK and dV past `valid` stay
+                // zero: their softmax weights are exactly zero in the reference too.
                 unsafe {
-                    mm(seq, seq, hd, &mut p, (q, width, 1), (k, 1, width), scale, z);
-                    simd::softmax_rows(&mut p, &bias, seq);
                     mm(
                         seq,
+                        valid,
+                        hd,
+                        &mut p,
+                        (q, width, 1),
+                        (k, 1, width),
+                        scale,
+                        z,
+                    );
+                    simd::softmax_rows(&mut p, &bias, valid);
+                    // dV = Pᵀ dC, dP = dC Vᵀ
+                    mm(
+                        valid,
                         hd,
                         seq,
                         &mut dv,
-                        (p.as_ptr(), 1, seq),
+                        (p.as_ptr(), 1, valid),
                         (dcp, hidden, 1),
                         one,
                         z,
                     );
                     mm(
                         seq,
-                        seq,
+                        valid,
                         hd,
                         &mut dp,
                         (dcp, hidden, 1),
@@ -704,29 +761,31 @@ impl AttentionGradOp {
                         z,
                     );
                 }
-                for (dpr, pr) in dp.chunks_mut(seq).zip(p.chunks(seq)) {
-                    let dot = dpr.iter().zip(pr).fold(z, |a, (&d, &p)| a + d * p);
+                // dS = P ⊙ (dP − rowsum(dP ⊙ P))
+                for (dpr, pr) in dp.chunks_mut(valid).zip(p.chunks(valid)) {
+                    let dot = dot(dpr, pr);
                     for (d, &p) in dpr.iter_mut().zip(pr) {
                         *d = p * (*d - dot);
                     }
                 }
                 unsafe {
+                    // dQ = scale · dS K, dK = scale · dSᵀ Q
                     mm(
                         seq,
                         hd,
-                        seq,
+                        valid,
                         &mut dq,
-                        (dp.as_ptr(), seq, 1),
+                        (dp.as_ptr(), valid, 1),
                         (k, width, 1),
                         scale,
                         z,
                     );
                     mm(
-                        seq,
+                        valid,
                         hd,
                         seq,
                         &mut dk,
-                        (dp.as_ptr(), 1, seq),
+                        (dp.as_ptr(), 1, valid),
                         (q, width, 1),
                         scale,
                         z,
@@ -893,6 +952,9 @@ impl CustomOp3 for LinearOp {
         Ok((y, Shape::from((rows, out))))
     }
 
+    /// dx = dy W, dW = dyᵀ x and db = Σ dy in one kernel ([`LinearGradOp`]): candle's
+    /// `dy.sum(0)` is a single-threaded strided reduction, and its matmuls split every
+    /// product across the cores with a barrier each.
     fn bwd(
         &self,
         x: &Tensor,
@@ -901,10 +963,134 @@ impl CustomOp3 for LinearOp {
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dx = dy.matmul(&w.detach())?;
-        let dw = dy.t()?.matmul(&x.detach())?;
-        let db = dy.sum(0)?;
+        let (rows, inp) = x.dims2()?;
+        let out = w.dim(0)?;
+        let packed = x.detach().contiguous()?.apply_op3_no_bwd(
+            &w.detach().contiguous()?,
+            &dy.contiguous()?,
+            &LinearGradOp,
+        )?;
+        let dx = packed.narrow(0, 0, rows * inp)?.reshape((rows, inp))?;
+        let dw = packed
+            .narrow(0, rows * inp, out * inp)?
+            .reshape((out, inp))?;
+        let db = packed.narrow(0, (rows + out) * inp, out)?;
         Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// Gradient kernel of [`LinearOp`]: inputs `x (rows×inp)`, `W (out×inp)`, `dy
+/// (rows×out)`; output one flat buffer holding dx, then dW, then db.
+struct LinearGradOp;
+
+impl LinearGradOp {
+    fn grad<T: Real>(x: &[T], w: &[T], dy: &[T], rows: usize, inp: usize, out: usize) -> Vec<T> {
+        let (z, one) = (T::zero(), T::one());
+        let mut buf = vec![z; (rows + out) * inp + out];
+        let (dx, rest) = buf.split_at_mut(rows * inp);
+        let (dw, db) = rest.split_at_mut(out * inp);
+        let threads = rayon::current_num_threads().max(1);
+        let row_block = rows.div_ceil(threads).max(1);
+        let out_block = out.div_ceil(threads).max(1);
+        rayon::join(
+            || {
+                // dx = dy W, by blocks of rows.
+                dx.par_chunks_mut(row_block * inp)
+                    .zip(dy.par_chunks(row_block * out))
+                    .for_each(|(dx, dy)| {
+                        let r = dy.len() / out.max(1);
+                        // SAFETY: dy block r×out, W out×inp, dx block r×inp.
+                        unsafe {
+                            mm(
+                                r,
+                                inp,
+                                out,
+                                dx,
+                                (dy.as_ptr(), out, 1),
+                                (w.as_ptr(), inp, 1),
+                                one,
+                                z,
+                            )
+                        }
+                    })
+            },
+            || {
+                // dW = dyᵀ x and db = Σ_rows dy, by blocks of output features.
+                dw.par_chunks_mut(out_block * inp)
+                    .zip(db.par_chunks_mut(out_block))
+                    .enumerate()
+                    .for_each(|(i, (dw, db))| {
+                        let (o0, r) = (i * out_block, db.len());
+                        // SAFETY: dyᵀ rows o0..o0+r are dy's columns (stride 1 between
+                        // them, `out` between rows of dy); x is rows×inp; dw block r×inp.
+                        unsafe {
+                            mm(
+                                r,
+                                inp,
+                                rows,
+                                dw,
+                                (dy[o0..].as_ptr(), 1, out),
+                                (x.as_ptr(), inp, 1),
+                                one,
+                                z,
+                            )
+                        }
+                        simd::dispatch(|| {
+                            for row in dy.chunks(out) {
+                                for (b, &g) in db.iter_mut().zip(&row[o0..o0 + r]) {
+                                    *b += g;
+                                }
+                            }
+                        })
+                    })
+            },
+        );
+        buf
+    }
+}
+
+impl CustomOp3 for LinearGradOp {
+    fn name(&self) -> &'static str {
+        "sieve-linear-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, inp) = l1.shape().dims2()?;
+        let (out, w_in) = l2.shape().dims2()?;
+        if w_in != inp || l3.shape().dims2()? != (rows, out) {
+            candle_core::bail!(
+                "linear grad: x {rows}×{inp}, weight {out}×{w_in}, dy {:?}",
+                l3.shape()
+            );
+        }
+        let g = match s1.dtype() {
+            DType::F32 => f32::to_cpu_storage_owned(Self::grad::<f32>(
+                contiguous(s1, l1, "linear grad")?,
+                contiguous(s2, l2, "linear grad")?,
+                contiguous(s3, l3, "linear grad")?,
+                rows,
+                inp,
+                out,
+            )),
+            DType::F64 => f64::to_cpu_storage_owned(Self::grad::<f64>(
+                contiguous(s1, l1, "linear grad")?,
+                contiguous(s2, l2, "linear grad")?,
+                contiguous(s3, l3, "linear grad")?,
+                rows,
+                inp,
+                out,
+            )),
+            dt => candle_core::bail!("linear grad: unsupported dtype {dt:?}"),
+        };
+        Ok((g, Shape::from((rows + out) * inp + out)))
     }
 }
 

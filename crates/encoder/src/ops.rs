@@ -120,8 +120,24 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device, Var};
 
-    fn randn(shape: &[usize], dtype: DType, seed_shift: f64) -> Tensor {
-        (Tensor::randn(0f64, 1.0, shape, &Device::Cpu).unwrap() + seed_shift)
+    /// Normal samples from a fixed seed (xorshift + Box–Muller), so that a failure
+    /// reproduces; `shift` also varies the seed.
+    fn randn(shape: &[usize], dtype: DType, shift: f64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (n as u64) ^ shift.to_bits();
+        let mut uniform = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        let data: Vec<f64> = (0..n)
+            .map(|_| {
+                let (u1, u2) = (uniform(), uniform());
+                (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() + shift
+            })
+            .collect();
+        Tensor::from_vec(data, shape, &Device::Cpu)
             .unwrap()
             .to_dtype(dtype)
             .unwrap()
@@ -188,7 +204,9 @@ mod tests {
         )
         .shape()
         .clone();
-        let probe = Tensor::randn(0f64, 1.0, out_shape, &Device::Cpu).unwrap();
+        let probe = randn(out_shape.dims(), DType::F64, 7.0)
+            .affine(1.0, -7.0)
+            .unwrap();
         let gf = grads(fused_f, &vars, &probe);
         let gr = grads(ref_f, &vars, &probe);
         for (i, (a, b)) in gf.iter().zip(&gr).enumerate() {
@@ -238,6 +256,12 @@ mod tests {
             // 40 rows: several rayon tasks, so the dw/db partial sums are reduced.
             &[&[40, 6], &[6], &[6]],
         );
+        // Rows longer than the 8 reduction lanes, with a remainder.
+        check(
+            &|x| fused::layer_norm(&x[0], &x[1], &x[2], 1e-12).unwrap(),
+            &|x| layer_norm_reference(&x[0], &x[1], &x[2], 1e-12).unwrap(),
+            &[&[21, 19], &[19], &[19]],
+        );
     }
 
     #[test]
@@ -246,6 +270,12 @@ mod tests {
             &|x| fused::linear(&x[0], &x[1], &x[2]).unwrap(),
             &|x| linear_reference(&x[0], &x[1], &x[2]).unwrap(),
             &[&[7, 5], &[4, 5], &[4]],
+        );
+        // Enough rows and outputs to split into several row and feature blocks.
+        check(
+            &|x| fused::linear(&x[0], &x[1], &x[2]).unwrap(),
+            &|x| linear_reference(&x[0], &x[1], &x[2]).unwrap(),
+            &[&[37, 19], &[11, 19], &[11]],
         );
     }
 
@@ -265,6 +295,22 @@ mod tests {
             &|x| fused::attention(&x[0], &mask().to_dtype(x[0].dtype()).unwrap(), 2).unwrap(),
             &|x| attention_reference(&x[0], &mask().to_dtype(x[0].dtype()).unwrap(), 2).unwrap(),
             &[&[10, 24]],
+        );
+    }
+
+    #[test]
+    fn fused_attention_matches_reference_with_holes_and_empty_rows() {
+        // Sequences of 11 (longer than the 8 reduction lanes): full, a hole inside plus
+        // trailing padding (the kernel stops at the last real key), and fully masked.
+        let mask = || {
+            let full = [1f64; 11];
+            let holed = [1f64, 1., 0., 1., 1., 1., 0., 0., 0., 0., 0.];
+            Tensor::new(&[full, holed, [0f64; 11]], &Device::Cpu).unwrap()
+        };
+        check(
+            &|x| fused::attention(&x[0], &mask().to_dtype(x[0].dtype()).unwrap(), 2).unwrap(),
+            &|x| attention_reference(&x[0], &mask().to_dtype(x[0].dtype()).unwrap(), 2).unwrap(),
+            &[&[33, 48]],
         );
     }
 

@@ -1,7 +1,7 @@
 //! Forward and forward+backward+AdamW throughput of the candle encoder; the sieve half
 //! of `bench/encoder/run.sh` (which runs PyTorch on the same shapes beside it).
 //!
-//! cargo run --release -p sieve-encoder --features mimalloc --example bench_encoder -- \
+//! cargo run --release -p sieve-trainer --features sieve-encoder/mimalloc --example bench_encoder -- \
 //!     MODEL_DIR {forward|train} {fixed|texts FILE} [BATCH=32] [SEQ=128] [STEPS=5]
 //!
 //! `fixed`: BATCH sequences of exactly SEQ tokens. `texts FILE`: one text per line,
@@ -11,10 +11,11 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use sieve_encoder::config::BertConfig;
 use sieve_encoder::model::{pool, BertModel};
 use sieve_encoder::{Encoder, LoadOptions, Pooling};
+use sieve_trainer::optim::{AdamW, AdamWConfig};
 
 #[global_allocator]
 static GLOBAL: sieve_encoder::alloc::Allocator = sieve_encoder::alloc::ALLOCATOR;
@@ -108,9 +109,9 @@ fn main() {
             let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
             let model = BertModel::load(vb, &config).unwrap();
             varmap.load(dir.join("model.safetensors")).unwrap();
-            let mut opt = AdamW::new(
-                varmap.all_vars(),
-                ParamsAdamW {
+            let mut opt = AdamW::from_varmap(
+                &varmap,
+                AdamWConfig {
                     lr: 1e-5,
                     ..Default::default()
                 },
