@@ -66,11 +66,16 @@ impl Real for f32 {
         let x = self.clamp(MIN, MAX);
         // Round to nearest by the 1.5·2²³ trick: `round()` is a libm call, not inlined.
         const ROUND: f32 = 12_582_912.0;
-        let n = (x * LOG2E + ROUND) - ROUND;
+        let t = x * LOG2E + ROUND;
+        let n = t - ROUND;
         let r = x - n * LN2_HI - n * LN2_LO;
         let p = ((((P[0] * r + P[1]) * r + P[2]) * r + P[3]) * r + P[4]) * r + P[5];
         let y = p * r * r + r + 1.0;
-        let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+        // n as an integer, read from t's mantissa: `n as i32` is a saturating cast that
+        // compiles to a scalar convert per element and stopped the loops vectorising.
+        // |n| ≤ 127 after the clamp, so the exponent field stays in 1..=254.
+        let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+        let scale = f32::from_bits(((ni + 127) as u32) << 23);
         if self < MIN {
             0.0
         } else {
@@ -521,6 +526,22 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 /// `(batch * seq, hidden)`, heads concatenated, ready for the output projection. No
 /// permuted copies of Q, K, V are made: the matrix products read them in place with
 /// strides, one rayon task per (sequence, head).
+/// (batch, seq, hidden, head dim) of a `rows × width` Q|K|V input under `mask`.
+fn attention_dims(
+    mask: &Tensor,
+    heads: usize,
+    rows: usize,
+    width: usize,
+) -> Result<(usize, usize, usize, usize)> {
+    let (batch, seq) = mask.dims2()?;
+    if heads == 0 || rows != batch * seq || width % 3 != 0 || (width / 3) % heads != 0 {
+        candle_core::bail!(
+            "attention: qkv {rows}×{width} does not match mask {batch}×{seq} with {heads} heads"
+        );
+    }
+    Ok((batch, seq, width / 3, width / 3 / heads))
+}
+
 struct AttentionOp {
     /// `(batch, seq)`, 1 for tokens and 0 for padding, in the input's dtype.
     mask: Tensor,
@@ -528,80 +549,60 @@ struct AttentionOp {
 }
 
 impl AttentionOp {
-    fn dims(&self, rows: usize, width: usize) -> Result<(usize, usize, usize, usize)> {
-        let (batch, seq) = self.mask.dims2()?;
-        if rows != batch * seq || width % 3 != 0 || (width / 3) % self.heads != 0 {
-            candle_core::bail!(
-                "attention: qkv {rows}×{width} does not match mask {batch}×{seq} with {} heads",
-                self.heads
-            );
-        }
-        Ok((batch, seq, width / 3, width / 3 / self.heads))
-    }
-
     fn fwd<T: Real>(&self, qkv: &[T], rows: usize, width: usize) -> Result<Vec<T>> {
-        let (batch, seq, hidden, hd) = self.dims(rows, width)?;
+        let (batch, seq, hidden, hd) = attention_dims(&self.mask, self.heads, rows, width)?;
         let mask: Vec<T> = self.mask.flatten_all()?.to_vec1::<T>()?;
         let heads = self.heads;
         let scale = T::from_f64(1.0 / (hd as f64).sqrt());
         let mask_value = T::from_f64(crate::model::MASK_VALUE);
-        let ctxs: Vec<Vec<T>> = (0..batch * heads)
-            .into_par_iter()
-            .map(|task| {
-                let (bi, hi) = (task / heads, task % heads);
-                let base = bi * seq * width + hi * hd;
-                let (q, k, v) = (
-                    qkv[base..].as_ptr(),
-                    qkv[base + hidden..].as_ptr(),
-                    qkv[base + 2 * hidden..].as_ptr(),
-                );
-                let m = &mask[bi * seq..(bi + 1) * seq];
-                let valid = valid_keys(m);
-                let bias: Vec<T> = m[..valid]
-                    .iter()
-                    .map(|&keep| (T::one() - keep) * mask_value)
-                    .collect();
-                let mut scores = vec![T::zero(); seq * valid];
-                let mut ctx = vec![T::zero(); seq * hd];
-                // SAFETY: Q, K, V of this (sequence, head) are `seq` rows of `hd`
-                // columns at row stride `width` inside `qkv`; keys and values are read
-                // only up to `valid` rows; the local buffers are sized m×n.
-                unsafe {
-                    // scores = scale · Q Kᵀ  (seq × valid)
-                    mm(
-                        seq,
-                        valid,
-                        hd,
-                        &mut scores,
-                        (q, width, 1),
-                        (k, 1, width),
-                        scale,
-                        T::zero(),
-                    );
-                    simd::softmax_rows(&mut scores, &bias, valid);
-                    // ctx = P V  (seq × hd)
-                    mm(
-                        seq,
-                        hd,
-                        valid,
-                        &mut ctx,
-                        (scores.as_ptr(), valid, 1),
-                        (v, width, 1),
-                        T::one(),
-                        T::zero(),
-                    );
-                }
-                ctx
-            })
-            .collect();
         let mut out = vec![T::zero(); rows * hidden];
-        for (task, ctx) in ctxs.iter().enumerate() {
+        let dst = SharedOut(out.as_mut_ptr());
+        (0..batch * heads).into_par_iter().for_each(|task| {
             let (bi, hi) = (task / heads, task % heads);
-            for (i, src) in ctx.chunks(hd).enumerate() {
-                let dst = (bi * seq + i) * hidden + hi * hd;
-                out[dst..dst + hd].copy_from_slice(src);
+            let base = bi * seq * width + hi * hd;
+            let (q, k, v) = (
+                qkv[base..].as_ptr(),
+                qkv[base + hidden..].as_ptr(),
+                qkv[base + 2 * hidden..].as_ptr(),
+            );
+            let m = &mask[bi * seq..(bi + 1) * seq];
+            let valid = valid_keys(m);
+            let bias: Vec<T> = m[..valid]
+                .iter()
+                .map(|&keep| (T::one() - keep) * mask_value)
+                .collect();
+            let mut scores = vec![T::zero(); seq * valid];
+            // SAFETY: Q, K, V of this (sequence, head) are `seq` rows of `hd` columns at
+            // row stride `width` inside `qkv`; keys and values are read only up to
+            // `valid` rows; `scores` is seq×valid. The context goes to this head's
+            // columns of this sequence's rows of `out` (row stride `hidden`), which no
+            // other task writes.
+            unsafe {
+                // scores = scale · Q Kᵀ  (seq × valid)
+                mm(
+                    seq,
+                    valid,
+                    hd,
+                    (scores.as_mut_ptr(), valid),
+                    (q, width, 1),
+                    (k, 1, width),
+                    scale,
+                    T::zero(),
+                );
+                simd::softmax_rows(&mut scores, &bias, valid);
+                // ctx = P V  (seq × hd)
+                mm(
+                    seq,
+                    hd,
+                    valid,
+                    (dst.at(bi * seq * hidden + hi * hd), hidden),
+                    (scores.as_ptr(), valid, 1),
+                    (v, width, 1),
+                    T::one(),
+                    T::zero(),
+                );
             }
-        }
+        });
         Ok(out)
     }
 }
@@ -645,30 +646,30 @@ impl CustomOp1 for AttentionOp {
     }
 }
 
-/// `dst (m×n) = beta · lhs (m×k) · rhs (k×n)`, single-threaded, operands given as
-/// (pointer, row stride, column stride).
+/// `dst (m×n) = beta · lhs (m×k) · rhs (k×n)`, single-threaded; `dst` is (pointer, row
+/// stride) with unit column stride, the operands (pointer, row stride, column stride).
 ///
 /// # Safety
-/// Every operand element addressed by the sizes and strides must lie in its buffer.
+/// Every element addressed by the sizes and strides must lie in its buffer, and no
+/// other thread may touch the addressed part of `dst` during the call.
 #[allow(clippy::too_many_arguments)]
 unsafe fn mm<T: 'static>(
     m: usize,
     n: usize,
     k: usize,
-    dst: &mut [T],
+    dst: (*mut T, usize),
     lhs: (*const T, usize, usize),
     rhs: (*const T, usize, usize),
     beta: T,
     zero: T,
 ) {
-    debug_assert!(dst.len() >= m * n);
     gemm::gemm(
         m,
         n,
         k,
-        dst.as_mut_ptr(),
+        dst.0,
         1,
-        n as isize,
+        dst.1 as isize,
         false,
         lhs.0,
         lhs.2 as isize,
@@ -685,6 +686,23 @@ unsafe fn mm<T: 'static>(
     );
 }
 
+/// An output buffer that parallel tasks write in disjoint parts (one attention head's
+/// columns of one sequence's rows each), straight from the matrix products.
+#[derive(Clone, Copy)]
+struct SharedOut<T>(*mut T);
+// SAFETY: only used for writes to disjoint regions, each by one task (see users).
+unsafe impl<T: Send> Send for SharedOut<T> {}
+unsafe impl<T: Send> Sync for SharedOut<T> {}
+
+impl<T> SharedOut<T> {
+    /// Pointer `offset` elements in; a method so that closures capture the whole
+    /// (Send) wrapper rather than its raw-pointer field.
+    fn at(self, offset: usize) -> *mut T {
+        // SAFETY: callers stay inside the buffer.
+        unsafe { self.0.add(offset) }
+    }
+}
+
 /// Gradient kernel of [`AttentionOp`]: inputs `qkv` and `dctx`, output `d_qkv`.
 struct AttentionGradOp {
     mask: Tensor,
@@ -693,117 +711,100 @@ struct AttentionGradOp {
 
 impl AttentionGradOp {
     fn grad<T: Real>(&self, qkv: &[T], dc: &[T], rows: usize, width: usize) -> Result<Vec<T>> {
-        let dims = AttentionOp {
-            mask: self.mask.clone(),
-            heads: self.heads,
-        };
-        let (batch, seq, hidden, hd) = dims.dims(rows, width)?;
+        let (batch, seq, hidden, hd) = attention_dims(&self.mask, self.heads, rows, width)?;
         let mask: Vec<T> = self.mask.flatten_all()?.to_vec1::<T>()?;
         let heads = self.heads;
         let scale = T::from_f64(1.0 / (hd as f64).sqrt());
         let mask_value = T::from_f64(crate::model::MASK_VALUE);
         let (z, one) = (T::zero(), T::one());
-        let parts: Vec<[Vec<T>; 3]> = (0..batch * heads)
-            .into_par_iter()
-            .map(|task| {
-                let (bi, hi) = (task / heads, task % heads);
-                let q = qkv[bi * seq * width + hi * hd..].as_ptr();
-                let k = qkv[bi * seq * width + hidden + hi * hd..].as_ptr();
-                let v = qkv[bi * seq * width + 2 * hidden + hi * hd..].as_ptr();
-                let dcp = dc[bi * seq * hidden + hi * hd..].as_ptr();
-                let m = &mask[bi * seq..(bi + 1) * seq];
-                let valid = valid_keys(m);
-                let mut p = vec![z; seq * valid];
-                let mut dp = vec![z; seq * valid];
-                let mut dq = vec![z; seq * hd];
-                let mut dk = vec![z; seq * hd];
-                let mut dv = vec![z; seq * hd];
-                let bias: Vec<T> = m[..valid]
-                    .iter()
-                    .map(|&keep| (one - keep) * mask_value)
-                    .collect();
-                // SAFETY: Q, K, V of this (sequence, head) are `seq` rows of `hd`
-                // columns at row stride `width` inside `qkv`; dC likewise at stride
-                // `hidden` inside `dc`; keys and values are read only up to `valid`
-                // rows; local buffers are sized m×n. Rows of dK and dV past `valid` stay
-                // zero: their softmax weights are exactly zero in the reference too.
-                unsafe {
-                    mm(
-                        seq,
-                        valid,
-                        hd,
-                        &mut p,
-                        (q, width, 1),
-                        (k, 1, width),
-                        scale,
-                        z,
-                    );
-                    simd::softmax_rows(&mut p, &bias, valid);
-                    // dV = Pᵀ dC, dP = dC Vᵀ
-                    mm(
-                        valid,
-                        hd,
-                        seq,
-                        &mut dv,
-                        (p.as_ptr(), 1, valid),
-                        (dcp, hidden, 1),
-                        one,
-                        z,
-                    );
-                    mm(
-                        seq,
-                        valid,
-                        hd,
-                        &mut dp,
-                        (dcp, hidden, 1),
-                        (v, 1, width),
-                        one,
-                        z,
-                    );
-                }
-                // dS = P ⊙ (dP − rowsum(dP ⊙ P))
-                for (dpr, pr) in dp.chunks_mut(valid).zip(p.chunks(valid)) {
-                    let dot = dot(dpr, pr);
-                    for (d, &p) in dpr.iter_mut().zip(pr) {
-                        *d = p * (*d - dot);
-                    }
-                }
-                unsafe {
-                    // dQ = scale · dS K, dK = scale · dSᵀ Q
-                    mm(
-                        seq,
-                        hd,
-                        valid,
-                        &mut dq,
-                        (dp.as_ptr(), valid, 1),
-                        (k, width, 1),
-                        scale,
-                        z,
-                    );
-                    mm(
-                        valid,
-                        hd,
-                        seq,
-                        &mut dk,
-                        (dp.as_ptr(), 1, valid),
-                        (q, width, 1),
-                        scale,
-                        z,
-                    );
-                }
-                [dq, dk, dv]
-            })
-            .collect();
         let mut out = vec![z; rows * width];
-        for (task, grads) in parts.iter().enumerate() {
+        let dst = SharedOut(out.as_mut_ptr());
+        (0..batch * heads).into_par_iter().for_each(|task| {
             let (bi, hi) = (task / heads, task % heads);
-            for (which, g) in grads.iter().enumerate() {
-                for (i, src) in g.chunks(hd).enumerate() {
-                    let dst = (bi * seq + i) * width + which * hidden + hi * hd;
-                    out[dst..dst + hd].copy_from_slice(src);
+            let qo = bi * seq * width + hi * hd;
+            let (ko, vo) = (qo + hidden, qo + 2 * hidden);
+            let (q, k, v) = (qkv[qo..].as_ptr(), qkv[ko..].as_ptr(), qkv[vo..].as_ptr());
+            let dcp = dc[bi * seq * hidden + hi * hd..].as_ptr();
+            let m = &mask[bi * seq..(bi + 1) * seq];
+            let valid = valid_keys(m);
+            let mut p = vec![z; seq * valid];
+            let mut dp = vec![z; seq * valid];
+            let bias: Vec<T> = m[..valid]
+                .iter()
+                .map(|&keep| (one - keep) * mask_value)
+                .collect();
+            // SAFETY: Q, K, V of this (sequence, head) are `seq` rows of `hd` columns at
+            // row stride `width` inside `qkv`; dC likewise at stride `hidden` inside
+            // `dc`; keys and values are read only up to `valid` rows; `p` and `dp` are
+            // seq×valid. dQ, dK, dV go to this head's columns of this sequence's rows of
+            // `out` (row stride `width`), which no other task writes. Rows of dK and dV
+            // past `valid` stay zero: their softmax weights are exactly zero in the
+            // reference too.
+            unsafe {
+                mm(
+                    seq,
+                    valid,
+                    hd,
+                    (p.as_mut_ptr(), valid),
+                    (q, width, 1),
+                    (k, 1, width),
+                    scale,
+                    z,
+                );
+                simd::softmax_rows(&mut p, &bias, valid);
+                // dV = Pᵀ dC, dP = dC Vᵀ
+                mm(
+                    valid,
+                    hd,
+                    seq,
+                    (dst.at(vo), width),
+                    (p.as_ptr(), 1, valid),
+                    (dcp, hidden, 1),
+                    one,
+                    z,
+                );
+                mm(
+                    seq,
+                    valid,
+                    hd,
+                    (dp.as_mut_ptr(), valid),
+                    (dcp, hidden, 1),
+                    (v, 1, width),
+                    one,
+                    z,
+                );
+            }
+            // dS = P ⊙ (dP − rowsum(dP ⊙ P))
+            for (dpr, pr) in dp.chunks_mut(valid).zip(p.chunks(valid)) {
+                let dot = dot(dpr, pr);
+                for (d, &p) in dpr.iter_mut().zip(pr) {
+                    *d = p * (*d - dot);
                 }
             }
-        }
+            unsafe {
+                // dQ = scale · dS K, dK = scale · dSᵀ Q
+                mm(
+                    seq,
+                    hd,
+                    valid,
+                    (dst.at(qo), width),
+                    (dp.as_ptr(), valid, 1),
+                    (k, width, 1),
+                    scale,
+                    z,
+                );
+                mm(
+                    valid,
+                    hd,
+                    seq,
+                    (dst.at(ko), width),
+                    (dp.as_ptr(), 1, valid),
+                    (q, width, 1),
+                    scale,
+                    z,
+                );
+            }
+        });
         Ok(out)
     }
 }
@@ -1005,7 +1006,7 @@ impl LinearGradOp {
                                 r,
                                 inp,
                                 out,
-                                dx,
+                                (dx.as_mut_ptr(), inp),
                                 (dy.as_ptr(), out, 1),
                                 (w.as_ptr(), inp, 1),
                                 one,
@@ -1028,7 +1029,7 @@ impl LinearGradOp {
                                 r,
                                 inp,
                                 rows,
-                                dw,
+                                (dw.as_mut_ptr(), inp),
                                 (dy[o0..].as_ptr(), 1, out),
                                 (x.as_ptr(), inp, 1),
                                 one,
