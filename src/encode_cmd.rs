@@ -1,6 +1,5 @@
 //! `sieve encode`: embed a file of texts; also the sieve half of `bench/encode`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -62,30 +61,6 @@ fn read_texts(path: &Path, limit: usize) -> Result<Vec<String>> {
     }
 }
 
-/// Writes a version-1 `.npy` header and little-endian float32 rows.
-fn write_npy(path: &Path, data: &[f32], rows: usize, dim: usize) -> Result<()> {
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
-    // Magic (6) + version (2) + length (2) + header + '\n' must be a multiple of 64.
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let tmp = path.with_extension("npy.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        f.write_all(b"\x93NUMPY\x01\x00")?;
-        f.write_all(&(header.len() as u16).to_le_bytes())?;
-        f.write_all(header.as_bytes())?;
-        for v in data {
-            f.write_all(&v.to_le_bytes())?;
-        }
-        f.flush()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().with_context(|| format!("writing {}", path.display()))
-}
-
 /// Peak resident memory of this process (Linux), in MiB.
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -108,7 +83,7 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     pb.finish_and_clear();
     if let Some(out) = &args.output {
-        write_npy(out, &emb.data, emb.len(), emb.dim)?;
+        sieve_datasets::npy::write_npy(out, &emb.data, emb.len(), emb.dim)?;
     }
     let stats = serde_json::json!({
         "tool": "sieve",

@@ -14,6 +14,7 @@ static GLOBAL: sieve_encoder::alloc::Allocator = sieve_encoder::alloc::ALLOCATOR
 
 mod encode_cmd;
 mod eval_cmd;
+mod mine_cmd;
 mod model_args;
 
 /// Train text-embedding models on checked negatives.
@@ -37,6 +38,8 @@ struct Cli {
 enum Command {
     Eval(EvalArgs),
     Encode(encode_cmd::EncodeArgs),
+    Mine(Box<mine_cmd::MineArgs>),
+    Merge(mine_cmd::MergeArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,6 +122,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Eval(args) => eval_cmd::run(&args),
         Command::Encode(args) => encode_cmd::run(&args),
+        Command::Mine(args) => mine_cmd::run(&args),
+        Command::Merge(args) => mine_cmd::merge(&args),
     }
 }
 

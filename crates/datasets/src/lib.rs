@@ -32,6 +32,8 @@
 mod beir;
 mod error;
 mod lines;
+pub mod mined;
+pub mod npy;
 mod pairs;
 pub mod parquet_io;
 mod report;

@@ -20,6 +20,7 @@
 
 #[cfg(feature = "mimalloc")]
 pub mod alloc;
+pub mod cache;
 pub mod config;
 mod encoder;
 mod error;

@@ -17,7 +17,9 @@
 //! # Ok::<(), sieve_eval::Error>(())
 //! ```
 
-pub mod cache;
+/// The embedding cache lives with the encoder (the miner uses it too); re-exported here
+/// for existing callers.
+pub use sieve_encoder::cache;
 mod error;
 pub mod metrics;
 pub mod report;
@@ -83,19 +85,12 @@ pub fn embed_cached(
     opts: &EvalOptions,
 ) -> Result<Vec<f32>> {
     let cache = opts.cache_dir.as_deref().map(cache::EmbeddingCache::new);
-    if let Some(hit) = cache
-        .as_ref()
-        .and_then(|c| c.get(encoder.fingerprint(), texts, encoder.dim()))
-    {
-        return Ok(hit);
-    }
     let pb = progress_bar(texts.len(), what, opts.show_progress);
-    let emb = encoder.encode(texts, opts.batch_size, &|n| pb.inc(n as u64))?;
+    let emb = cache::encode_cached(encoder, texts, opts.batch_size, cache.as_ref(), &|n| {
+        pb.inc(n as u64)
+    })?;
     pb.finish_and_clear();
-    if let Some(c) = &cache {
-        c.put(encoder.fingerprint(), texts, emb.dim, &emb.data)?;
-    }
-    Ok(emb.data)
+    Ok(emb)
 }
 
 /// Turns per-query hits into a [`Run`] keyed by ids, dropping identical ids if asked.

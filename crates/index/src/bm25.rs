@@ -147,6 +147,8 @@ pub struct Bm25Index {
     searcher: Searcher,
     text: Field,
     segments: Vec<SegmentData>,
+    /// Corpus position -> (segment, tantivy doc id), to score given documents.
+    locate: Vec<(u32, u32)>,
     num_docs: usize,
     avg_len: f32,
     params: Bm25Params,
@@ -311,6 +313,13 @@ impl Bm25Index {
                 lengths,
             });
         }
+        let mut locate = vec![(u32::MAX, 0u32); num_docs];
+        for (si, segment) in segments.iter().enumerate() {
+            for (doc, &pos) in segment.positions.iter().enumerate() {
+                // si < number of segments and doc < max_doc, both far below u32::MAX.
+                locate[pos as usize] = (si as u32, doc as u32);
+            }
+        }
         let avg_len = if num_docs == 0 {
             0.0
         } else {
@@ -321,6 +330,7 @@ impl Bm25Index {
             searcher,
             text,
             segments,
+            locate,
             num_docs,
             avg_len,
             params: DEFAULT_BM25_PARAMS,
@@ -378,19 +388,23 @@ impl Bm25Index {
 
     /// Scores one query. `scratch` is a per-thread accumulator reused across
     /// queries so that no O(corpus) buffer is allocated per query.
+    /// Also returns the scores of the `extra` corpus positions (0 for a document that
+    /// shares no term with the query), read from the same accumulators.
     fn search_one(
         &self,
         analyzer: &mut TextAnalyzer,
         scratch: &mut Scratch,
         query: &str,
         k: usize,
-    ) -> Result<Vec<Hit>, Error> {
+        extra: &[u32],
+    ) -> Result<(Vec<Hit>, Vec<f32>), Error> {
         let mut terms: BTreeMap<String, u32> = BTreeMap::new();
         for token in analyze(analyzer, query) {
             *terms.entry(token.text).or_default() += 1;
         }
-        if terms.is_empty() || k == 0 || self.num_docs == 0 {
-            return Ok(Vec::new());
+        let mut extra_scores = vec![0f32; extra.len()];
+        if terms.is_empty() || self.num_docs == 0 || (k == 0 && extra.is_empty()) {
+            return Ok((Vec::new(), extra_scores));
         }
         let n = self.num_docs as f64;
         let mut weighted: Vec<(Term, f32)> = Vec::with_capacity(terms.len());
@@ -408,7 +422,7 @@ impl Bm25Index {
         }
 
         let mut top = TopK::new(k);
-        for segment in &self.segments {
+        for (si, segment) in self.segments.iter().enumerate() {
             scratch.reset(segment.positions.len());
             for (term, weight) in &weighted {
                 let Some(mut postings) = segment
@@ -431,10 +445,45 @@ impl Bm25Index {
                     top.push(pos, scratch.acc[d as usize]);
                 }
             }
+            for (score, &pos) in extra_scores.iter_mut().zip(extra) {
+                if let Some(&(seg, doc)) = self.locate.get(pos as usize) {
+                    if seg as usize == si {
+                        let v = scratch.acc.get(doc as usize).copied().unwrap_or(UNSEEN);
+                        if v != UNSEEN {
+                            *score = v;
+                        }
+                    }
+                }
+            }
         }
-        Ok(top.into_sorted())
+        Ok((top.into_sorted(), extra_scores))
+    }
+
+    /// Top-`k` hits of each query and, from the same pass, the BM25 scores of the
+    /// documents in `extra[i]` for query `i` (a missing `extra` entry means none):
+    /// the miner reports a BM25 score for candidates only the dense side found.
+    pub fn search_with_scores(
+        &self,
+        queries: &[&str],
+        k: usize,
+        extra: &[Vec<u32>],
+    ) -> Result<Vec<ScoredHits>, Error> {
+        queries
+            .par_iter()
+            .enumerate()
+            .map_init(
+                || (english_analyzer(), Scratch::default()),
+                |(analyzer, scratch), (i, query)| {
+                    let ex = extra.get(i).map(Vec::as_slice).unwrap_or(&[]);
+                    self.search_one(analyzer, scratch, query, k, ex)
+                },
+            )
+            .collect()
     }
 }
+
+/// A query's top hits and the scores of the extra documents asked for.
+pub type ScoredHits = (Vec<Hit>, Vec<f32>);
 
 /// Sparse-reset score accumulator for one segment.
 #[derive(Default)]
@@ -508,7 +557,9 @@ impl Retriever for Bm25Index {
             .par_iter()
             .map_init(
                 || (english_analyzer(), Scratch::default()),
-                |(analyzer, scratch), query| self.search_one(analyzer, scratch, query, k),
+                |(analyzer, scratch), query| {
+                    Ok(self.search_one(analyzer, scratch, query, k, &[])?.0)
+                },
             )
             .collect()
     }

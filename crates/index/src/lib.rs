@@ -8,12 +8,19 @@
 
 mod bm25;
 mod dense;
+mod fusion;
+mod hnsw;
 mod topk;
 
 use std::path::PathBuf;
 
 pub use bm25::{Bm25Index, Bm25Params, DEFAULT_BM25_PARAMS, ENGLISH_STOP_WORDS};
 pub use dense::exact_top_k;
+pub use fusion::{fuse_rrf, DEFAULT_RRF_K};
+pub use hnsw::{
+    HnswIndex, HnswParams, DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_EF_SEARCH, DEFAULT_HNSW_M,
+    DEFAULT_HNSW_PARAMS, NORM_TOLERANCE,
+};
 
 /// One retrieved document.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,4 +60,20 @@ pub enum Error {
     /// The directory holds an index this crate did not write (or a damaged one).
     #[error("not a sieve BM25 index: {0}")]
     Corrupt(String),
+    /// A vector given to the HNSW index is not unit length (hnsw_rs's cosine
+    /// distance assumes it and would abort mid-build).
+    #[error("row {row} has L2 norm {norm}, expected 1 ± {tol}: normalise the embeddings first", tol = crate::NORM_TOLERANCE)]
+    NotNormalized {
+        /// Position of the first offending row.
+        row: usize,
+        /// Its norm (NaN if the row holds NaN).
+        norm: f32,
+    },
+    /// Shapes or parameters that cannot describe an index.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// hnsw_rs failed, or a dumped HNSW index is missing parts, damaged, or
+    /// inconsistent with its sidecar.
+    #[error("HNSW index: {0}")]
+    Hnsw(String),
 }

@@ -197,3 +197,28 @@ fn positions_survive_segments_and_merges() {
     let docs: Vec<u32> = shared[0].iter().map(|h| h.doc).collect();
     assert_eq!(docs, vec![7, 17, 27, 37, 47]);
 }
+
+#[test]
+fn scores_of_given_documents_match_the_naive_formula() {
+    let docs = corpus();
+    let index = Bm25Index::build(&docs, None).expect("build");
+    let all: Vec<u32> = (0..docs.len() as u32).collect();
+    let extra = vec![all.clone(); QUERIES.len()];
+    let results = index
+        .search_with_scores(&QUERIES, 1, &extra)
+        .expect("search");
+    for (query, (top, scores)) in QUERIES.iter().zip(&results) {
+        let naive = naive_bm25(&docs, query, DEFAULT_BM25_PARAMS);
+        assert!(top.len() <= 1);
+        for (d, &s) in all.iter().zip(scores) {
+            // Documents sharing no term with the query score exactly 0.
+            let want = naive.iter().find(|h| h.doc == *d).map_or(0.0, |h| h.score);
+            assert!((s - want).abs() < 1e-5, "{query:?} doc {d}: {s} vs {want}");
+        }
+    }
+    // Fewer extra lists than queries: the rest get none.
+    let partial = index
+        .search_with_scores(&QUERIES, 2, &extra[..1])
+        .expect("search");
+    assert!(partial[1].1.is_empty());
+}

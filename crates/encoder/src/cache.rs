@@ -12,6 +12,13 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
+fn io_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// File magic and format version; bump the digit to invalidate old caches.
 const MAGIC: &[u8; 8] = b"SIEVEEM1";
 
@@ -88,7 +95,7 @@ impl EmbeddingCache {
     pub fn put(&self, fingerprint: &str, texts: &[&str], dim: usize, data: &[f32]) -> Result<()> {
         let path = self.path(fingerprint, texts);
         let parent = path.parent().unwrap_or(&self.dir);
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
@@ -103,9 +110,28 @@ impl EmbeddingCache {
         };
         write().map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            Error::io(&path, e)
+            io_err(&path, e)
         })
     }
+}
+
+/// Embeds `texts` with `encoder`, reading and filling `cache` when given; `progress`
+/// receives the number of texts finished after each batch (not called on a hit).
+pub fn encode_cached(
+    encoder: &crate::Encoder,
+    texts: &[&str],
+    batch_size: usize,
+    cache: Option<&EmbeddingCache>,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<f32>> {
+    if let Some(hit) = cache.and_then(|c| c.get(encoder.fingerprint(), texts, encoder.dim())) {
+        return Ok(hit);
+    }
+    let emb = encoder.encode(texts, batch_size, progress)?;
+    if let Some(c) = cache {
+        c.put(encoder.fingerprint(), texts, emb.dim, &emb.data)?;
+    }
+    Ok(emb.data)
 }
 
 #[cfg(test)]

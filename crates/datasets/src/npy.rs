@@ -1,0 +1,143 @@
+//! Float32 matrices as NumPy `.npy` files: what `sieve encode` writes and what the
+//! miner accepts as precomputed embeddings (from text-embeddings-inference, numpy,
+//! another model), so that a corpus is never embedded twice.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use crate::Error;
+
+const MAGIC: &[u8; 6] = b"\x93NUMPY";
+
+/// Writes a version-1 `.npy` header and little-endian float32 rows, atomically.
+pub fn write_npy(path: &Path, data: &[f32], rows: usize, dim: usize) -> Result<(), Error> {
+    if data.len() != rows * dim {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            problem: format!("{} values do not make {rows} rows of {dim}", data.len()),
+        });
+    }
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
+    // Magic (6) + version (2) + length (2) + header + '\n' must be a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let tmp = path.with_extension("npy.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        f.write_all(MAGIC)?;
+        f.write_all(&[1, 0])?;
+        f.write_all(&(header.len() as u16).to_le_bytes())?;
+        f.write_all(header.as_bytes())?;
+        for v in data {
+            f.write_all(&v.to_le_bytes())?;
+        }
+        f.flush()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// Reads a C-order float32 (`<f4`) 2-D `.npy` file: `(rows, dim, data)`. A 1-D array
+/// is one row. Anything else (float64, Fortran order, big-endian) is refused with
+/// the header in the message, rather than silently converted.
+pub fn read_npy(path: &Path) -> Result<(usize, usize, Vec<f32>), Error> {
+    let bad = |problem: String| Error::Format {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut pre = [0u8; 8];
+    f.read_exact(&mut pre).map_err(|e| Error::io(path, e))?;
+    if &pre[..6] != MAGIC {
+        return Err(bad("not a .npy file (bad magic)".into()));
+    }
+    let header_len = match pre[6] {
+        1 => {
+            let mut b = [0u8; 2];
+            f.read_exact(&mut b).map_err(|e| Error::io(path, e))?;
+            u16::from_le_bytes(b) as usize
+        }
+        2 | 3 => {
+            let mut b = [0u8; 4];
+            f.read_exact(&mut b).map_err(|e| Error::io(path, e))?;
+            u32::from_le_bytes(b) as usize
+        }
+        v => return Err(bad(format!("unsupported .npy version {v}"))),
+    };
+    let mut header = vec![0u8; header_len];
+    f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let header = String::from_utf8_lossy(&header).into_owned();
+    let compact: String = header.chars().filter(|c| !c.is_whitespace()).collect();
+    if !compact.contains("'descr':'<f4'") {
+        return Err(bad(format!("expected float32 ('<f4'), header {header:?}")));
+    }
+    if compact.contains("'fortran_order':True") {
+        return Err(bad("Fortran-order arrays are not supported".into()));
+    }
+    let shape = compact
+        .split("'shape':(")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad(format!("no shape in header {header:?}")))?;
+    let dims: Vec<usize> = shape
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad(format!("bad shape ({shape})")))?;
+    let (rows, dim) = match dims.as_slice() {
+        [n] => (1, *n),
+        [r, d] => (*r, *d),
+        _ => return Err(bad(format!("expected a 2-D array, shape ({shape})"))),
+    };
+    let mut bytes = Vec::with_capacity(rows * dim * 4);
+    f.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    if bytes.len() != rows * dim * 4 {
+        return Err(bad(format!(
+            "shape ({rows}, {dim}) needs {} bytes of data, found {} (truncated?)",
+            rows * dim * 4,
+            bytes.len()
+        )));
+    }
+    let data = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok((rows, dim, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.npy");
+        let data: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect();
+        write_npy(&p, &data, 3, 4).unwrap();
+        assert_eq!(read_npy(&p).unwrap(), (3, 4, data.clone()));
+        // Header padded so that data starts on a 64-byte boundary, as numpy does.
+        assert_eq!((std::fs::metadata(&p).unwrap().len() - 48) % 64, 0);
+        assert!(write_npy(&p, &data, 5, 4).is_err());
+        // Truncated data.
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 4]).unwrap();
+        let err = read_npy(&p).unwrap_err().to_string();
+        assert!(err.contains("truncated") && err.contains("a.npy"), "{err}");
+        // float64 is refused, naming the dtype.
+        let hdr = "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1), }";
+        let mut f64file = b"\x93NUMPY\x01\x00".to_vec();
+        f64file.extend((hdr.len() as u16).to_le_bytes());
+        f64file.extend(hdr.as_bytes());
+        f64file.extend(1.0f64.to_le_bytes());
+        std::fs::write(&p, f64file).unwrap();
+        assert!(read_npy(&p).unwrap_err().to_string().contains("<f8"));
+    }
+}
