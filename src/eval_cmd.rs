@@ -51,6 +51,22 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                 .unwrap_or_else(|| args.model.display_name());
             sieve_eval::evaluate_dense(&encoder, &ds, &name, &task, &args.split, &opts)?
         }
+        RetrieverKind::Hybrid => {
+            let encoder = args.model.load()?;
+            let name = args
+                .model_name
+                .clone()
+                .unwrap_or_else(|| format!("{}+bm25", args.model.display_name()));
+            sieve_eval::evaluate_hybrid(
+                &encoder,
+                &ds,
+                &name,
+                &task,
+                &args.split,
+                args.bm25_index.as_deref(),
+                &opts,
+            )?
+        }
     };
     let path = result
         .write(&args.output_dir)

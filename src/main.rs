@@ -48,6 +48,8 @@ pub enum RetrieverKind {
     Dense,
     /// tantivy BM25 over title + text (English stemming and stop words); no model.
     Bm25,
+    /// BM25 and dense fused by reciprocal rank (k = 60): what `sieve mine` retrieves.
+    Hybrid,
 }
 
 /// Evaluate retrieval on a BEIR dataset, as MTEB does.

@@ -96,19 +96,37 @@ pub fn read_npy(path: &Path) -> Result<(usize, usize, Vec<f32>), Error> {
         [r, d] => (*r, *d),
         _ => return Err(bad(format!("expected a 2-D array, shape ({shape})"))),
     };
-    let mut bytes = Vec::with_capacity(rows * dim * 4);
-    f.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
-    if bytes.len() != rows * dim * 4 {
+    // Read straight into the f32 buffer (no second copy of a multi-GB matrix), then
+    // fix the byte order in place (a no-op on little-endian machines).
+    let len = rows * dim;
+    let mut data = vec![0f32; len];
+    // SAFETY: any byte pattern is a valid f32; the slice covers exactly `data`.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<u8>(), len * 4) };
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match f.read(&mut bytes[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    let mut extra = [0u8; 1];
+    let trailing = f.read(&mut extra).map_err(|e| Error::io(path, e))?;
+    if filled != bytes.len() || trailing != 0 {
         return Err(bad(format!(
             "shape ({rows}, {dim}) needs {} bytes of data, found {} (truncated?)",
-            rows * dim * 4,
-            bytes.len()
+            len * 4,
+            if trailing != 0 {
+                format!("more than {filled}")
+            } else {
+                filled.to_string()
+            }
         )));
     }
-    let data = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    for v in &mut data {
+        *v = f32::from_bits(u32::from_le(v.to_bits()));
+    }
     Ok((rows, dim, data))
 }
 

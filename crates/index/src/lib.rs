@@ -10,6 +10,7 @@ mod bm25;
 mod dense;
 mod fusion;
 mod hnsw;
+mod retrievers;
 mod topk;
 
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ pub use hnsw::{
     HnswIndex, HnswParams, DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_EF_SEARCH, DEFAULT_HNSW_M,
     DEFAULT_HNSW_PARAMS, NORM_TOLERANCE,
 };
+pub use retrievers::{DenseRetriever, HybridRetriever, QueryEncoder};
 
 /// One retrieved document.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -57,6 +59,9 @@ pub enum Error {
     /// Positions are `u32`; a larger corpus cannot be indexed.
     #[error("corpus of {0} documents exceeds the u32 position range")]
     TooManyDocuments(usize),
+    /// Embedding queries failed, or embeddings do not fit the index.
+    #[error("dense retrieval: {0}")]
+    Embed(String),
     /// The directory holds an index this crate did not write (or a damaged one).
     #[error("not a sieve BM25 index: {0}")]
     Corrupt(String),

@@ -1,0 +1,164 @@
+//! Dense and hybrid retrievers behind the same [`Retriever`] trait as BM25, so that
+//! evaluation and mining can swap one for another.
+
+use crate::{exact_top_k, fuse_rrf, Error, Hit, HnswIndex, Retriever};
+
+/// Embeds query texts for dense retrieval. This crate knows nothing of models: the
+/// caller adapts its encoder (rows L2-normalised, `dim` wide).
+pub trait QueryEncoder: Sync {
+    fn dim(&self) -> usize;
+    fn encode_queries(&self, queries: &[&str]) -> Result<Vec<f32>, Error>;
+}
+
+/// Cosine top-k over a precomputed, L2-normalised corpus matrix: exact by default,
+/// or through an HNSW index built over the same matrix.
+pub struct DenseRetriever<E> {
+    encoder: E,
+    corpus: Vec<f32>,
+    ann: Option<HnswIndex>,
+}
+
+impl<E: QueryEncoder> DenseRetriever<E> {
+    /// `corpus` is `n × encoder.dim()`, row-major, rows L2-normalised.
+    pub fn new(encoder: E, corpus: Vec<f32>) -> Result<Self, Error> {
+        let dim = encoder.dim();
+        if dim == 0 || corpus.len() % dim != 0 {
+            return Err(Error::Embed(format!(
+                "corpus matrix of {} values is not a whole number of {dim}-wide rows",
+                corpus.len()
+            )));
+        }
+        Ok(Self {
+            encoder,
+            corpus,
+            ann: None,
+        })
+    }
+
+    /// Searches `ann` instead of scanning every document.
+    pub fn with_hnsw(mut self, ann: HnswIndex) -> Result<Self, Error> {
+        let n = self.corpus.len() / self.encoder.dim();
+        if ann.len() != n || ann.dim() != self.encoder.dim() {
+            return Err(Error::Embed(format!(
+                "HNSW index of {} × {} does not match the corpus of {n} × {}",
+                ann.len(),
+                ann.dim(),
+                self.encoder.dim()
+            )));
+        }
+        self.ann = Some(ann);
+        Ok(self)
+    }
+}
+
+impl<E: QueryEncoder> Retriever for DenseRetriever<E> {
+    fn retrieve(&self, queries: &[&str], k: usize) -> Result<Vec<Vec<Hit>>, Error> {
+        let q = self.encoder.encode_queries(queries)?;
+        let dim = self.encoder.dim();
+        if q.len() != queries.len() * dim {
+            return Err(Error::Embed(format!(
+                "the encoder returned {} values for {} queries of dimension {dim}",
+                q.len(),
+                queries.len()
+            )));
+        }
+        Ok(match &self.ann {
+            Some(ann) => ann.search(&q, k),
+            None => exact_top_k(&q, &self.corpus, dim, k, &|_, _| false),
+        })
+    }
+}
+
+/// Reciprocal-rank fusion of several retrievers: each retrieves `depth` (at least
+/// k) documents, the lists are fused with [`fuse_rrf`], and the top k kept. Scores
+/// are fused scores.
+pub struct HybridRetriever<'a> {
+    parts: Vec<&'a (dyn Retriever + Sync)>,
+    depth: usize,
+    rrf_k: f32,
+}
+
+impl<'a> HybridRetriever<'a> {
+    pub fn new(parts: Vec<&'a (dyn Retriever + Sync)>, depth: usize, rrf_k: f32) -> Self {
+        Self {
+            parts,
+            depth,
+            rrf_k,
+        }
+    }
+}
+
+impl Retriever for HybridRetriever<'_> {
+    fn retrieve(&self, queries: &[&str], k: usize) -> Result<Vec<Vec<Hit>>, Error> {
+        let lists: Vec<Vec<Vec<Hit>>> = self
+            .parts
+            .iter()
+            .map(|r| r.retrieve(queries, self.depth.max(k)))
+            .collect::<Result<_, _>>()?;
+        Ok((0..queries.len())
+            .map(|qi| {
+                let per: Vec<&[Hit]> = lists.iter().map(|l| l[qi].as_slice()).collect();
+                let mut fused = fuse_rrf(&per, self.rrf_k);
+                fused.truncate(k);
+                fused
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Bm25Index;
+
+    /// Embeds a text as the normalised counts of four marker words.
+    struct Counts;
+    impl QueryEncoder for Counts {
+        fn dim(&self) -> usize {
+            4
+        }
+        fn encode_queries(&self, queries: &[&str]) -> Result<Vec<f32>, Error> {
+            Ok(queries.iter().flat_map(|q| embed(q)).collect())
+        }
+    }
+    fn embed(text: &str) -> Vec<f32> {
+        let mut v: Vec<f32> = ["red", "green", "blue", "gold"]
+            .iter()
+            .map(|w| text.matches(w).count() as f32 + 0.01)
+            .collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= n);
+        v
+    }
+
+    #[test]
+    fn dense_and_hybrid_retrieve_through_the_trait() {
+        let texts = [
+            "red red apple",
+            "green leaf",
+            "blue sea blue",
+            "gold coin red",
+            "plain",
+        ];
+        let corpus: Vec<f32> = texts.iter().flat_map(|t| embed(t)).collect();
+        let dense = DenseRetriever::new(Counts, corpus.clone()).unwrap();
+        let hits = dense.retrieve(&["blue"], 2).unwrap();
+        assert_eq!(hits[0][0].doc, 2);
+
+        let hnsw = HnswIndex::build(&corpus, 4, crate::HnswParams::default()).unwrap();
+        let approx = DenseRetriever::new(Counts, corpus)
+            .unwrap()
+            .with_hnsw(hnsw)
+            .unwrap();
+        assert_eq!(approx.retrieve(&["blue"], 1).unwrap()[0][0].doc, 2);
+
+        let bm25 = Bm25Index::build_from_texts(&texts, None).unwrap();
+        let hybrid = HybridRetriever::new(vec![&bm25, &dense], 5, 60.0);
+        let fused = hybrid.retrieve(&["gold coin", "leaf"], 3).unwrap();
+        assert_eq!(fused[0][0].doc, 3, "both retrievers rank doc 3 first");
+        assert_eq!(fused[1][0].doc, 1);
+        assert!(fused.iter().all(|f| f.len() <= 3));
+        // The fused score of a document ranked first by both lists.
+        assert!((fused[0][0].score - 2.0 / 61.0).abs() < 1e-6);
+    }
+}
