@@ -1,0 +1,231 @@
+//! The judge's verdict store: content-addressed, append-only, crash-safe.
+//!
+//! A verdict is keyed by SHA-256 over (judge model, template hash, document token
+//! budget, query text, document text), so a changed prompt, model or text is a
+//! different pair, and the same pair in another dataset or run is paid for once.
+//! Each verdict is one line, `JSON<TAB>checksum`, appended with a single `write`; a
+//! process killed mid-write leaves at most one torn last line, which the next open
+//! skips (and terminates, so the next append starts on a fresh line). Lines whose
+//! checksum does not match are skipped and counted, never trusted.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::score::Method;
+use crate::{Error, Result};
+
+/// Format tag mixed into every key; bump to invalidate all stored verdicts.
+const KEY_VERSION: &str = "sieve-judge-v1";
+
+/// Hex digits of the per-line checksum (a truncated SHA-256 of the JSON part).
+const CHECKSUM_HEX: usize = 16;
+
+/// Identity of a judged pair.
+pub fn pair_key(
+    model: &str,
+    template_hash: &str,
+    max_doc_tokens: usize,
+    query: &str,
+    doc: &str,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        KEY_VERSION,
+        model,
+        template_hash,
+        &max_doc_tokens.to_string(),
+        query,
+        doc,
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// One stored verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    #[serde(rename = "k")]
+    pub key: String,
+    #[serde(rename = "p")]
+    pub p_relevant: f32,
+    #[serde(rename = "m")]
+    pub method: String,
+    #[serde(rename = "pt")]
+    pub prompt_tokens: u64,
+    #[serde(rename = "ct")]
+    pub completion_tokens: u64,
+    #[serde(rename = "tr")]
+    pub truncated: bool,
+}
+
+impl Entry {
+    pub fn method(&self) -> Option<Method> {
+        Method::from_name(&self.method)
+    }
+}
+
+fn checksum(json: &str) -> String {
+    let d = format!("{:x}", Sha256::digest(json.as_bytes()));
+    d[..CHECKSUM_HEX].to_string()
+}
+
+/// The store, loaded into memory and open for appending.
+pub struct VerdictCache {
+    path: PathBuf,
+    file: File,
+    entries: HashMap<String, Entry>,
+    /// Lines skipped on open (torn or corrupted).
+    pub skipped_lines: usize,
+}
+
+impl VerdictCache {
+    /// Opens (creating) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let mut entries = HashMap::new();
+        let mut skipped = 0;
+        let mut reader = BufReader::new(&file);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader
+                .read_line(&mut line)
+                .map_err(|e| Error::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            let Some(body) = line.strip_suffix('\n') else {
+                skipped += 1; // torn last line
+                break;
+            };
+            let parsed = body
+                .rsplit_once('\t')
+                .filter(|(json, sum)| checksum(json) == *sum)
+                .and_then(|(json, _)| serde_json::from_str::<Entry>(json).ok());
+            match parsed {
+                Some(e) => {
+                    entries.insert(e.key.clone(), e);
+                }
+                None => skipped += 1,
+            }
+        }
+        drop(reader);
+        // Terminate a torn last line so that the next record starts cleanly.
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(len - 1))
+                .map_err(|e| Error::io(path, e))?;
+            file.read_exact(&mut last).map_err(|e| Error::io(path, e))?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n").map_err(|e| Error::io(path, e))?;
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            entries,
+            skipped_lines: skipped,
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends a verdict with one `write` call (the line reaches the OS before this
+    /// returns, so only the machine crashing, not the process, can lose it).
+    pub fn put(&mut self, entry: Entry) -> Result<()> {
+        let json = serde_json::to_string(&entry).map_err(|e| Error::Cache {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        let line = format!("{json}\t{}\n", checksum(&json));
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.entries.insert(entry.key.clone(), entry);
+        Ok(())
+    }
+
+    /// Flushes to stable storage (called at the end of a run and periodically).
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(k: &str, p: f32) -> Entry {
+        Entry {
+            key: k.into(),
+            p_relevant: p,
+            method: "logprobs".into(),
+            prompt_tokens: 100,
+            completion_tokens: 1,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn keys_depend_on_every_part() {
+        let base = pair_key("m", "t", 512, "q", "d");
+        assert_ne!(base, pair_key("m2", "t", 512, "q", "d"));
+        assert_ne!(base, pair_key("m", "t2", 512, "q", "d"));
+        assert_ne!(base, pair_key("m", "t", 256, "q", "d"));
+        assert_ne!(base, pair_key("m", "t", 512, "qd", ""));
+        assert_eq!(base, pair_key("m", "t", 512, "q", "d"));
+    }
+
+    #[test]
+    fn survives_torn_and_corrupt_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("judge/verdicts.log");
+        {
+            let mut c = VerdictCache::open(&path).unwrap();
+            c.put(entry("a", 0.9)).unwrap();
+            c.put(entry("b", 0.1)).unwrap();
+            c.put(entry("c", 0.5)).unwrap();
+        }
+        // Corrupt b's line, and tear a fourth line as a kill mid-write would.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replacen("\"p\":0.1", "\"p\":0.7", 1) + "{\"k\":\"d\",\"p\":0.";
+        std::fs::write(&path, text).unwrap();
+        let mut c = VerdictCache::open(&path).unwrap();
+        assert_eq!(c.skipped_lines, 2);
+        assert_eq!(c.get("a").unwrap().p_relevant, 0.9);
+        assert!(c.get("b").is_none(), "a corrupted verdict is never trusted");
+        assert!(c.get("d").is_none());
+        c.put(entry("e", 0.2)).unwrap();
+        drop(c);
+        let c = VerdictCache::open(&path).unwrap();
+        assert_eq!(c.len(), 3); // a, c, e
+        assert_eq!(c.get("e").unwrap().p_relevant, 0.2);
+        assert_eq!(c.skipped_lines, 2);
+    }
+}

@@ -1,0 +1,36 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong while judging. Messages never contain the API key.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: prompt template: {message}")]
+    Template { path: PathBuf, message: String },
+    #[error("{path}: verdict cache: {message}")]
+    Cache { path: PathBuf, message: String },
+    #[error("judge configuration: {0}")]
+    Config(String),
+    /// The server refused the credentials (401/403): every request would fail.
+    #[error(
+        "{endpoint} refused the request ({detail}); check the API key variable and the model name"
+    )]
+    Unauthorized { endpoint: String, detail: String },
+    #[error(transparent)]
+    Data(#[from] sieve_datasets::Error),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,225 @@
+//! The LLM judge: labels each mined (query, candidate) pair through any
+//! OpenAI-compatible chat-completions server (vLLM, llama.cpp, SGLang, Ollama,
+//! hosted APIs), so that training can mask the false negatives.
+//!
+//! One token at temperature 0 with `logprobs` gives P(relevant) ([`score`]); the
+//! prompt is a replaceable template that treats the document as data ([`prompt`]);
+//! failed requests are retried with backoff and never stored as irrelevant
+//! ([`retry`], [`client`]); every verdict goes to a content-addressed, append-only
+//! store before it counts, so a killed run loses only the requests in flight and a
+//! re-run pays nothing twice ([`cache`]); [`calibrate`] measures a judge against
+//! human labels.
+
+pub mod cache;
+pub mod calibrate;
+pub mod client;
+mod error;
+pub mod prompt;
+pub mod retry;
+pub mod score;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub use error::{Error, Result};
+
+use cache::{pair_key, Entry, VerdictCache};
+use client::Client;
+use prompt::Template;
+
+/// A spending limit; the run stops cleanly (everything judged so far kept) once
+/// any limit is reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Budget {
+    pub max_requests: Option<u64>,
+    pub max_tokens: Option<u64>,
+    /// In the currency of the prices below.
+    pub max_cost: Option<f64>,
+    /// Price per million prompt tokens.
+    pub price_prompt: f64,
+    /// Price per million completion tokens.
+    pub price_completion: f64,
+}
+
+impl Budget {
+    pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
+        (prompt_tokens as f64 * self.price_prompt
+            + completion_tokens as f64 * self.price_completion)
+            / 1e6
+    }
+
+    fn exhausted(&self, requests: u64, prompt: u64, completion: u64) -> bool {
+        self.max_requests.is_some_and(|m| requests >= m)
+            || self.max_tokens.is_some_and(|m| prompt + completion >= m)
+            || self
+                .max_cost
+                .is_some_and(|m| self.cost(prompt, completion) >= m)
+    }
+}
+
+/// One pair to judge.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub query: String,
+    pub document: String,
+}
+
+/// What became of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Judged(Entry),
+    /// Every attempt failed; stored as `error` and retried by the next run.
+    Failed(String),
+    /// Not attempted: the budget ran out first.
+    Skipped,
+}
+
+/// Totals of one run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunReport {
+    pub from_cache: usize,
+    pub judged: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub requests: u64,
+    pub retries: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub truncated: usize,
+    pub stopped_by_budget: bool,
+}
+
+/// Judges `jobs` (cached ones free), at most `concurrency` requests in flight,
+/// within `budget`; every new verdict is appended to `cache` as it arrives.
+/// `progress` receives the number of jobs finished. Returns one outcome per job.
+#[allow(clippy::too_many_arguments)]
+pub async fn judge_jobs(
+    client: Arc<Client>,
+    template: &Template,
+    max_doc_tokens: usize,
+    jobs: &[Job],
+    cache: &mut VerdictCache,
+    concurrency: usize,
+    budget: Budget,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<(Vec<Outcome>, RunReport)> {
+    let model = client_model(&client);
+    let mut report = RunReport::default();
+    let mut outcomes: Vec<Outcome> = vec![Outcome::Skipped; jobs.len()];
+    let mut todo: Vec<(usize, String, prompt::Prompt)> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let key = pair_key(
+            &model,
+            &template.hash,
+            max_doc_tokens,
+            &job.query,
+            &job.document,
+        );
+        if let Some(e) = cache.get(&key) {
+            outcomes[i] = Outcome::Judged(e.clone());
+            report.from_cache += 1;
+            continue;
+        }
+        // Identical pairs inside one run are judged once.
+        if todo.iter().any(|(_, k, _)| *k == key) {
+            continue;
+        }
+        let p = template.render(&job.query, &job.document, max_doc_tokens);
+        todo.push((i, key, p));
+    }
+    progress(report.from_cache);
+
+    let mut set = tokio::task::JoinSet::new();
+    let mut pending = todo.into_iter();
+    let mut fatal: Option<Error> = None;
+    let started_requests = client.usage.requests.load(Ordering::Relaxed);
+    let started_prompt = client.usage.prompt_tokens.load(Ordering::Relaxed);
+    let started_completion = client.usage.completion_tokens.load(Ordering::Relaxed);
+    let spent = |c: &Client| {
+        (
+            c.usage.requests.load(Ordering::Relaxed) - started_requests,
+            c.usage.prompt_tokens.load(Ordering::Relaxed) - started_prompt,
+            c.usage.completion_tokens.load(Ordering::Relaxed) - started_completion,
+        )
+    };
+    let mut keys: BTreeMap<usize, String> = BTreeMap::new();
+    loop {
+        // Keep the pipeline full while the budget and no fatal error allow.
+        while fatal.is_none() && set.len() < concurrency.max(1) {
+            let (r, p, c) = spent(&client);
+            if budget.exhausted(r, p, c) {
+                report.stopped_by_budget = pending.len() > 0;
+                break;
+            }
+            let Some((i, key, prompt)) = pending.next() else {
+                break;
+            };
+            keys.insert(i, key);
+            let client = client.clone();
+            set.spawn(async move {
+                let truncated = prompt.truncated;
+                (i, truncated, client.judge(&prompt).await)
+            });
+        }
+        let Some(done) = set.join_next().await else {
+            break;
+        };
+        let (i, truncated, result) = done.map_err(|e| Error::Config(format!("judge task: {e}")))?;
+        match result {
+            Err(e) => {
+                fatal.get_or_insert(e);
+            }
+            Ok(Ok(v)) => {
+                let entry = Entry {
+                    key: keys.remove(&i).unwrap_or_default(),
+                    p_relevant: v.p_relevant,
+                    method: v.method.name().to_string(),
+                    prompt_tokens: v.prompt_tokens,
+                    completion_tokens: v.completion_tokens,
+                    truncated,
+                };
+                cache.put(entry.clone())?;
+                report.judged += 1;
+                report.truncated += usize::from(truncated);
+                outcomes[i] = Outcome::Judged(entry);
+            }
+            Ok(Err(f)) => {
+                keys.remove(&i);
+                report.failed += 1;
+                outcomes[i] = Outcome::Failed(f.to_string());
+            }
+        }
+        progress(1);
+    }
+    cache.sync()?;
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    // Duplicates inside the run take their twin's verdict.
+    for i in 0..jobs.len() {
+        if outcomes[i] == Outcome::Skipped {
+            let key = pair_key(
+                &model,
+                &template.hash,
+                max_doc_tokens,
+                &jobs[i].query,
+                &jobs[i].document,
+            );
+            if let Some(e) = cache.get(&key) {
+                outcomes[i] = Outcome::Judged(e.clone());
+            }
+        }
+    }
+    report.skipped = outcomes.iter().filter(|o| **o == Outcome::Skipped).count();
+    let (r, p, c) = spent(&client);
+    report.requests = r;
+    report.prompt_tokens = p;
+    report.completion_tokens = c;
+    report.retries = client.usage.retries.load(Ordering::Relaxed);
+    Ok((outcomes, report))
+}
+
+fn client_model(client: &Client) -> String {
+    client.model().to_string()
+}

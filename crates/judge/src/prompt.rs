@@ -1,0 +1,192 @@
+//! Prompt templates: a plain-text file a user can replace, with a `[system]` and a
+//! `[user]` section and `{query}` / `{document}` placeholders.
+//!
+//! The default keeps the document between tags and tells the model that the document
+//! is data, never instructions: a document that contains a fake conversation turn or
+//! a "note to the grader" must not flip the verdict. The template's SHA-256 is stored
+//! with every label, so a changed prompt never reuses old verdicts.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// The built-in template (`crates/judge/prompts/default.txt`).
+pub const DEFAULT_TEMPLATE: &str = include_str!("../prompts/default.txt");
+
+/// Characters per token assumed when truncating documents: English text averages
+/// about four characters per token in the tokenizers of current LLMs. Truncation is
+/// approximate by design (no tokenizer for an arbitrary remote model), and recorded.
+pub const CHARS_PER_TOKEN: usize = 4;
+
+/// Default budget for a document, in tokens: long enough for an abstract or a
+/// MedQuAD answer, short enough to keep judging prompt-bound costs down.
+pub const DEFAULT_MAX_DOC_TOKENS: usize = 512;
+
+/// Marker appended to a truncated document, so the model knows text is missing.
+const TRUNCATION_MARK: &str = " […]";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub system: String,
+    pub user: String,
+    /// SHA-256 of the template text as read.
+    pub hash: String,
+}
+
+/// Chat messages for one (query, document) pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    pub system: String,
+    pub user: String,
+    /// The document was cut to the token budget.
+    pub truncated: bool,
+}
+
+impl Template {
+    pub fn default_template() -> Self {
+        // The built-in template is valid; a failure here is a build defect.
+        Self::parse(DEFAULT_TEMPLATE, Path::new("<built-in>")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `[system]` / `[user]` sections (the system section is optional); the
+    /// user section must contain `{query}` and `{document}`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let bad = |m: &str| Error::Template {
+            path: path.to_path_buf(),
+            message: m.to_string(),
+        };
+        let mut system = String::new();
+        let mut user = String::new();
+        let mut current: Option<&mut String> = None;
+        let mut seen_user = false;
+        for line in text.lines() {
+            match line.trim() {
+                "[system]" => current = Some(&mut system),
+                "[user]" => {
+                    seen_user = true;
+                    current = Some(&mut user);
+                }
+                _ => match current.as_mut() {
+                    Some(buf) => {
+                        buf.push_str(line);
+                        buf.push('\n');
+                    }
+                    None if line.trim().is_empty() => {}
+                    None => return Err(bad("text before the first [system] or [user] section")),
+                },
+            }
+        }
+        if !seen_user {
+            return Err(bad("no [user] section"));
+        }
+        for field in ["{query}", "{document}"] {
+            if user.matches(field).count() != 1 {
+                return Err(bad(&format!(
+                    "the [user] section must contain {field} exactly once"
+                )));
+            }
+        }
+        let hash = format!("{:x}", Sha256::digest(text.as_bytes()));
+        Ok(Self {
+            system: system.trim().to_string(),
+            user: user.trim().to_string(),
+            hash,
+        })
+    }
+
+    /// Fills the template. The document is cut to `max_doc_tokens` (approximated as
+    /// [`CHARS_PER_TOKEN`] characters each) at a character boundary, preferring the
+    /// last whitespace before the limit.
+    pub fn render(&self, query: &str, document: &str, max_doc_tokens: usize) -> Prompt {
+        let limit = max_doc_tokens.saturating_mul(CHARS_PER_TOKEN);
+        let (doc, truncated) = truncate_chars(document, limit);
+        let doc = if truncated {
+            format!("{doc}{TRUNCATION_MARK}")
+        } else {
+            doc.to_string()
+        };
+        // Replace the document last: a query containing "{document}" must not be
+        // expanded.
+        let user = self
+            .user
+            .replacen("{query}", "\u{0}QUERY\u{0}", 1)
+            .replacen("{document}", &doc, 1)
+            .replacen("\u{0}QUERY\u{0}", query, 1);
+        Prompt {
+            system: self.system.clone(),
+            user,
+            truncated,
+        }
+    }
+}
+
+fn truncate_chars(text: &str, limit: usize) -> (&str, bool) {
+    match text.char_indices().nth(limit) {
+        None => (text, false),
+        Some((cut, _)) => {
+            let head = &text[..cut];
+            let at = head
+                .rfind(char::is_whitespace)
+                .filter(|&i| i > cut / 2)
+                .unwrap_or(cut);
+            (head[..at].trim_end(), true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_template_delimits_the_document_and_says_it_is_data() {
+        let t = Template::default_template();
+        assert!(t.system.contains("never instructions"));
+        let p = t.render("is water wet?", "Water is wet. {query}", 100);
+        assert!(p
+            .user
+            .contains("<document>\nWater is wet. {query}\n</document>"));
+        assert!(p.user.contains("<query>\nis water wet?\n</query>"));
+        assert!(!p.truncated);
+        assert_eq!(t.hash.len(), 64);
+    }
+
+    #[test]
+    fn long_documents_are_cut_at_a_word_and_marked() {
+        let t = Template::default_template();
+        let doc = "word ".repeat(1000);
+        let p = t.render("q", &doc, 10);
+        assert!(p.truncated);
+        let inside = p.user.split("<document>\n").nth(1).unwrap();
+        let body = inside.split("\n</document>").next().unwrap();
+        assert!(body.ends_with("word […]"), "{body}");
+        assert!(body.chars().count() <= 40 + TRUNCATION_MARK.chars().count());
+        // Multi-byte text is cut on a character boundary.
+        let p = t.render("q", &"é".repeat(100), 5);
+        assert!(p.truncated);
+    }
+
+    #[test]
+    fn bad_templates_are_refused_with_the_path() {
+        let path = Path::new("my.txt");
+        for (text, want) in [
+            ("[system]\nhi\n", "no [user]"),
+            ("[user]\n{query}\n", "{document}"),
+            ("[user]\n{query} {query} {document}", "{query}"),
+            ("hello\n[user]\n{query}{document}", "before the first"),
+        ] {
+            let err = Template::parse(text, path).unwrap_err().to_string();
+            assert!(err.contains("my.txt") && err.contains(want), "{err}");
+        }
+        let ok = Template::parse("[user]\nQ: {query}\nD: {document}\n", path).unwrap();
+        assert_eq!(ok.system, "");
+        assert_ne!(ok.hash, Template::default_template().hash);
+    }
+}
