@@ -14,6 +14,7 @@ static GLOBAL: sieve_encoder::alloc::Allocator = sieve_encoder::alloc::ALLOCATOR
 
 mod encode_cmd;
 mod eval_cmd;
+mod judge_cmd;
 mod mine_cmd;
 mod model_args;
 
@@ -40,6 +41,7 @@ enum Command {
     Encode(encode_cmd::EncodeArgs),
     Mine(Box<mine_cmd::MineArgs>),
     Merge(mine_cmd::MergeArgs),
+    Judge(Box<judge_cmd::JudgeArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -126,6 +128,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Encode(args) => encode_cmd::run(&args),
         Command::Mine(args) => mine_cmd::run(&args),
         Command::Merge(args) => mine_cmd::merge(&args),
+        Command::Judge(args) => judge_cmd::run(&args),
     }
 }
 

@@ -59,6 +59,7 @@ pub enum Sampling {
 ///   sieve mine --dataset ../shared/data/scifact --split train --out scifact-mined.parquet
 ///   sieve mine --pairs pairs.jsonl.gz --out mined.parquet --relative-margin 0.05 --num-negatives 5
 #[derive(Debug, Clone, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct MineArgs {
     /// BEIR directory to mine (queries of --split with their qrels).
     #[arg(
@@ -217,6 +218,7 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
 /// Example:
 ///   sieve merge --out mined.parquet mined-0.parquet mined-1.parquet
 #[derive(Debug, Clone, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct MergeArgs {
     /// The merged file.
     #[arg(long, short)]
@@ -451,8 +453,9 @@ pub fn run(args: &MineArgs) -> Result<()> {
                 "{}-{}-m{}-efc{}",
                 model_key
                     .replace([':', '/'], "_")
-                    .get(..40)
-                    .unwrap_or(&model_key),
+                    .chars()
+                    .take(40)
+                    .collect::<String>(),
                 &input.corpus_hash()[..16],
                 hnsw_params.m,
                 hnsw_params.ef_construction

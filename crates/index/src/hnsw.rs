@@ -48,8 +48,8 @@ pub const DEFAULT_HNSW_M: usize = 16;
 pub const DEFAULT_HNSW_EF_CONSTRUCTION: usize = 200;
 
 /// Default candidate list size while searching (raised to `k` when `k` is
-/// larger); on 384-d sentence embeddings it is in the region where recall@10
-/// reaches ~0.98.
+/// larger): on all-MiniLM-L6-v2 SciFact embeddings recall@10 is 0.99 here and
+/// 0.98 at 32, so the default leaves headroom for larger, harder corpora.
 pub const DEFAULT_HNSW_EF_SEARCH: usize = 64;
 
 /// Defaults of [`HnswParams`], usable in `const` contexts.
@@ -90,6 +90,10 @@ const DATA_POINT_OVERHEAD_BYTES: u64 = 4 + 8 + 8;
 pub struct HnswParams {
     /// Links per node on upper layers (`2·m` on the base layer); more links
     /// raise recall at a given `ef_search` at the cost of memory and build time.
+    /// Unlike hnswlib, which links a new node to `m` neighbours on the base
+    /// layer and only lets reverse links grow it to `2·m`, hnsw_rs selects
+    /// `2·m` from the start: at equal `m` its graph is denser (higher recall
+    /// per `ef_search`, costlier per step).
     pub m: usize,
     /// Candidates considered when linking a new node; higher builds a better
     /// graph, more slowly.
@@ -303,7 +307,7 @@ impl HnswIndex {
         let text = fs::read_to_string(&meta_path).map_err(io_err(&meta_path))?;
         let corrupt = |msg: String| Error::Hnsw(format!("{}: {msg}", meta_path.display()));
         let (dim, len, params) = parse_meta(&text).map_err(corrupt)?;
-        params.validate()?;
+        params.validate().map_err(|e| corrupt(e.to_string()))?;
         if dim == 0 || len == 0 || u32::try_from(len).is_err() {
             return Err(corrupt(format!("invalid dim {dim} / count {len}")));
         }
@@ -312,8 +316,10 @@ impl HnswIndex {
         // vectors of the length its header claims; check the exact size first.
         let data = data_path(dir);
         let actual = fs::metadata(&data).map_err(io_err(&data))?.len();
-        let expected = (len as u64)
-            .checked_mul(DATA_POINT_OVERHEAD_BYTES + 4 * dim as u64)
+        let expected = (dim as u64)
+            .checked_mul(4)
+            .and_then(|b| b.checked_add(DATA_POINT_OVERHEAD_BYTES))
+            .and_then(|b| b.checked_mul(len as u64))
             .and_then(|b| b.checked_add(DATA_HEADER_BYTES));
         if expected != Some(actual) {
             return Err(Error::Hnsw(format!(

@@ -180,3 +180,54 @@ mod tests {
         assert_eq!((none.tp, none.fp, none.precision()), (0, 0, 1.0));
     }
 }
+
+/// One human-graded pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Graded {
+    pub query: String,
+    pub document: String,
+    pub grade: i64,
+}
+
+/// Reads graded pairs from JSONL (optionally `.gz`), taking the named fields; a
+/// missing field or a non-integer grade is an error naming the line.
+pub fn read_graded(
+    path: &std::path::Path,
+    query_field: &str,
+    doc_field: &str,
+    grade_field: &str,
+) -> crate::Result<Vec<Graded>> {
+    use std::io::{BufRead, BufReader, Read};
+    let file = std::fs::File::open(path).map_err(|e| crate::Error::io(path, e))?;
+    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(reader).lines().enumerate() {
+        let line = line.map_err(|e| crate::Error::io(path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |m: String| crate::Error::Config(format!("{}:{}: {m}", path.display(), i + 1));
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let text = |f: &str| -> crate::Result<String> {
+            v.get(f)
+                .and_then(|x| x.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("field `{f}` missing or not a string")))
+        };
+        let grade = v
+            .get(grade_field)
+            .and_then(|x| x.as_i64())
+            .ok_or_else(|| bad(format!("field `{grade_field}` missing or not an integer")))?;
+        out.push(Graded {
+            query: text(query_field)?,
+            document: text(doc_field)?,
+            grade,
+        });
+    }
+    Ok(out)
+}

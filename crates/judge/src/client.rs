@@ -169,32 +169,29 @@ impl Client {
         &self.cfg.model
     }
 
-    /// The next endpoint in turn that is not resting; if all rest, the one that
-    /// wakes first (after waiting for it).
-    async fn pick(&self) -> &Endpoint {
-        loop {
-            let start = self.turn.fetch_add(1, Ordering::Relaxed);
-            let now = Instant::now();
-            let mut soonest: Option<(Instant, usize)> = None;
-            for i in 0..self.endpoints.len() {
-                let idx = (start + i) % self.endpoints.len();
-                let until = *self.endpoints[idx]
-                    .rest_until
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                match until {
-                    Some(t) if t > now => {
-                        if soonest.is_none_or(|(s, _)| t < s) {
-                            soonest = Some((t, idx));
-                        }
+    /// The next endpoint in turn that is not resting. When every endpoint rests, the
+    /// one that wakes first is used at once: resting only moves load to healthy
+    /// endpoints, and the retry backoff already paces requests to a lone one.
+    fn pick(&self) -> &Endpoint {
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut soonest: Option<(Instant, usize)> = None;
+        for i in 0..self.endpoints.len() {
+            let idx = (start + i) % self.endpoints.len();
+            let until = *self.endpoints[idx]
+                .rest_until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match until {
+                Some(t) if t > now => {
+                    if soonest.is_none_or(|(s, _)| t < s) {
+                        soonest = Some((t, idx));
                     }
-                    _ => return &self.endpoints[idx],
                 }
-            }
-            if let Some((t, _)) = soonest {
-                tokio::time::sleep_until(t.into()).await;
+                _ => return &self.endpoints[idx],
             }
         }
+        &self.endpoints[soonest.map_or(0, |(_, i)| i)]
     }
 
     fn record(&self, ep: &Endpoint, ok: bool) {
@@ -295,7 +292,7 @@ impl Client {
             if let Some(p) = &self.tokens {
                 tokio::time::sleep_until(p.reserve(estimate).into()).await;
             }
-            let ep = self.pick().await;
+            let ep = self.pick();
             self.usage.requests.fetch_add(1, Ordering::Relaxed);
             match self.attempt(ep, &body).await {
                 Ok(v) => {

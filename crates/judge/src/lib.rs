@@ -14,6 +14,7 @@ pub mod cache;
 pub mod calibrate;
 pub mod client;
 mod error;
+pub mod label;
 pub mod prompt;
 pub mod retry;
 pub mod score;
@@ -27,6 +28,9 @@ pub use error::{Error, Result};
 use cache::{pair_key, Entry, VerdictCache};
 use client::Client;
 use prompt::Template;
+
+/// Pairs that may fail every attempt, with none succeeding, before a run stops.
+pub const GIVE_UP_AFTER_FAILURES: usize = 16;
 
 /// A spending limit; the run stops cleanly (everything judged so far kept) once
 /// any limit is reached.
@@ -187,6 +191,17 @@ pub async fn judge_jobs(
             Ok(Err(f)) => {
                 keys.remove(&i);
                 report.failed += 1;
+                // Nothing has worked yet and many pairs failed every attempt: the
+                // server is down or misconfigured; stop instead of marking the
+                // whole dataset `error`.
+                if report.judged == 0
+                    && report.failed >= GIVE_UP_AFTER_FAILURES.max(2 * concurrency)
+                {
+                    fatal.get_or_insert(Error::Config(format!(
+                        "the first {} pairs failed every attempt and none succeeded (last: {f}); is the server up?",
+                        report.failed
+                    )));
+                }
                 outcomes[i] = Outcome::Failed(f.to_string());
             }
         }

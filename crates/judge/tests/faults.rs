@@ -332,3 +332,29 @@ async fn budget_stops_cleanly_and_the_rest_is_judged_later() {
     };
     assert!((b.cost(1_000_000, 1_000_000) - 0.75).abs() < 1e-12);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_down_stops_the_run_instead_of_marking_everything_error() {
+    // A port nobody listens on: connections are refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cache = VerdictCache::open(&dir.path().join("v.log")).unwrap();
+    let mut cfg = config(vec![format!("http://127.0.0.1:{port}/v1")]);
+    cfg.retry.max_attempts = 2;
+    let t = Instant::now();
+    let err = run(
+        Arc::new(Client::new(cfg).unwrap()),
+        &jobs(500),
+        &mut cache,
+        Budget::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("is the server up"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(60));
+    assert!(cache.is_empty());
+}

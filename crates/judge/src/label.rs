@@ -1,0 +1,257 @@
+//! Labelling a mined file: every candidate gets `label` and `p_relevant`, and the
+//! statistics a user reads first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sieve_datasets::mined::{
+    read_mined, write_mined, MinedRow, LABEL_ERROR, LABEL_IRRELEVANT, LABEL_RELEVANT,
+};
+use sieve_datasets::parquet_io::Metadata;
+use sieve_datasets::ValidationReport;
+
+use crate::cache::VerdictCache;
+use crate::client::Client;
+use crate::prompt::Template;
+use crate::{judge_jobs, Budget, Error, Job, Outcome, Result, RunReport};
+
+/// Rank buckets of the statistics (1-based fused ranks, upper bounds inclusive).
+pub const RANK_BUCKETS: [u32; 5] = [5, 10, 20, 50, 100];
+
+/// Options of a labelling run besides the client's.
+#[derive(Debug, Clone)]
+pub struct LabelOptions {
+    pub threshold: f32,
+    pub max_doc_tokens: usize,
+    pub concurrency: usize,
+    pub budget: Budget,
+    /// Overrides the corpus named in the mined file's metadata.
+    pub corpus: Option<PathBuf>,
+}
+
+/// What the run found and spent.
+#[derive(Debug, Clone, Default)]
+pub struct LabelStats {
+    pub candidates: usize,
+    pub relevant: usize,
+    pub irrelevant: usize,
+    pub errors: usize,
+    pub unjudged: usize,
+    /// source → (relevant, judged)
+    pub by_source: BTreeMap<String, (usize, usize)>,
+    /// bucket upper bound (u32::MAX for the rest) → (relevant, judged)
+    pub by_rank: BTreeMap<u32, (usize, usize)>,
+    pub run: RunReport,
+    pub cost: f64,
+}
+
+impl std::fmt::Display for LabelStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let judged = self.relevant + self.irrelevant;
+        let pct = |a: usize, b: usize| {
+            if b == 0 {
+                0.0
+            } else {
+                100.0 * a as f64 / b as f64
+            }
+        };
+        writeln!(
+            f,
+            "judged relevant (false negatives): {} of {judged} judged candidates ({:.1}%)",
+            self.relevant,
+            pct(self.relevant, judged)
+        )?;
+        writeln!(
+            f,
+            "errors (retried next run): {}, not judged (budget): {}",
+            self.errors, self.unjudged
+        )?;
+        writeln!(f, "by source:")?;
+        for (s, (r, n)) in &self.by_source {
+            writeln!(f, "  {s:>6}: {r:>6} / {n:<7} {:5.1}%", pct(*r, *n))?;
+        }
+        writeln!(f, "by fused rank:")?;
+        let mut lo = 1;
+        for (hi, (r, n)) in &self.by_rank {
+            let label = if *hi == u32::MAX {
+                format!("{lo}+")
+            } else {
+                format!("{lo}-{hi}")
+            };
+            writeln!(f, "  {label:>7}: {r:>6} / {n:<7} {:5.1}%", pct(*r, *n))?;
+            lo = hi.saturating_add(1);
+        }
+        writeln!(
+            f,
+            "requests: {} ({} retries; {} verdicts from the cache), tokens: {} prompt + {} completion, cost: {:.4}",
+            self.run.requests,
+            self.run.retries,
+            self.run.from_cache,
+            self.run.prompt_tokens,
+            self.run.completion_tokens,
+            self.cost
+        )?;
+        if self.run.truncated > 0 {
+            writeln!(
+                f,
+                "documents truncated to the token budget: {}",
+                self.run.truncated
+            )?;
+        }
+        if self.run.stopped_by_budget {
+            writeln!(
+                f,
+                "stopped by the budget: run again with a larger one to finish"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The corpus file named by the mined file (relative to it), or `over`.
+fn corpus_path(mined: &Path, meta: &Metadata, over: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = over {
+        return Ok(p.to_path_buf());
+    }
+    let named = meta.get("sieve.corpus").ok_or_else(|| {
+        Error::Config(format!(
+            "{}: no `sieve.corpus` in its metadata; pass --corpus",
+            mined.display()
+        ))
+    })?;
+    let p = PathBuf::from(named);
+    Ok(if p.is_absolute() {
+        p
+    } else {
+        mined.parent().unwrap_or(Path::new(".")).join(p)
+    })
+}
+
+/// Labels every candidate of `mined` and writes `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn label_file(
+    mined: &Path,
+    out: &Path,
+    client: Client,
+    template: &Template,
+    cache: &mut VerdictCache,
+    opts: &LabelOptions,
+    progress: &(dyn Fn(usize) + Sync),
+    total: &dyn Fn(usize),
+) -> Result<LabelStats> {
+    let (mut rows, mut meta) = read_mined(mined)?;
+    let corpus_file = corpus_path(mined, &meta, opts.corpus.as_deref())?;
+    let mut report = ValidationReport::default();
+    let corpus = sieve_datasets::read_corpus(&corpus_file, &mut report)?;
+    let text: HashMap<&str, String> = corpus
+        .iter()
+        .map(|d| (d.id.as_str(), d.full_text()))
+        .collect();
+    let mut jobs = Vec::new();
+    let mut slots = Vec::new();
+    for (ri, row) in rows.iter().enumerate() {
+        for (ci, c) in row.candidates.iter().enumerate() {
+            let doc = text.get(c.doc_id.as_str()).ok_or_else(|| {
+                Error::Config(format!(
+                    "{}: candidate {:?} of query {:?} is not in the corpus {}",
+                    mined.display(),
+                    c.doc_id,
+                    row.query_id,
+                    corpus_file.display()
+                ))
+            })?;
+            jobs.push(Job {
+                query: row.query.clone(),
+                document: doc.clone(),
+            });
+            slots.push((ri, ci));
+        }
+    }
+    total(jobs.len());
+    let model = client.model().to_string();
+    let client = Arc::new(client);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("async runtime: {e}")))?;
+    let (outcomes, run) = rt.block_on(judge_jobs(
+        client,
+        template,
+        opts.max_doc_tokens,
+        &jobs,
+        cache,
+        opts.concurrency,
+        opts.budget,
+        progress,
+    ))?;
+    let mut stats = LabelStats {
+        candidates: jobs.len(),
+        ..Default::default()
+    };
+    for ((ri, ci), outcome) in slots.into_iter().zip(outcomes) {
+        let c = &mut rows[ri].candidates[ci];
+        match outcome {
+            Outcome::Judged(e) => {
+                let relevant = e.p_relevant >= opts.threshold;
+                c.p_relevant = Some(e.p_relevant);
+                c.label = Some(
+                    if relevant {
+                        LABEL_RELEVANT
+                    } else {
+                        LABEL_IRRELEVANT
+                    }
+                    .to_string(),
+                );
+                let s = stats.by_source.entry(c.source.clone()).or_default();
+                s.0 += usize::from(relevant);
+                s.1 += 1;
+                let bucket = RANK_BUCKETS
+                    .iter()
+                    .copied()
+                    .find(|&b| c.rank <= b)
+                    .unwrap_or(u32::MAX);
+                let r = stats.by_rank.entry(bucket).or_default();
+                r.0 += usize::from(relevant);
+                r.1 += 1;
+                if relevant {
+                    stats.relevant += 1;
+                } else {
+                    stats.irrelevant += 1;
+                }
+            }
+            Outcome::Failed(_) => {
+                c.p_relevant = None;
+                c.label = Some(LABEL_ERROR.to_string());
+                stats.errors += 1;
+            }
+            Outcome::Skipped => {
+                c.p_relevant = None;
+                c.label = None;
+                stats.unjudged += 1;
+            }
+        }
+    }
+    stats.cost = opts.budget.cost(run.prompt_tokens, run.completion_tokens);
+    stats.run = run;
+    meta.insert("sieve.stage".into(), "labeled".into());
+    meta.insert("sieve.judge_model".into(), model);
+    meta.insert("sieve.prompt_hash".into(), template.hash.clone());
+    meta.insert("sieve.judge_threshold".into(), opts.threshold.to_string());
+    meta.insert(
+        "sieve.judge_max_doc_tokens".into(),
+        opts.max_doc_tokens.to_string(),
+    );
+    write_mined(out, &rows, &meta)?;
+    Ok(stats)
+}
+
+/// Number of rows per label, for tests and summaries.
+pub fn count_labels(rows: &[MinedRow]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for c in rows.iter().flat_map(|r| &r.candidates) {
+        *m.entry(c.label.clone().unwrap_or_else(|| "null".into()))
+            .or_insert(0) += 1;
+    }
+    m
+}
