@@ -93,6 +93,35 @@ pub fn embed_cached(
     Ok(emb)
 }
 
+/// The corpus's `title + " " + text` embeddings, through the cache.
+fn embed_corpus(encoder: &Encoder, ds: &BeirDataset, opts: &EvalOptions) -> Result<Vec<f32>> {
+    let doc_texts: Vec<String> = ds.corpus.iter().map(|d| d.full_text()).collect();
+    let doc_refs: Vec<&str> = doc_texts.iter().map(String::as_str).collect();
+    embed_cached(encoder, &doc_refs, "corpus", opts)
+}
+
+/// A result skeleton for a model-based retriever; [`finish`] fills the scores.
+fn model_result(
+    encoder: &Encoder,
+    model_name: &str,
+    task_name: &str,
+    split: &str,
+    retriever: &str,
+) -> TaskResult {
+    TaskResult {
+        task_name: task_name.into(),
+        model_name: model_name.into(),
+        split: split.into(),
+        retriever: retriever.into(),
+        scores: Default::default(),
+        evaluation_time: 0.0,
+        num_queries: 0,
+        num_documents: 0,
+        model_fingerprint: Some(encoder.fingerprint().to_string()),
+        max_seq_length: Some(encoder.max_seq_length()),
+    }
+}
+
 /// Turns per-query hits into a [`Run`] keyed by ids, dropping identical ids if asked.
 fn to_run(ds: &BeirDataset, hits: Vec<Vec<Hit>>, opts: &EvalOptions) -> Run {
     let mut run = Run::new();
@@ -133,18 +162,7 @@ pub fn evaluate_dense(
 ) -> Result<TaskResult> {
     let start = Instant::now();
     let (run, _) = dense_run(encoder, ds, opts)?;
-    let base = TaskResult {
-        task_name: task_name.into(),
-        model_name: model_name.into(),
-        split: split.into(),
-        retriever: "dense".into(),
-        scores: Default::default(),
-        evaluation_time: 0.0,
-        num_queries: 0,
-        num_documents: 0,
-        model_fingerprint: Some(encoder.fingerprint().to_string()),
-        max_seq_length: Some(encoder.max_seq_length()),
-    };
+    let base = model_result(encoder, model_name, task_name, split, "dense");
     Ok(finish(ds, &run, base, start))
 }
 
@@ -154,10 +172,8 @@ pub fn dense_run(
     ds: &BeirDataset,
     opts: &EvalOptions,
 ) -> Result<(Run, Vec<f32>)> {
-    let doc_texts: Vec<String> = ds.corpus.iter().map(|d| d.full_text()).collect();
-    let doc_refs: Vec<&str> = doc_texts.iter().map(String::as_str).collect();
     let query_refs: Vec<&str> = ds.queries.iter().map(|q| q.text.as_str()).collect();
-    let corpus = embed_cached(encoder, &doc_refs, "corpus", opts)?;
+    let corpus = embed_corpus(encoder, ds, opts)?;
     let queries = embed_cached(encoder, &query_refs, "queries", opts)?;
     let identical =
         |qi: usize, di: usize| opts.ignore_identical_ids && ds.queries[qi].id == ds.corpus[di].id;
@@ -222,9 +238,7 @@ pub fn evaluate_hybrid(
     opts: &EvalOptions,
 ) -> Result<TaskResult> {
     let start = Instant::now();
-    let doc_texts: Vec<String> = ds.corpus.iter().map(|d| d.full_text()).collect();
-    let doc_refs: Vec<&str> = doc_texts.iter().map(String::as_str).collect();
-    let corpus = embed_cached(encoder, &doc_refs, "corpus", opts)?;
+    let corpus = embed_corpus(encoder, ds, opts)?;
     let dense = sieve_index::DenseRetriever::new(CachedQueries { encoder, opts }, corpus)?;
     let bm25 = Bm25Index::build(&ds.corpus, index_dir)?;
     let hybrid = sieve_index::HybridRetriever::new(
@@ -235,17 +249,6 @@ pub fn evaluate_hybrid(
     let query_refs: Vec<&str> = ds.queries.iter().map(|q| q.text.as_str()).collect();
     let hits = hybrid.retrieve(&query_refs, opts.top_k + 1)?;
     let run = to_run(ds, hits, opts);
-    let base = TaskResult {
-        task_name: task_name.into(),
-        model_name: model_name.into(),
-        split: split.into(),
-        retriever: "hybrid".into(),
-        scores: Default::default(),
-        evaluation_time: 0.0,
-        num_queries: 0,
-        num_documents: 0,
-        model_fingerprint: Some(encoder.fingerprint().to_string()),
-        max_seq_length: Some(encoder.max_seq_length()),
-    };
+    let base = model_result(encoder, model_name, task_name, split, "hybrid");
     Ok(finish(ds, &run, base, start))
 }
