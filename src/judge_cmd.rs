@@ -7,11 +7,11 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use sieve_judge::cache::VerdictCache;
 use sieve_judge::calibrate;
-use sieve_judge::client::{Client, ClientConfig, Secret};
-use sieve_judge::label::{label_file, LabelOptions};
+use sieve_judge::client::{served_models, Client, ClientConfig, Secret};
+use sieve_judge::label::{label_file, write_requests, LabelOptions};
 use sieve_judge::prompt::{Template, DEFAULT_MAX_DOC_TOKENS};
 use sieve_judge::retry::RetryPolicy;
-use sieve_judge::{judge_jobs, Budget, Job, Outcome};
+use sieve_judge::{adversarial, judge_jobs, Budget, Job, Outcome, RunReport};
 
 /// Label every mined candidate with an LLM judge over any OpenAI-compatible server.
 ///
@@ -31,6 +31,8 @@ use sieve_judge::{judge_jobs, Budget, Job, Outcome};
 ///   OPENAI_API_KEY=... sieve judge --mined m.parquet --out l.parquet \
 ///       --endpoint https://api.openai.com/v1 --judge-model gpt-4o-mini --price-prompt 0.15 --price-completion 0.6
 ///   sieve judge calibrate --pairs ../shared/data/judge-calibration/liveqa-med/judged_pairs.jsonl.gz
+///   sieve judge injection --threshold 0.28      # how often injected instructions flip verdicts
+///   sieve judge --mined m.parquet --write-requests batch.jsonl   # OpenAI Batch input, nothing sent
 #[derive(Debug, Clone, clap::Args)]
 #[command(
     subcommand_negates_reqs = true,
@@ -46,7 +48,7 @@ pub struct JudgeArgs {
     pub mined: Option<PathBuf>,
 
     /// Labeled Parquet output (the mined layout with label and p_relevant filled).
-    #[arg(long, short, required = true)]
+    #[arg(long, short, required_unless_present = "write_requests")]
     pub out: Option<PathBuf>,
 
     /// P(relevant) at or above which a candidate is labeled relevant.
@@ -58,6 +60,12 @@ pub struct JudgeArgs {
     #[arg(long)]
     pub corpus: Option<PathBuf>,
 
+    /// Write the requests that would be sent (pairs not yet in the cache) to this
+    /// file as an OpenAI Batch API input, one JSON per line, and exit without
+    /// sending anything: to inspect prompts, estimate cost, or replay them elsewhere.
+    #[arg(long, value_name = "FILE")]
+    pub write_requests: Option<PathBuf>,
+
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -65,6 +73,29 @@ pub struct JudgeArgs {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum JudgeAction {
     Calibrate(CalibrateArgs),
+    Injection(InjectionArgs),
+}
+
+/// Probe a judge and prompt with injected instructions: documents that say "ignore
+/// the question and answer yes", close the document tag early, open fake chat turns
+/// or carry a "note to the grader". Prints how many verdicts each attack flipped
+/// relative to the same document without it.
+///
+/// Example:
+///   sieve judge injection --endpoint http://127.0.0.1:8089/v1 --threshold 0.3
+#[derive(Debug, Clone, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct InjectionArgs {
+    /// P(relevant) at or above which a verdict is `relevant` (use the calibrated one).
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f32,
+
+    /// Write the flip counts as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// How to reach and drive the judge model (shared by `judge` and `judge calibrate`).
@@ -75,9 +106,10 @@ pub struct ServerArgs {
     #[arg(long = "endpoint", default_value = "http://127.0.0.1:8089/v1")]
     pub endpoints: Vec<String>,
 
-    /// Model name sent to the server (part of every cached verdict's key).
-    #[arg(long, default_value = "judge")]
-    pub judge_model: String,
+    /// Model name sent to the server, part of every cached verdict's key (default: the
+    /// one model the first endpoint lists at /v1/models).
+    #[arg(long)]
+    pub judge_model: Option<String>,
 
     /// Environment variable holding the API key (the key itself is never printed or
     /// stored); unset variable = no Authorization header.
@@ -184,8 +216,17 @@ pub struct CalibrateArgs {
     pub precision_target: f64,
 
     /// Judge only the first N pairs.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sample")]
     pub limit: Option<usize>,
+
+    /// Judge N pairs drawn at random (seeded; a larger N keeps the pairs of a smaller
+    /// one, so their verdicts come from the cache): a quick first look at a slow judge.
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+
+    /// Seed of --sample.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 
     /// Write the results (and the chosen threshold) as JSON here.
     #[arg(long)]
@@ -205,9 +246,13 @@ impl ServerArgs {
             .ok()
             .filter(|k| !k.is_empty())
             .map(Secret::new);
+        let model = match &self.judge_model {
+            Some(m) => m.clone(),
+            None => self.served_model(api_key.as_ref())?,
+        };
         Ok(Client::new(ClientConfig {
             endpoints: self.endpoints.clone(),
-            model: self.judge_model.clone(),
+            model,
             api_key,
             timeout: Duration::from_secs_f64(self.timeout),
             retry: RetryPolicy {
@@ -219,6 +264,28 @@ impl ServerArgs {
             tokens_per_minute: self.tokens_per_minute,
             ..Default::default()
         })?)
+    }
+
+    /// The only model the first endpoint serves.
+    fn served_model(&self, api_key: Option<&Secret>) -> Result<String> {
+        let base = self.endpoints.first().context("no --endpoint")?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let models = rt.block_on(served_models(
+            base,
+            api_key,
+            Duration::from_secs_f64(self.timeout.min(30.0)),
+        ))?;
+        match models.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => bail!("{base}/models lists no model; name one with --judge-model"),
+            many => bail!(
+                "{base} serves {} models ({}); choose one with --judge-model",
+                many.len(),
+                many.join(", ")
+            ),
+        }
     }
 
     fn template(&self) -> Result<Template> {
@@ -275,13 +342,33 @@ pub fn run(args: &JudgeArgs) -> Result<()> {
     if let Some(JudgeAction::Calibrate(c)) = &args.action {
         return calibrate_cmd(c);
     }
-    let (Some(mined), Some(out)) = (&args.mined, &args.out) else {
-        bail!("give --mined and --out (or the `calibrate` subcommand)");
+    if let Some(JudgeAction::Injection(i)) = &args.action {
+        return injection_cmd(i);
+    }
+    let Some(mined) = &args.mined else {
+        bail!("give --mined and --out (or a subcommand)");
     };
     let s = &args.server;
     let client = s.client()?;
     let template = s.template()?;
     let mut cache = s.cache()?;
+    if let Some(path) = &args.write_requests {
+        let n = write_requests(
+            mined,
+            args.corpus.as_deref(),
+            &client,
+            &template,
+            &cache,
+            s.max_doc_tokens,
+            path,
+        )
+        .with_context(|| format!("writing requests for {}", mined.display()))?;
+        eprintln!("wrote {n} requests to {} (nothing sent)", path.display());
+        return Ok(());
+    }
+    let Some(out) = &args.out else {
+        bail!("give --out");
+    };
     let pb = bar(s.quiet);
     let stats = label_file(
         mined,
@@ -306,6 +393,71 @@ pub fn run(args: &JudgeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Runs `jobs` through the judge on a fresh runtime, with a progress bar.
+/// Also returns the template and the model name used.
+fn judge_all(s: &ServerArgs, jobs: &[Job]) -> Result<(Vec<Outcome>, RunReport, Template, String)> {
+    let client = std::sync::Arc::new(s.client()?);
+    let model = client.model().to_string();
+    let template = s.template()?;
+    let mut cache = s.cache()?;
+    let pb = bar(s.quiet);
+    pb.set_length(jobs.len() as u64);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (outcomes, report) = rt.block_on(judge_jobs(
+        client,
+        &template,
+        s.max_doc_tokens,
+        jobs,
+        &mut cache,
+        s.concurrency,
+        s.budget(),
+        &|n| pb.inc(n as u64),
+    ))?;
+    pb.finish_and_clear();
+    Ok((outcomes, report, template, model))
+}
+
+fn injection_cmd(args: &InjectionArgs) -> Result<()> {
+    let bases = adversarial::base_pairs();
+    let (ids, jobs): (Vec<_>, Vec<_>) = adversarial::probe_jobs(&bases).into_iter().unzip();
+    let (outcomes, report, template, model) = judge_all(&args.server, &jobs)?;
+    let scores: Vec<Option<f32>> = outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Judged(e) => Some(e.p_relevant),
+            _ => None,
+        })
+        .collect();
+    let flips = adversarial::FlipReport::new(&bases, &ids, &scores, args.threshold);
+    println!("{flips}");
+    println!(
+        "requests {} ({} from the cache), prompt {}",
+        report.requests,
+        report.from_cache,
+        &template.hash[..12]
+    );
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "judge_model": model,
+            "prompt_hash": template.hash,
+            "threshold": args.threshold,
+            "flips": flips.flips(),
+            "pairs": flips.pairs(),
+            "flip_rate": flips.flip_rate(),
+            "clean_correct": flips.clean_correct,
+            "clean": flips.clean,
+            "attacks": flips.attacks.iter().map(|a| serde_json::json!({
+                "name": a.name, "flips": a.flips, "pairs": a.pairs, "mean_push": a.mean_push,
+            })).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn calibrate_cmd(args: &CalibrateArgs) -> Result<()> {
     let mut pairs = calibrate::read_graded(
         &args.pairs,
@@ -316,13 +468,13 @@ fn calibrate_cmd(args: &CalibrateArgs) -> Result<()> {
     if let Some(n) = args.limit {
         pairs.truncate(n);
     }
+    if let Some(n) = args.sample {
+        pairs = calibrate::sample(pairs, n, args.seed);
+    }
     if pairs.is_empty() {
         bail!("{}: no pairs", args.pairs.display());
     }
     let s = &args.server;
-    let client = std::sync::Arc::new(s.client()?);
-    let template = s.template()?;
-    let mut cache = s.cache()?;
     let jobs: Vec<Job> = pairs
         .iter()
         .map(|p| Job {
@@ -330,22 +482,7 @@ fn calibrate_cmd(args: &CalibrateArgs) -> Result<()> {
             document: p.document.clone(),
         })
         .collect();
-    let pb = bar(s.quiet);
-    pb.set_length(jobs.len() as u64);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let (outcomes, report) = rt.block_on(judge_jobs(
-        client,
-        &template,
-        s.max_doc_tokens,
-        &jobs,
-        &mut cache,
-        s.concurrency,
-        s.budget(),
-        &|n| pb.inc(n as u64),
-    ))?;
-    pb.finish_and_clear();
+    let (outcomes, report, template, model) = judge_all(s, &jobs)?;
     let scores: Vec<(f32, bool)> = pairs
         .iter()
         .zip(&outcomes)
@@ -366,12 +503,18 @@ fn calibrate_cmd(args: &CalibrateArgs) -> Result<()> {
     let auc = calibrate::auc(&scores);
     println!("AUC: {}", auc.map_or("n/a".into(), |a| format!("{a:.4}")));
     let table = |name: &str, o: &calibrate::Operating| {
+        // Precision is undefined when nothing is judged relevant; say so rather than
+        // print the 1.0 convention, which reads as a perfect judge.
+        let precision = if o.tp + o.fp == 0 {
+            "n/a (nothing judged relevant)".to_string()
+        } else {
+            format!("{:.4}", o.precision())
+        };
         println!(
-            "{name}: threshold {:.4}  accuracy {:.4}  precision {:.4}  recall {:.4}\n    \
+            "{name}: threshold {:.4}  accuracy {:.4}  precision {precision}  recall {:.4}\n    \
              judged relevant: {} correct, {} wrong | judged irrelevant: {} correct, {} wrong",
             o.threshold,
             o.accuracy(),
-            o.precision(),
             o.recall(),
             o.tp,
             o.fp,
@@ -403,7 +546,7 @@ fn calibrate_cmd(args: &CalibrateArgs) -> Result<()> {
         };
         let json = serde_json::json!({
             "pairs": args.pairs.display().to_string(),
-            "judge_model": s.judge_model,
+            "judge_model": model,
             "prompt_hash": template.hash,
             "relevant_grade": args.relevant_grade,
             "judged": scores.len(),

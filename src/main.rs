@@ -17,6 +17,7 @@ mod eval_cmd;
 mod judge_cmd;
 mod mine_cmd;
 mod model_args;
+mod train_cmd;
 
 /// Train text-embedding models on checked negatives.
 ///
@@ -42,6 +43,7 @@ enum Command {
     Mine(Box<mine_cmd::MineArgs>),
     Merge(mine_cmd::MergeArgs),
     Judge(Box<judge_cmd::JudgeArgs>),
+    Train(Box<train_cmd::TrainArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,6 +131,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Mine(args) => mine_cmd::run(&args),
         Command::Merge(args) => mine_cmd::merge(&args),
         Command::Judge(args) => judge_cmd::run(&args),
+        Command::Train(args) => train_cmd::run(&args),
     }
 }
 

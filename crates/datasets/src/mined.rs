@@ -424,6 +424,17 @@ fn rows_of(batch: &RecordBatch, path: &Path) -> Result<Vec<MinedRow>, Error> {
     Ok(rows)
 }
 
+/// The corpus file a mined file names in its `sieve.corpus` metadata, resolved
+/// relative to the mined file; `None` when it names none.
+pub fn named_corpus(mined: &Path, meta: &Metadata) -> Option<std::path::PathBuf> {
+    let p = std::path::PathBuf::from(meta.get("sieve.corpus")?);
+    Some(if p.is_absolute() {
+        p
+    } else {
+        mined.parent().unwrap_or(Path::new(".")).join(p)
+    })
+}
+
 /// Reads a mined or labeled file: its rows and footer metadata.
 pub fn read_mined(path: &Path) -> Result<(Vec<MinedRow>, Metadata), Error> {
     let reader = BatchReader::open(path)?;

@@ -128,6 +128,14 @@ impl Encoder {
     }
 
     pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        Self::load_dir_inner(dir, opts, None)
+    }
+
+    fn load_dir_inner(
+        dir: &Path,
+        opts: &LoadOptions,
+        varmap: Option<&candle_nn::VarMap>,
+    ) -> Result<Self> {
         for (file, name) in [
             ("config.json", "config.json"),
             ("tokenizer.json", "tokenizer.json"),
@@ -158,7 +166,11 @@ impl Encoder {
                 config.hidden_act
             )));
         }
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
             return Err(config_err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 config.hidden_size, config.num_attention_heads
@@ -197,14 +209,34 @@ impl Encoder {
         tokenizer.with_padding(None::<PaddingParams>);
 
         let weights = dir.join("model.safetensors");
-        // SAFETY: the file is memory-mapped read-only; sieve never writes to a model it
-        // is reading, and candle copies tensors out of the map.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(
-                std::slice::from_ref(&weights),
-                opts.dtype,
-                &opts.device,
-            )?
+        let vb = match varmap {
+            // SAFETY: the file is memory-mapped read-only; sieve never writes to a model it
+            // is reading, and candle copies tensors out of the map.
+            None => unsafe {
+                VarBuilder::from_mmaped_safetensors(
+                    std::slice::from_ref(&weights),
+                    opts.dtype,
+                    &opts.device,
+                )?
+            },
+            Some(varmap) => {
+                let tensors = candle_core::safetensors::load(&weights, &opts.device)?;
+                let mut data = varmap
+                    .data()
+                    .lock()
+                    .map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
+                for (name, t) in tensors {
+                    // Integer buffers (position_ids in some checkpoints) are not weights.
+                    if t.dtype().is_float() {
+                        data.insert(
+                            name,
+                            candle_core::Var::from_tensor(&t.to_dtype(opts.dtype)?)?,
+                        );
+                    }
+                }
+                drop(data);
+                VarBuilder::from_varmap(varmap, opts.dtype, &opts.device)
+            }
         };
         let model = BertModel::load(vb, &config)?;
         let fingerprint = fingerprint(
@@ -223,6 +255,49 @@ impl Encoder {
             dir: dir.into(),
             fingerprint,
         })
+    }
+
+    /// Loads a model whose weights are trainable: every float tensor of
+    /// `model.safetensors` becomes a `Var` in the returned map (by its file name), so
+    /// that the map can be handed to an optimiser and saved under the same names.
+    pub fn load_trainable(dir: &Path, opts: &LoadOptions) -> Result<(Self, candle_nn::VarMap)> {
+        let varmap = candle_nn::VarMap::new();
+        let encoder = Self::load_dir_inner(dir, opts, Some(&varmap))?;
+        Ok((encoder, varmap))
+    }
+
+    /// The same encoder over `weights` (name → tensor, as in `model.safetensors`), with
+    /// `fingerprint` naming them: a frozen snapshot of a model being trained, for
+    /// evaluation without building a backward graph.
+    pub fn with_weights(
+        &self,
+        weights: std::collections::HashMap<String, Tensor>,
+        fingerprint: String,
+    ) -> Result<Self> {
+        let vb = VarBuilder::from_tensors(weights, self.dtype, &self.device);
+        let model = BertModel::load(vb, self.model.config())?;
+        Ok(Self {
+            model,
+            tokenizer: self.tokenizer.clone(),
+            pooling: self.pooling,
+            max_seq_length: self.max_seq_length,
+            normalize: self.normalize,
+            device: self.device.clone(),
+            dtype: self.dtype,
+            dir: self.dir.clone(),
+            fingerprint,
+        })
+    }
+
+    /// Whether embeddings are L2-normalised.
+    pub fn normalize(&self) -> bool {
+        self.normalize
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     pub fn dim(&self) -> usize {

@@ -534,7 +534,11 @@ fn attention_dims(
     width: usize,
 ) -> Result<(usize, usize, usize, usize)> {
     let (batch, seq) = mask.dims2()?;
-    if heads == 0 || rows != batch * seq || width % 3 != 0 || (width / 3) % heads != 0 {
+    if heads == 0
+        || rows != batch * seq
+        || !width.is_multiple_of(3)
+        || !(width / 3).is_multiple_of(heads)
+    {
         candle_core::bail!(
             "attention: qkv {rows}×{width} does not match mask {batch}×{seq} with {heads} heads"
         );

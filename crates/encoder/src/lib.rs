@@ -24,6 +24,7 @@ pub mod cache;
 pub mod config;
 mod encoder;
 mod error;
+pub mod export;
 pub mod fused;
 pub mod hub;
 pub mod model;

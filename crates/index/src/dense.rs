@@ -46,7 +46,7 @@ pub fn exact_top_k(
 ) -> Vec<Vec<Hit>> {
     assert!(dim > 0, "exact_top_k: dim must be positive");
     assert!(
-        queries.len() % dim == 0 && corpus.len() % dim == 0,
+        queries.len().is_multiple_of(dim) && corpus.len().is_multiple_of(dim),
         "exact_top_k: buffer lengths ({}, {}) are not multiples of dim {dim}",
         queries.len(),
         corpus.len()

@@ -206,7 +206,7 @@ impl HnswIndex {
     /// a caller bug (a mis-shaped buffer), not a data error.
     pub fn search(&self, queries: &[f32], k: usize) -> Vec<Vec<Hit>> {
         assert!(
-            queries.len() % self.dim == 0,
+            queries.len().is_multiple_of(self.dim),
             "HnswIndex::search: query buffer of {} floats is not a multiple of dim {}",
             queries.len(),
             self.dim
@@ -402,7 +402,7 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 
 /// Number of `dim`-wide rows in a buffer of `floats` values.
 fn rows(floats: usize, dim: usize, what: &str) -> Result<usize, Error> {
-    if dim == 0 || floats % dim != 0 {
+    if dim == 0 || !floats.is_multiple_of(dim) {
         return Err(Error::InvalidArgument(format!(
             "{what} buffer of {floats} floats is not a whole number of rows of dimension {dim}"
         )));

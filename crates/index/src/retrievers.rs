@@ -22,7 +22,7 @@ impl<E: QueryEncoder> DenseRetriever<E> {
     /// `corpus` is `n × encoder.dim()`, row-major, rows L2-normalised.
     pub fn new(encoder: E, corpus: Vec<f32>) -> Result<Self, Error> {
         let dim = encoder.dim();
-        if dim == 0 || corpus.len() % dim != 0 {
+        if dim == 0 || !corpus.len().is_multiple_of(dim) {
             return Err(Error::Embed(format!(
                 "corpus matrix of {} values is not a whole number of {dim}-wide rows",
                 corpus.len()

@@ -97,6 +97,19 @@ impl VerdictCache {
             .append(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
+        // Two runs appending to one cache would judge the same pairs twice and store
+        // both verdicts. The lock dies with the process, so a kill -9 never leaves
+        // the cache locked.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Cache {
+                    path: path.to_path_buf(),
+                    message: "in use by another sieve process; one run at a time may write a verdict cache (or pass another --cache)".into(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path, e)),
+        }
         let mut entries = HashMap::new();
         let mut skipped = 0;
         let mut reader = BufReader::new(&file);
@@ -180,6 +193,20 @@ impl VerdictCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_writer_is_refused_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.log");
+        let first = VerdictCache::open(&path).unwrap();
+        let err = VerdictCache::open(&path).err().unwrap().to_string();
+        assert!(
+            err.contains("in use by another sieve process") && err.contains("v.log"),
+            "{err}"
+        );
+        drop(first);
+        VerdictCache::open(&path).unwrap();
+    }
 
     fn entry(k: &str, p: f32) -> Entry {
         Entry {

@@ -231,3 +231,74 @@ pub fn read_graded(
     }
     Ok(out)
 }
+
+/// `n` of `pairs` drawn uniformly without replacement, in their original order;
+/// the same (seed, pairs) always gives the same sample, so a re-run with a larger
+/// `n` keeps the pairs already judged (and cached).
+pub fn sample(pairs: Vec<Graded>, n: usize, seed: u64) -> Vec<Graded> {
+    use sha2::{Digest, Sha256};
+    if n >= pairs.len() {
+        return pairs;
+    }
+    let mut order: Vec<(Vec<u8>, usize)> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut h = Sha256::new();
+            h.update(seed.to_le_bytes());
+            h.update(p.query.as_bytes());
+            h.update([0]);
+            h.update(p.document.as_bytes());
+            h.update((i as u64).to_le_bytes());
+            (h.finalize().to_vec(), i)
+        })
+        .collect();
+    order.sort();
+    let mut keep: Vec<usize> = order.into_iter().take(n).map(|(_, i)| i).collect();
+    keep.sort_unstable();
+    let mut it = keep.into_iter().peekable();
+    pairs
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            if it.peek() == Some(&i) {
+                it.next();
+                Some(p)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod sample_tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_stable_nested_and_spread() {
+        let pairs: Vec<Graded> = (0..200)
+            .map(|i| Graded {
+                query: format!("q{i}"),
+                document: format!("d{i}"),
+                grade: i % 4,
+            })
+            .collect();
+        let a = sample(pairs.clone(), 50, 1);
+        assert_eq!(a.len(), 50);
+        assert_eq!(a, sample(pairs.clone(), 50, 1));
+        let b = sample(pairs.clone(), 80, 1);
+        assert!(
+            a.iter().all(|p| b.contains(p)),
+            "a larger sample keeps the smaller"
+        );
+        assert_ne!(a, sample(pairs.clone(), 50, 2));
+        // Not the first 50, and every grade drawn.
+        let index = |p: &Graded| p.query[1..].parse::<usize>().unwrap();
+        assert!(a.iter().any(|p| index(p) >= 100));
+        for g in 0..4 {
+            assert!(a.iter().any(|p| p.grade == g));
+        }
+        assert_eq!(sample(pairs.clone(), 500, 1).len(), 200);
+    }
+}

@@ -134,6 +134,48 @@ fn unit_random() -> f64 {
     (s >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// The model ids an OpenAI-compatible server lists at `{base}/models`.
+///
+/// Used when no judge model is named: the name is part of every verdict's cache key,
+/// so a placeholder such as "judge" would let a different model, started later on
+/// the same port, reuse the old model's verdicts.
+pub async fn served_models(
+    base: &str,
+    api_key: Option<&Secret>,
+    timeout: Duration,
+) -> Result<Vec<String>> {
+    let url = format!("{}/models", base.trim_end_matches('/'));
+    let http = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+    let mut req = http.get(&url);
+    if let Some(key) = api_key {
+        req = req.bearer_auth(key.expose());
+    }
+    let fail = |m: String| Error::Config(format!("asking {url} which model it serves: {m}"));
+    let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| fail(e.to_string()))?;
+    if !status.is_success() {
+        let mut snippet: String = text.chars().take(200).collect();
+        if snippet.len() < text.len() {
+            snippet.push('…');
+        }
+        return Err(fail(format!("HTTP {status}: {snippet}")));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
+    Ok(v["data"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Self> {
         if cfg.endpoints.is_empty() {
@@ -212,7 +254,8 @@ impl Client {
         }
     }
 
-    fn body(&self, prompt: &Prompt) -> serde_json::Value {
+    /// The chat-completions request body for `prompt`.
+    pub fn request_body(&self, prompt: &Prompt) -> serde_json::Value {
         let mut messages = Vec::new();
         if !prompt.system.is_empty() {
             messages.push(serde_json::json!({"role": "system", "content": prompt.system}));
@@ -280,7 +323,7 @@ impl Client {
     /// Judges one prompt, retrying per the policy. `Ok(Err(failure))` is a pair that
     /// failed every attempt (stored as `error`, retried next run); `Err` stops the run.
     pub async fn judge(&self, prompt: &Prompt) -> Result<std::result::Result<Verdict, Failure>> {
-        let body = self.body(prompt);
+        let body = self.request_body(prompt);
         let estimate = (prompt.system.len() + prompt.user.len()) as f64
             / crate::prompt::CHARS_PER_TOKEN as f64
             + 1.0;

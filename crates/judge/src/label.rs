@@ -114,34 +114,20 @@ fn corpus_path(mined: &Path, meta: &Metadata, over: Option<&Path>) -> Result<Pat
     if let Some(p) = over {
         return Ok(p.to_path_buf());
     }
-    let named = meta.get("sieve.corpus").ok_or_else(|| {
+    sieve_datasets::mined::named_corpus(mined, meta).ok_or_else(|| {
         Error::Config(format!(
             "{}: no `sieve.corpus` in its metadata; pass --corpus",
             mined.display()
         ))
-    })?;
-    let p = PathBuf::from(named);
-    Ok(if p.is_absolute() {
-        p
-    } else {
-        mined.parent().unwrap_or(Path::new(".")).join(p)
     })
 }
 
-/// Labels every candidate of `mined` and writes `out`.
-#[allow(clippy::too_many_arguments)]
-pub fn label_file(
-    mined: &Path,
-    out: &Path,
-    client: Client,
-    template: &Template,
-    cache: &mut VerdictCache,
-    opts: &LabelOptions,
-    progress: &(dyn Fn(usize) + Sync),
-    total: &dyn Fn(usize),
-) -> Result<LabelStats> {
-    let (mut rows, mut meta) = read_mined(mined)?;
-    let corpus_file = corpus_path(mined, &meta, opts.corpus.as_deref())?;
+/// A mined file's rows with one job per candidate, and each job's (row, candidate).
+type Loaded = (Vec<MinedRow>, Metadata, Vec<Job>, Vec<(usize, usize)>);
+
+fn load_jobs(mined: &Path, corpus: Option<&Path>) -> Result<Loaded> {
+    let (rows, meta) = read_mined(mined)?;
+    let corpus_file = corpus_path(mined, &meta, corpus)?;
     let mut report = ValidationReport::default();
     let corpus = sieve_datasets::read_corpus(&corpus_file, &mut report)?;
     let text: HashMap<&str, String> = corpus
@@ -168,6 +154,64 @@ pub fn label_file(
             slots.push((ri, ci));
         }
     }
+    Ok((rows, meta, jobs, slots))
+}
+
+/// Writes the chat-completion requests that judging `mined` would send (pairs
+/// already in `cache` left out, each pair once) as an OpenAI Batch API input file:
+/// one `{"custom_id", "method", "url", "body"}` per line, the pair's cache key as
+/// `custom_id`. Nothing is sent. Returns the number of requests written.
+pub fn write_requests(
+    mined: &Path,
+    corpus: Option<&Path>,
+    client: &Client,
+    template: &Template,
+    cache: &VerdictCache,
+    max_doc_tokens: usize,
+    out: &Path,
+) -> Result<usize> {
+    use std::io::Write;
+    let (_, _, jobs, _) = load_jobs(mined, corpus)?;
+    let file = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
+    let mut w = std::io::BufWriter::new(file);
+    let mut seen = std::collections::HashSet::new();
+    for job in &jobs {
+        let key = crate::cache::pair_key(
+            client.model(),
+            &template.hash,
+            max_doc_tokens,
+            &job.query,
+            &job.document,
+        );
+        if cache.get(&key).is_some() || !seen.insert(key.clone()) {
+            continue;
+        }
+        let prompt = template.render(&job.query, &job.document, max_doc_tokens);
+        let line = serde_json::json!({
+            "custom_id": key,
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": client.request_body(&prompt),
+        });
+        writeln!(w, "{line}").map_err(|e| Error::io(out, e))?;
+    }
+    w.flush().map_err(|e| Error::io(out, e))?;
+    Ok(seen.len())
+}
+
+/// Labels every candidate of `mined` and writes `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn label_file(
+    mined: &Path,
+    out: &Path,
+    client: Client,
+    template: &Template,
+    cache: &mut VerdictCache,
+    opts: &LabelOptions,
+    progress: &(dyn Fn(usize) + Sync),
+    total: &dyn Fn(usize),
+) -> Result<LabelStats> {
+    let (mut rows, mut meta, jobs, slots) = load_jobs(mined, opts.corpus.as_deref())?;
     total(jobs.len());
     let model = client.model().to_string();
     let client = Arc::new(client);

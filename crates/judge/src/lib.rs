@@ -10,6 +10,7 @@
 //! re-run pays nothing twice ([`cache`]); [`calibrate`] measures a judge against
 //! human labels.
 
+pub mod adversarial;
 pub mod cache;
 pub mod calibrate;
 pub mod client;

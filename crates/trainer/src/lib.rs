@@ -1,10 +1,41 @@
 //! Contrastive training of sieve encoders.
 //!
-//! [`optim::AdamW`] updates every parameter in place in one multithreaded pass and can
-//! save and restore its moments, which candle-nn's optimiser can do neither of: a
-//! training run must resume after a crash at the same weights it would have reached.
+//! - [`data`]: examples from pair files, BEIR train splits and the judge's labeled
+//!   Parquet, with the texts known to answer each query;
+//! - [`batch`]: seeded batches in which no text repeats, and each batch's loss table
+//!   (which pairs are positives, negatives, or masked false negatives);
+//! - [`loss`]: the in-batch softmax with false-negative control, tested against a
+//!   dense f64 reference and finite differences;
+//! - [`step`]: one batch's gradients, directly or with GradCache;
+//! - [`optim`]: an AdamW that updates in place and saves its moments, which
+//!   candle-nn's cannot;
+//! - [`train`]: the loop, checkpoints that resume to the same weights, metrics and
+//!   the sentence-transformers export.
+//!
+//! ```no_run
+//! use sieve_trainer::{data::{DataOptions, TrainData}, train::{NoHooks, TrainConfig, Trainer}};
+//! let (data, _) = TrainData::load("pairs.jsonl.gz".as_ref(), &DataOptions::default())?;
+//! let mut trainer = Trainer::new(
+//!     "models/all-MiniLM-L6-v2".as_ref(),
+//!     &Default::default(),
+//!     data,
+//!     TrainConfig::default(),
+//!     "runs/minilm-ft".as_ref(),
+//! )?;
+//! trainer.resume()?; // continue after a crash, if a checkpoint exists
+//! let summary = trainer.run(&mut NoHooks)?;
+//! println!("{} steps, final loss {:?}", summary.steps, summary.final_loss);
+//! # Ok::<(), sieve_trainer::Error>(())
+//! ```
 
+pub mod batch;
+pub mod data;
 mod error;
+pub mod loss;
 pub mod optim;
+pub mod plot;
+pub mod schedule;
+pub mod step;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -23,6 +23,18 @@ use crate::{Error, Result};
 /// enough to balance two to a few dozen cores on a 20M-parameter model.
 const ELEMENTS_PER_TASK: usize = 1 << 16;
 
+/// Where [`AdamW::step`] finds each parameter's gradient: a backward pass's
+/// `GradStore`, or gradients summed over several (GradCache).
+pub trait GradSource {
+    fn grad(&self, param: &Tensor) -> Option<&Tensor>;
+}
+
+impl GradSource for GradStore {
+    fn grad(&self, param: &Tensor) -> Option<&Tensor> {
+        self.get(param)
+    }
+}
+
 /// Hyper-parameters, with PyTorch's names and defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -111,6 +123,16 @@ impl AdamW {
         Self::new(vars, config)
     }
 
+    /// The parameters, sorted by name.
+    pub fn vars(&self) -> Vec<Var> {
+        self.params.iter().map(|p| p.var.clone()).collect()
+    }
+
+    /// Parameter names and variables, sorted by name.
+    pub fn named_vars(&self) -> impl Iterator<Item = (&str, &Var)> {
+        self.params.iter().map(|p| (p.name.as_str(), &p.var))
+    }
+
     /// Steps taken so far (the bias-correction exponent).
     pub fn step_count(&self) -> u64 {
         self.step
@@ -128,7 +150,7 @@ impl AdamW {
 
     /// One update from `grads`; parameters without a gradient are left alone (their
     /// moments do not decay either, as in PyTorch).
-    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+    pub fn step(&mut self, grads: &dyn GradSource) -> Result<()> {
         self.step += 1;
         let c = &self.config;
         let t = self.step as i32;
@@ -141,7 +163,7 @@ impl AdamW {
             eps: c.eps,
         };
         for p in &mut self.params {
-            let Some(g) = grads.get(p.var.as_tensor()) else {
+            let Some(g) = grads.grad(p.var.as_tensor()) else {
                 continue;
             };
             let g = g.contiguous()?;

@@ -1,0 +1,355 @@
+//! Training examples from the three inputs sieve trains on: pair files, BEIR train
+//! splits and the judge's labeled Parquet.
+//!
+//! Every text is interned once ([`TrainData::texts`]); examples hold text ids, so that
+//! "is this batch document the same text as, or known to answer, this query?" is an
+//! integer comparison in the batch builder and the loss masks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use sieve_datasets::mined::{LABEL_IRRELEVANT, LABEL_RELEVANT};
+use sieve_datasets::{LoadOptions, ValidationReport};
+
+use crate::{Error, Result};
+
+/// Index into [`TrainData::texts`].
+pub type TextId = u32;
+
+/// One training example: a query, its positive, optional hard negatives, and the other
+/// texts known to answer the query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    pub query: TextId,
+    pub positive: TextId,
+    pub negatives: Vec<TextId>,
+    /// Other positives of the same query (qrels, or another answer to the same question
+    /// text): never a negative for it.
+    pub known: Vec<TextId>,
+    /// Candidates the judge labeled relevant: the false negatives it found.
+    pub judged: Vec<TextId>,
+}
+
+/// Interned texts and the examples over them.
+#[derive(Debug, Clone, Default)]
+pub struct TrainData {
+    pub texts: Vec<String>,
+    pub examples: Vec<Example>,
+    /// Where the data came from, for logs and checkpoints.
+    pub source: String,
+    index: HashMap<String, TextId>,
+}
+
+/// How to read the inputs.
+#[derive(Debug, Clone)]
+pub struct DataOptions {
+    /// Hard negatives kept per example (the best-ranked first); 0 keeps none.
+    pub num_negatives: usize,
+    /// Labeled Parquet only: re-threshold the judge's `p_relevant` (otherwise its
+    /// `label` is used as written).
+    pub judge_threshold: Option<f32>,
+    /// Labeled Parquet only: the corpus, when the file's `sieve.corpus` is not it.
+    pub corpus: Option<PathBuf>,
+    /// BEIR only: the split whose qrels are the training pairs.
+    pub split: String,
+}
+
+impl Default for DataOptions {
+    fn default() -> Self {
+        Self {
+            num_negatives: 1,
+            judge_threshold: None,
+            corpus: None,
+            split: "train".into(),
+        }
+    }
+}
+
+/// What [`TrainData::load`] found besides the examples.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadStats {
+    /// Candidates labeled relevant by the judge (false negatives found).
+    pub judged_relevant: usize,
+    /// Candidates labeled irrelevant (usable hard negatives).
+    pub judged_irrelevant: usize,
+    /// Candidates with no verdict or a failed one: neither negative nor masked.
+    pub unjudged: usize,
+}
+
+impl TrainData {
+    fn intern(&mut self, text: &str) -> TextId {
+        if let Some(&id) = self.index.get(text) {
+            return id;
+        }
+        let id = self.texts.len() as TextId;
+        self.texts.push(text.to_string());
+        self.index.insert(text.to_string(), id);
+        id
+    }
+
+    /// Data built elsewhere (tests, other loaders).
+    pub fn from_parts(texts: Vec<String>, examples: Vec<Example>, source: String) -> Self {
+        let index = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as TextId))
+            .collect();
+        Self {
+            texts,
+            examples,
+            source,
+            index,
+        }
+    }
+
+    pub fn text(&self, id: TextId) -> &str {
+        &self.texts[id as usize]
+    }
+
+    /// Reads `path`: a BEIR directory, a `.parquet` labeled/mined file (recognised by
+    /// its `candidates` column) or pair file, or a `.jsonl`/`.tsv` pair file.
+    pub fn load(path: &Path, opts: &DataOptions) -> Result<(Self, LoadStats)> {
+        if path.is_dir() {
+            return Ok((Self::from_beir(path, opts)?, LoadStats::default()));
+        }
+        let is_parquet = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+        if is_parquet {
+            let meta = sieve_datasets::parquet_io::read_metadata(path)?;
+            if meta.keys().any(|k| k.starts_with("sieve.")) && is_mined(path)? {
+                return Self::from_mined(path, opts);
+            }
+        }
+        Ok((Self::from_pairs(path, opts)?, LoadStats::default()))
+    }
+
+    /// Pair files: a query text seen with several positives (MedQuAD asks the same
+    /// question of several sources) makes each of them a known positive of the others.
+    pub fn from_pairs(path: &Path, opts: &DataOptions) -> Result<Self> {
+        let (pairs, report) = sieve_datasets::read_pairs(path, LoadOptions::default())?;
+        warn_report(path, &report);
+        if pairs.is_empty() {
+            return Err(Error::Data(format!("{}: no pairs", path.display())));
+        }
+        let mut data = TrainData {
+            source: path.display().to_string(),
+            ..Default::default()
+        };
+        let mut by_query: BTreeMap<TextId, Vec<TextId>> = BTreeMap::new();
+        let mut examples = Vec::with_capacity(pairs.len());
+        for p in &pairs {
+            let query = data.intern(&p.query);
+            let positive = data.intern(&p.positive);
+            let negatives = p
+                .negatives
+                .iter()
+                .take(opts.num_negatives)
+                .map(|n| data.intern(n))
+                .collect();
+            by_query.entry(query).or_default().push(positive);
+            examples.push(Example {
+                query,
+                positive,
+                negatives,
+                known: Vec::new(),
+                judged: Vec::new(),
+            });
+        }
+        for e in &mut examples {
+            e.known = others(&by_query[&e.query], e.positive);
+        }
+        data.examples = examples;
+        Ok(data)
+    }
+
+    /// A BEIR split: one example per (query, relevant document) in its qrels, the
+    /// document as `title + " " + text` (the text evaluation embeds).
+    pub fn from_beir(dir: &Path, opts: &DataOptions) -> Result<Self> {
+        let ds = sieve_datasets::load_beir(dir, &opts.split, LoadOptions::default())?;
+        warn_report(dir, &ds.report);
+        let docs: HashMap<&str, String> = ds
+            .corpus
+            .iter()
+            .map(|d| (d.id.as_str(), d.full_text()))
+            .collect();
+        let mut data = TrainData {
+            source: format!("{} ({})", dir.display(), opts.split),
+            ..Default::default()
+        };
+        for q in &ds.queries {
+            let Some(rels) = ds.qrels.get(&q.id) else {
+                continue;
+            };
+            let query = data.intern(&q.text);
+            let mut positives = Vec::new();
+            for (doc_id, score) in rels {
+                if *score <= 0 {
+                    continue;
+                }
+                let text = docs.get(doc_id.as_str()).ok_or_else(|| {
+                    Error::Data(format!(
+                        "{}: qrels of {:?} name document {doc_id:?}, which is not in the corpus",
+                        dir.display(),
+                        q.id
+                    ))
+                })?;
+                positives.push(data.intern(text));
+            }
+            for &positive in &positives {
+                data.examples.push(Example {
+                    query,
+                    positive,
+                    negatives: Vec::new(),
+                    known: others(&positives, positive),
+                    judged: Vec::new(),
+                });
+            }
+        }
+        if data.examples.is_empty() {
+            return Err(Error::Data(format!(
+                "{}: split {:?} has no relevant (query, document) pairs",
+                dir.display(),
+                opts.split
+            )));
+        }
+        Ok(data)
+    }
+
+    /// The judge's labeled Parquet: one example per known positive; hard negatives are
+    /// candidates labeled irrelevant (best fused rank first), false negatives those
+    /// labeled relevant. Unjudged or failed candidates are neither.
+    pub fn from_mined(path: &Path, opts: &DataOptions) -> Result<(Self, LoadStats)> {
+        let (rows, meta) = sieve_datasets::mined::read_mined(path)?;
+        let corpus_path = match &opts.corpus {
+            Some(p) => p.clone(),
+            None => sieve_datasets::mined::named_corpus(path, &meta).ok_or_else(|| {
+                Error::Data(format!(
+                    "{}: no `sieve.corpus` in its metadata; pass the corpus",
+                    path.display()
+                ))
+            })?,
+        };
+        let mut report = ValidationReport::default();
+        let corpus = sieve_datasets::read_corpus(&corpus_path, &mut report)?;
+        warn_report(&corpus_path, &report);
+        let docs: HashMap<&str, String> = corpus
+            .iter()
+            .map(|d| (d.id.as_str(), d.full_text()))
+            .collect();
+        let lookup = |id: &str, query_id: &str| {
+            docs.get(id).ok_or_else(|| {
+                Error::Data(format!(
+                    "{}: document {id:?} of query {query_id:?} is not in the corpus {}",
+                    path.display(),
+                    corpus_path.display()
+                ))
+            })
+        };
+        let mut data = TrainData {
+            source: path.display().to_string(),
+            ..Default::default()
+        };
+        let mut stats = LoadStats::default();
+        for row in &rows {
+            let query = data.intern(&row.query);
+            let positives: Vec<TextId> = row
+                .positives
+                .iter()
+                .map(|id| Ok(data.intern(lookup(id, &row.query_id)?)))
+                .collect::<Result<_>>()?;
+            let mut candidates: Vec<_> = row.candidates.iter().collect();
+            candidates.sort_by_key(|c| c.rank);
+            let (mut negatives, mut judged) = (Vec::new(), Vec::new());
+            for c in candidates {
+                let relevant = match (opts.judge_threshold, c.p_relevant, c.label.as_deref()) {
+                    (_, _, None) | (_, _, Some(sieve_datasets::mined::LABEL_ERROR)) => None,
+                    (Some(t), Some(p), _) => Some(p >= t),
+                    (_, _, Some(LABEL_RELEVANT)) => Some(true),
+                    (_, _, Some(LABEL_IRRELEVANT)) => Some(false),
+                    (_, _, Some(other)) => {
+                        return Err(Error::Data(format!(
+                            "{}: candidate {:?} of query {:?} has unknown label {other:?}",
+                            path.display(),
+                            c.doc_id,
+                            row.query_id
+                        )))
+                    }
+                };
+                let text = lookup(&c.doc_id, &row.query_id)?;
+                match relevant {
+                    None => stats.unjudged += 1,
+                    Some(true) => {
+                        stats.judged_relevant += 1;
+                        judged.push(data.intern(text));
+                    }
+                    Some(false) => {
+                        stats.judged_irrelevant += 1;
+                        negatives.push(data.intern(text));
+                    }
+                }
+            }
+            negatives.truncate(opts.num_negatives);
+            for &positive in &positives {
+                data.examples.push(Example {
+                    query,
+                    positive,
+                    negatives: negatives.clone(),
+                    known: others(&positives, positive),
+                    judged: judged.clone(),
+                });
+            }
+        }
+        if data.examples.is_empty() {
+            return Err(Error::Data(format!(
+                "{}: no query has a positive",
+                path.display()
+            )));
+        }
+        Ok((data, stats))
+    }
+}
+
+fn is_mined(path: &Path) -> Result<bool> {
+    let reader = sieve_datasets::parquet_io::BatchReader::open(path)?;
+    Ok(reader.schema().field_with_name("candidates").is_ok())
+}
+
+fn others(all: &[TextId], me: TextId) -> Vec<TextId> {
+    let mut v: Vec<TextId> = all.iter().copied().filter(|&t| t != me).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn warn_report(path: &Path, report: &ValidationReport) {
+    if !report.is_clean() {
+        tracing::warn!("{}: {report}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn repeated_questions_know_each_others_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pairs.jsonl");
+        let mut f = std::fs::File::create(&path).unwrap();
+        for (q, p) in [("what is x", "a1"), ("what is y", "b"), ("what is x", "a2")] {
+            writeln!(f, "{}", serde_json::json!({"query": q, "positive": p})).unwrap();
+        }
+        drop(f);
+        let data = TrainData::from_pairs(&path, &DataOptions::default()).unwrap();
+        assert_eq!(data.examples.len(), 3);
+        let e0 = &data.examples[0];
+        let e2 = &data.examples[2];
+        assert_eq!(e0.query, e2.query);
+        assert_eq!(e0.known, vec![e2.positive]);
+        assert_eq!(e2.known, vec![e0.positive]);
+        assert!(data.examples[1].known.is_empty());
+        assert_eq!(data.text(e2.positive), "a2");
+    }
+}

@@ -1,0 +1,421 @@
+//! The in-batch contrastive softmax (sentence-transformers' `MultipleNegativesRankingLoss`)
+//! with false-negative control.
+//!
+//! For query `i` and every document `j` of the batch (all positives first, then all hard
+//! negatives), `s_ij = scale · cos(q_i, d_j)`. With `P_i` the documents counted as
+//! positives of `i` and `X_i` those taken out of the softmax,
+//!
+//! ```text
+//! loss_i = −log Σ_{j∈P_i} exp s_ij + log Σ_{j∉X_i} exp s_ij
+//! ```
+//!
+//! averaged over the batch. `P_i = {i}` plus, under [`FalseNegativePolicy::Positive`],
+//! every other batch document known to answer `i`; under [`FalseNegativePolicy::Mask`]
+//! those go into `X_i` instead. A document whose text equals query `i`'s positive is
+//! always in `X_i`: it is the same document under another example, and pushing the query
+//! away from it is pushing it away from its own answer.
+//!
+//! The optional symmetric term (`MultipleNegativesSymmetricRankingLoss`) scores each
+//! positive document against every query of the batch with the same rules, transposed,
+//! and the two terms are averaged.
+//!
+//! Both log-sum-exps subtract a detached maximum and use only ops with a backward:
+//! candle's fused softmax has none.
+
+use candle_core::{DType, Device, Result, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+/// Added to the logit of an excluded document: `exp` of it underflows to exactly 0 in
+/// every float type while staying finite, so gradients never see `inf − inf`.
+const EXCLUDED: f64 = -1e9;
+
+/// What to do with a batch document that the judge or the qrels say answers a query
+/// other than the one it is the positive of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FalseNegativePolicy {
+    /// Take it out of the query's denominator.
+    #[default]
+    Mask,
+    /// Count it as another positive in the numerator (multi-positive softmax).
+    Positive,
+    /// Leave it in the denominator as a negative (plain MNRL).
+    None,
+}
+
+impl std::str::FromStr for FalseNegativePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "mask" => Ok(Self::Mask),
+            "positive" => Ok(Self::Positive),
+            "none" => Ok(Self::None),
+            other => Err(format!(
+                "unknown false-negative policy {other:?} (mask, positive, none)"
+            )),
+        }
+    }
+}
+
+/// How each (query, batch document) pair enters the softmax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell {
+    /// An ordinary in-batch or hard negative.
+    Negative,
+    /// In the numerator (and the denominator).
+    Positive,
+    /// Out of both.
+    Excluded,
+}
+
+/// A `queries × documents` table of [`Cell`]s, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellTable {
+    pub queries: usize,
+    pub documents: usize,
+    pub cells: Vec<Cell>,
+}
+
+impl CellTable {
+    pub fn get(&self, q: usize, d: usize) -> Cell {
+        self.cells[q * self.documents + d]
+    }
+
+    /// How many cells are `cell`.
+    pub fn count(&self, cell: Cell) -> usize {
+        self.cells.iter().filter(|&&c| c == cell).count()
+    }
+
+    /// Additive biases: 0 where the cell takes part in the denominator, [`EXCLUDED`]
+    /// elsewhere; and the same for the numerator.
+    fn biases(&self, device: &Device, dtype: DType) -> Result<(Tensor, Tensor)> {
+        let den: Vec<f64> = self
+            .cells
+            .iter()
+            .map(|c| if *c == Cell::Excluded { EXCLUDED } else { 0.0 })
+            .collect();
+        let num: Vec<f64> = self
+            .cells
+            .iter()
+            .map(|c| if *c == Cell::Positive { 0.0 } else { EXCLUDED })
+            .collect();
+        let shape = (self.queries, self.documents);
+        Ok((
+            Tensor::from_vec(den, shape, device)?.to_dtype(dtype)?,
+            Tensor::from_vec(num, shape, device)?.to_dtype(dtype)?,
+        ))
+    }
+
+    /// The symmetric term's table: positive document `i` (column `i < queries`) against
+    /// every query, i.e. the transpose of the square positive block.
+    fn transposed_positive_block(&self) -> CellTable {
+        let b = self.queries;
+        let mut cells = Vec::with_capacity(b * b);
+        for doc in 0..b {
+            for q in 0..b {
+                cells.push(self.get(q, doc));
+            }
+        }
+        CellTable {
+            queries: b,
+            documents: b,
+            cells,
+        }
+    }
+}
+
+/// Loss hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LossConfig {
+    /// Multiplies cosine similarities (1 / temperature); sentence-transformers uses 20.
+    pub scale: f64,
+    /// Add the document→query term and average the two.
+    pub symmetric: bool,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            scale: 20.0,
+            symmetric: false,
+        }
+    }
+}
+
+/// `log Σ exp(x + bias)` along the last dimension, stable and differentiable.
+fn masked_logsumexp(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let z = (x + bias)?;
+    let max = z.max_keepdim(D::Minus1)?.detach();
+    let sum = z.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?;
+    (sum.log()? + max)?.squeeze(D::Minus1)
+}
+
+/// Mean over rows of `LSE(denominator) − LSE(numerator)` for logits `(rows, cols)`.
+fn softmax_term(logits: &Tensor, table: &CellTable) -> Result<Tensor> {
+    let (den, num) = table.biases(logits.device(), logits.dtype())?;
+    let per_row = (masked_logsumexp(logits, &den)? - masked_logsumexp(logits, &num)?)?;
+    per_row.mean_all()
+}
+
+/// Row-wise L2 normalisation (a no-op on already-normalised embeddings, but cosine
+/// similarity must not depend on the model having a `Normalize` module).
+fn normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    x.broadcast_div(&norm)
+}
+
+/// The batch loss for query embeddings `(B, dim)` and document embeddings `(M, dim)`
+/// (the `B` positives first), with `table` saying how each pair enters.
+pub fn contrastive_loss(
+    queries: &Tensor,
+    documents: &Tensor,
+    table: &CellTable,
+    config: &LossConfig,
+) -> Result<Tensor> {
+    let (b, _) = queries.dims2()?;
+    let (m, _) = documents.dims2()?;
+    if table.queries != b || table.documents != m || m < b {
+        candle_core::bail!(
+            "contrastive_loss: {b} queries and {m} documents do not match a {}×{} table",
+            table.queries,
+            table.documents
+        );
+    }
+    let q = normalize(queries)?;
+    let d = normalize(documents)?;
+    let logits = (q.matmul(&d.t()?)? * config.scale)?;
+    let forward = softmax_term(&logits, table)?;
+    if !config.symmetric {
+        return Ok(forward);
+    }
+    let positives = d.narrow(0, 0, b)?;
+    let back_logits = (positives.matmul(&q.t()?)? * config.scale)?;
+    let backward = softmax_term(&back_logits, &table.transposed_positive_block())?;
+    (forward + backward)? / 2.0
+}
+
+/// Dense reference of [`contrastive_loss`] in plain f64 loops, for tests and for
+/// anyone checking the formula.
+pub fn reference_loss(
+    queries: &[Vec<f64>],
+    documents: &[Vec<f64>],
+    table: &CellTable,
+    config: &LossConfig,
+) -> f64 {
+    fn unit(v: &[f64]) -> Vec<f64> {
+        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+    fn dot(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+    let q: Vec<Vec<f64>> = queries.iter().map(|v| unit(v)).collect();
+    let d: Vec<Vec<f64>> = documents.iter().map(|v| unit(v)).collect();
+    let term = |rows: &[Vec<f64>], cols: &[Vec<f64>], cell: &dyn Fn(usize, usize) -> Cell| {
+        let mut total = 0.0;
+        for (i, r) in rows.iter().enumerate() {
+            let (mut num, mut den) = (0.0, 0.0);
+            for (j, c) in cols.iter().enumerate() {
+                let e = (config.scale * dot(r, c)).exp();
+                match cell(i, j) {
+                    Cell::Excluded => {}
+                    Cell::Negative => den += e,
+                    Cell::Positive => {
+                        den += e;
+                        num += e;
+                    }
+                }
+            }
+            total += den.ln() - num.ln();
+        }
+        total / rows.len() as f64
+    };
+    let forward = term(&q, &d, &|i, j| table.get(i, j));
+    if !config.symmetric {
+        return forward;
+    }
+    let b = q.len();
+    let backward = term(&d[..b], &q, &|doc, qi| table.get(qi, doc));
+    (forward + backward) / 2.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    /// A deterministic pseudo-random stream (SplitMix64) so tests need no RNG crate.
+    fn values(seed: u64, n: usize) -> Vec<f64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = s;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                ((z ^ (z >> 31)) as f64 / u64::MAX as f64) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn rows(flat: &[f64], dim: usize) -> Vec<Vec<f64>> {
+        flat.chunks(dim).map(<[f64]>::to_vec).collect()
+    }
+
+    /// 4 queries, 4 positives and 3 hard negatives, with a false negative marked each
+    /// way and an exclusion.
+    fn table() -> CellTable {
+        let (b, m) = (4, 7);
+        let mut cells = vec![Cell::Negative; b * m];
+        for i in 0..b {
+            cells[i * m + i] = Cell::Positive;
+        }
+        cells[m + 5] = Cell::Positive; // query 1: hard negative 5 answers it
+        cells[2 * m] = Cell::Excluded; // query 2: positive of query 0 is a duplicate
+        cells[3 * m + 6] = Cell::Excluded;
+        CellTable {
+            queries: b,
+            documents: m,
+            cells,
+        }
+    }
+
+    fn check(config: LossConfig) {
+        let dim = 5;
+        let t = table();
+        let qv = values(1, t.queries * dim);
+        let dv = values(2, t.documents * dim);
+        let q = Var::from_tensor(
+            &Tensor::from_vec(qv.clone(), (t.queries, dim), &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let d = Var::from_tensor(
+            &Tensor::from_vec(dv.clone(), (t.documents, dim), &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let loss = contrastive_loss(q.as_tensor(), d.as_tensor(), &t, &config).unwrap();
+        let got = loss.to_scalar::<f64>().unwrap();
+        let want = reference_loss(&rows(&qv, dim), &rows(&dv, dim), &t, &config);
+        assert!((got - want).abs() < 1e-12, "loss {got} vs reference {want}");
+
+        // Gradients against central finite differences of the reference.
+        let grads = loss.backward().unwrap();
+        let h = 1e-6;
+        for (var, flat, is_query) in [(&q, &qv, true), (&d, &dv, false)] {
+            let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap();
+            let g = g.to_vec1::<f64>().unwrap();
+            for k in 0..flat.len() {
+                let eval = |delta: f64| {
+                    let mut v = flat.clone();
+                    v[k] += delta;
+                    if is_query {
+                        reference_loss(&rows(&v, dim), &rows(&dv, dim), &t, &config)
+                    } else {
+                        reference_loss(&rows(&qv, dim), &rows(&v, dim), &t, &config)
+                    }
+                };
+                let fd = (eval(h) - eval(-h)) / (2.0 * h);
+                assert!(
+                    (g[k] - fd).abs() < 1e-6,
+                    "grad {k} ({}): {} vs finite difference {fd}",
+                    if is_query { "query" } else { "doc" },
+                    g[k]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn equals_reference_with_masks_and_multiple_positives() {
+        check(LossConfig::default());
+        check(LossConfig {
+            scale: 7.0,
+            symmetric: false,
+        });
+    }
+
+    #[test]
+    fn symmetric_term_equals_reference() {
+        check(LossConfig {
+            scale: 20.0,
+            symmetric: true,
+        });
+    }
+
+    #[test]
+    fn plain_batch_is_cross_entropy_on_the_diagonal() {
+        // With only diagonal positives the loss is PyTorch's cross_entropy(scores, arange).
+        let (b, dim) = (3, 4);
+        let qv = values(7, b * dim);
+        let dv = values(8, b * dim);
+        let mut cells = vec![Cell::Negative; b * b];
+        for i in 0..b {
+            cells[i * b + i] = Cell::Positive;
+        }
+        let t = CellTable {
+            queries: b,
+            documents: b,
+            cells,
+        };
+        let q = Tensor::from_vec(qv.clone(), (b, dim), &Device::Cpu).unwrap();
+        let d = Tensor::from_vec(dv.clone(), (b, dim), &Device::Cpu).unwrap();
+        let got = contrastive_loss(&q, &d, &t, &LossConfig::default())
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let (qr, dr) = (rows(&qv, dim), rows(&dv, dim));
+        let cos = |a: &[f64], b: &[f64]| {
+            let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+            dot / (na * nb)
+        };
+        let mut want = 0.0;
+        for i in 0..b {
+            let s: Vec<f64> = (0..b).map(|j| 20.0 * cos(&qr[i], &dr[j])).collect();
+            let lse = s.iter().map(|x| x.exp()).sum::<f64>().ln();
+            want += lse - s[i];
+        }
+        want /= b as f64;
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+    }
+
+    #[test]
+    fn excluded_documents_do_not_change_the_loss() {
+        // Excluding a document must equal removing its column.
+        let (b, dim) = (2, 3);
+        let qv = values(3, b * dim);
+        let dv = values(4, 3 * dim);
+        let full = CellTable {
+            queries: 2,
+            documents: 3,
+            cells: vec![
+                Cell::Positive,
+                Cell::Negative,
+                Cell::Excluded,
+                Cell::Negative,
+                Cell::Positive,
+                Cell::Excluded,
+            ],
+        };
+        let cut = CellTable {
+            queries: 2,
+            documents: 2,
+            cells: vec![
+                Cell::Positive,
+                Cell::Negative,
+                Cell::Negative,
+                Cell::Positive,
+            ],
+        };
+        let q = Tensor::from_vec(qv, (b, dim), &Device::Cpu).unwrap();
+        let d3 = Tensor::from_vec(dv, (3, dim), &Device::Cpu).unwrap();
+        let d2 = d3.narrow(0, 0, 2).unwrap();
+        let c = LossConfig::default();
+        let a = contrastive_loss(&q, &d3, &full, &c).unwrap();
+        let b = contrastive_loss(&q, &d2, &cut, &c).unwrap();
+        let (a, b) = (a.to_scalar::<f64>().unwrap(), b.to_scalar::<f64>().unwrap());
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    }
+}

@@ -1,0 +1,199 @@
+//! A loss curve as a standalone SVG: the raw per-step loss, its moving average and,
+//! when the run evaluated, the dev metric on a second axis.
+//!
+//! Written by hand rather than with plotters: one polyline and a few labels need no
+//! font stack, and the file must be rewritten cheaply every time the log grows.
+
+use std::fmt::Write as _;
+
+const W: f64 = 800.0;
+const H: f64 = 420.0;
+const LEFT: f64 = 60.0;
+const RIGHT: f64 = 60.0;
+const TOP: f64 = 30.0;
+const BOTTOM: f64 = 45.0;
+
+/// Moving-average window of the smoothed loss.
+const SMOOTH: usize = 20;
+
+fn fmt(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// `losses`: (step, loss); `evals`: (step, metric). Returns the SVG document.
+pub fn loss_svg(title: &str, losses: &[(u64, f64)], evals: &[(u64, f64)], metric: &str) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="18" text-anchor="middle" font-size="14">{}</text>"#,
+        W / 2.0,
+        escape(title)
+    );
+    let finite: Vec<(u64, f64)> = losses
+        .iter()
+        .copied()
+        .filter(|(_, l)| l.is_finite())
+        .collect();
+    if finite.is_empty() {
+        s.push_str("</svg>");
+        return s;
+    }
+    let max_step = finite
+        .iter()
+        .map(|p| p.0)
+        .chain(evals.iter().map(|p| p.0))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let lo = finite
+        .iter()
+        .map(|p| p.1)
+        .fold(f64::INFINITY, f64::min)
+        .min(0.0);
+    let hi = finite
+        .iter()
+        .map(|p| p.1)
+        .fold(f64::NEG_INFINITY, f64::max)
+        .max(lo + 1e-9);
+    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let x = |step: f64| LEFT + pw * step / max_step;
+    let y = |v: f64, lo: f64, hi: f64| TOP + ph * (1.0 - (v - lo) / (hi - lo));
+
+    // Axes, ticks and labels.
+    let _ = write!(
+        s,
+        r##"<path d="M{LEFT},{TOP} V{} H{}" stroke="#333" fill="none"/>"##,
+        TOP + ph,
+        LEFT + pw
+    );
+    for k in 0..=4 {
+        let v = lo + (hi - lo) * k as f64 / 4.0;
+        let yy = y(v, lo, hi);
+        let _ = write!(
+            s,
+            r##"<line x1="{LEFT}" x2="{}" y1="{yy}" y2="{yy}" stroke="#eee"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
+            LEFT + pw,
+            LEFT - 6.0,
+            yy + 4.0,
+            fmt(v)
+        );
+        let st = max_step * k as f64 / 4.0;
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+            x(st),
+            TOP + ph + 16.0,
+            st.round()
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">step</text><text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">loss</text>"#,
+        LEFT + pw / 2.0,
+        H - 8.0,
+        TOP + ph / 2.0,
+        TOP + ph / 2.0
+    );
+
+    let line = |pts: &[(f64, f64)], colour: &str, width: f64| {
+        let mut d = String::new();
+        for (i, (px, py)) in pts.iter().enumerate() {
+            let _ = write!(d, "{}{px:.1},{py:.1}", if i == 0 { "M" } else { " L" });
+        }
+        format!(r#"<path d="{d}" stroke="{colour}" stroke-width="{width}" fill="none"/>"#)
+    };
+    let raw: Vec<(f64, f64)> = finite
+        .iter()
+        .map(|&(st, l)| (x(st as f64), y(l, lo, hi)))
+        .collect();
+    s.push_str(&line(&raw, "#9ecae1", 1.0));
+    let smooth: Vec<(f64, f64)> = (0..finite.len())
+        .map(|i| {
+            let from = i.saturating_sub(SMOOTH - 1);
+            let w = &finite[from..=i];
+            let mean = w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64;
+            (x(finite[i].0 as f64), y(mean, lo, hi))
+        })
+        .collect();
+    s.push_str(&line(&smooth, "#08519c", 2.0));
+    let _ = write!(
+        s,
+        r##"<text x="{}" y="{}" fill="#08519c">loss ({SMOOTH}-step mean)</text>"##,
+        LEFT + 8.0,
+        TOP + 14.0
+    );
+
+    if !evals.is_empty() {
+        let elo = evals.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let ehi = evals.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+        let (elo, ehi) = if ehi - elo < 1e-6 {
+            (elo - 0.01, ehi + 0.01)
+        } else {
+            (elo, ehi)
+        };
+        let pts: Vec<(f64, f64)> = evals
+            .iter()
+            .map(|&(st, v)| (x(st as f64), y(v, elo, ehi)))
+            .collect();
+        s.push_str(&line(&pts, "#d95f02", 2.0));
+        for (px, py) in &pts {
+            let _ = write!(
+                s,
+                r##"<circle cx="{px:.1}" cy="{py:.1}" r="3" fill="#d95f02"/>"##
+            );
+        }
+        for k in [0.0, 1.0] {
+            let v = elo + (ehi - elo) * k;
+            let _ = write!(
+                s,
+                r##"<text x="{}" y="{}" fill="#d95f02">{:.4}</text>"##,
+                LEFT + pw + 4.0,
+                y(v, elo, ehi) + 4.0,
+                v
+            );
+        }
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="{}" fill="#d95f02" text-anchor="end">dev {}</text>"##,
+            LEFT + pw - 8.0,
+            TOP + 14.0,
+            escape(metric)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn escape(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_every_point_and_escapes_the_title() {
+        let losses: Vec<(u64, f64)> = (1..=50).map(|s| (s, 3.0 / s as f64)).collect();
+        let svg = loss_svg("a <b> & c", &losses, &[(25, 0.6), (50, 0.65)], "ndcg_at_10");
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("a &lt;b&gt; &amp; c"));
+        let raw = svg.split("<path d=\"").nth(2).unwrap();
+        let points = raw.split('"').next().unwrap().matches(['M', 'L']).count();
+        assert_eq!(points, 50);
+        assert_eq!(svg.matches("<circle").count(), 2);
+    }
+}

@@ -1,0 +1,244 @@
+//! The gradient of one batch: directly, or with GradCache when the batch is larger
+//! than what fits in memory with a graph.
+//!
+//! GradCache (Gao et al., 2021): embed the batch in mini-batches without keeping a
+//! graph, compute the loss and its gradient `G = ∂L/∂E` with respect to the embeddings,
+//! then re-run each mini-batch with a graph and back-propagate the surrogate `⟨E, G⟩`.
+//! The parameter gradients equal the full batch's (the forward is deterministic: no
+//! dropout), while memory holds one mini-batch's activations. Texts are sorted by
+//! length before they are cut into mini-batches, so each pads little.
+
+use std::collections::HashMap;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Result, Tensor, TensorId, Var};
+
+use crate::loss::{contrastive_loss, CellTable, LossConfig};
+
+/// Anything that turns token ids into embeddings `(texts, dim)` with a graph back to
+/// its parameters.
+pub trait Embed {
+    fn embed(&self, tokens: &[&[u32]]) -> Result<Tensor>;
+}
+
+impl Embed for sieve_encoder::Encoder {
+    fn embed(&self, tokens: &[&[u32]]) -> Result<Tensor> {
+        self.embed_tokens(tokens).map_err(|e| match e {
+            sieve_encoder::Error::Candle(c) => c,
+            other => candle_core::Error::Msg(other.to_string()),
+        })
+    }
+}
+
+/// A chunk is closed early when the next text is shorter than this fraction of the
+/// chunk's longest: past it, padding would cost more than a smaller matrix product.
+const MIN_FILL: f64 = 0.5;
+
+/// Indices of `tokens` longest first, cut into chunks of at most `chunk` texts, and
+/// also where lengths fall below [`MIN_FILL`] of the chunk's longest (short queries
+/// are never padded to a long document's length).
+fn length_chunks(tokens: &[&[u32]], chunk: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..tokens.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].len()));
+    let mut chunks: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    for i in order {
+        if let Some(&first) = current.first() {
+            let longest = tokens[first].len() as f64;
+            if current.len() >= chunk.max(1) || (tokens[i].len() as f64) < MIN_FILL * longest {
+                chunks.push(std::mem::take(&mut current));
+            }
+        }
+        current.push(i);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// Embeds `tokens` in length-sorted chunks and puts the rows back in input order;
+/// differentiable (`cat` and `index_select` have backwards). Sorting pays even with a
+/// graph: a long document no longer pads every short query to its length.
+pub fn embed_bucketed(model: &dyn Embed, tokens: &[&[u32]], chunk: usize) -> Result<Tensor> {
+    let chunks = length_chunks(tokens, chunk);
+    let mut parts = Vec::with_capacity(chunks.len());
+    for idx in &chunks {
+        let batch: Vec<&[u32]> = idx.iter().map(|&i| tokens[i]).collect();
+        parts.push(model.embed(&batch)?);
+    }
+    let sorted = Tensor::cat(&parts, 0)?;
+    let mut inverse = vec![0u32; tokens.len()];
+    for (pos, &i) in chunks.iter().flatten().enumerate() {
+        inverse[i] = pos as u32;
+    }
+    let inverse = Tensor::from_vec(inverse, tokens.len(), sorted.device())?;
+    sorted.index_select(&inverse, 0)
+}
+
+/// The loss of one batch and the gradients of `params`.
+pub struct BatchGrads {
+    pub loss: f64,
+    pub grads: ParamGrads,
+}
+
+/// Gradients of the trained parameters only, which can be summed across backward
+/// passes (candle's `GradStore` cannot be created empty outside candle).
+#[derive(Debug, Clone, Default)]
+pub struct ParamGrads(HashMap<TensorId, Tensor>);
+
+impl ParamGrads {
+    /// Keeps the parameters' gradients out of a backward pass's store.
+    pub fn from_store(mut all: GradStore, params: &[Var]) -> Self {
+        let mut kept = HashMap::with_capacity(params.len());
+        for p in params {
+            if let Some(g) = all.remove(p.as_tensor()) {
+                kept.insert(p.as_tensor().id(), g);
+            }
+        }
+        Self(kept)
+    }
+
+    /// Adds `other` in.
+    pub fn accumulate(&mut self, other: ParamGrads) -> Result<()> {
+        for (id, g) in other.0 {
+            let sum = match self.0.remove(&id) {
+                Some(old) => (old + g)?,
+                None => g,
+            };
+            self.0.insert(id, sum);
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
+        self.0.get(&t.id())
+    }
+
+    pub fn insert(&mut self, t: &Tensor, g: Tensor) {
+        self.0.insert(t.id(), g);
+    }
+
+    /// The global L2 norm of every gradient, in f64.
+    pub fn norm(&self) -> Result<f64> {
+        let mut sq = 0f64;
+        for g in self.0.values() {
+            sq += g
+                .to_dtype(candle_core::DType::F64)?
+                .sqr()?
+                .sum_all()?
+                .to_scalar::<f64>()?;
+        }
+        Ok(sq.sqrt())
+    }
+
+    /// Scales every gradient so that the global norm is at most `max_norm`, as
+    /// `torch.nn.utils.clip_grad_norm_` does; returns the norm before clipping.
+    pub fn clip(&mut self, max_norm: f64) -> Result<f64> {
+        let norm = self.norm()?;
+        if norm.is_finite() && norm > max_norm {
+            let factor = max_norm / (norm + 1e-6);
+            for g in self.0.values_mut() {
+                *g = (&*g * factor)?;
+            }
+        }
+        Ok(norm)
+    }
+}
+
+impl crate::optim::GradSource for ParamGrads {
+    fn grad(&self, t: &Tensor) -> Option<&Tensor> {
+        self.get(t)
+    }
+}
+
+/// How to run one batch.
+#[derive(Debug, Clone, Copy)]
+pub struct StepConfig {
+    pub loss: LossConfig,
+    /// Texts embedded together; with GradCache also the texts per graph.
+    pub mini_batch_size: usize,
+    /// Use GradCache: without it every text of the batch is in one graph.
+    pub grad_cache: bool,
+}
+
+/// Gradients of the batch loss for `queries` and `documents` (token ids; the first
+/// `queries.len()` documents are the positives) with respect to `params`.
+pub fn batch_gradients(
+    model: &dyn Embed,
+    params: &[Var],
+    queries: &[&[u32]],
+    documents: &[&[u32]],
+    table: &CellTable,
+    config: &StepConfig,
+) -> Result<BatchGrads> {
+    let mut texts: Vec<&[u32]> = Vec::with_capacity(queries.len() + documents.len());
+    texts.extend_from_slice(queries);
+    texts.extend_from_slice(documents);
+    let b = queries.len();
+    if !config.grad_cache {
+        let e = embed_bucketed(model, &texts, config.mini_batch_size)?;
+        let loss = contrastive_loss(
+            &e.narrow(0, 0, b)?,
+            &e.narrow(0, b, texts.len() - b)?,
+            table,
+            &config.loss,
+        )?;
+        let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        let all = loss.backward()?;
+        return Ok(BatchGrads {
+            loss: value,
+            grads: ParamGrads::from_store(all, params),
+        });
+    }
+
+    // 1. Embeddings without a graph, one mini-batch at a time.
+    let chunks = length_chunks(&texts, config.mini_batch_size);
+    let mut rows: Vec<Option<Tensor>> = vec![None; texts.len()];
+    for idx in &chunks {
+        let batch: Vec<&[u32]> = idx.iter().map(|&i| texts[i]).collect();
+        let e = model.embed(&batch)?.detach();
+        for (k, &i) in idx.iter().enumerate() {
+            rows[i] = Some(e.get(k)?);
+        }
+    }
+    let rows: Vec<Tensor> = rows
+        .into_iter()
+        .map(|r| {
+            r.ok_or_else(|| candle_core::Error::Msg("GradCache: a text was not embedded".into()))
+        })
+        .collect::<Result<_>>()?;
+    let e = Var::from_tensor(&Tensor::stack(&rows, 0)?)?;
+
+    // 2. The loss and its gradient with respect to the embeddings.
+    let et = e.as_tensor();
+    let loss = contrastive_loss(
+        &et.narrow(0, 0, b)?,
+        &et.narrow(0, b, texts.len() - b)?,
+        table,
+        &config.loss,
+    )?;
+    let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    let g = loss.backward()?.get(et).cloned().ok_or_else(|| {
+        candle_core::Error::Msg("GradCache: no gradient for the embeddings".into())
+    })?;
+    drop(loss);
+
+    // 3. Each mini-batch again, with a graph, back-propagating ⟨E, G⟩.
+    let mut total = ParamGrads::default();
+    for idx in &chunks {
+        let batch: Vec<&[u32]> = idx.iter().map(|&i| texts[i]).collect();
+        let ids = Tensor::from_vec(
+            idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            idx.len(),
+            g.device(),
+        )?;
+        let g_chunk = g.index_select(&ids, 0)?.detach();
+        let surrogate = (model.embed(&batch)? * g_chunk)?.sum_all()?;
+        total.accumulate(ParamGrads::from_store(surrogate.backward()?, params))?;
+    }
+    Ok(BatchGrads {
+        loss: value,
+        grads: total,
+    })
+}

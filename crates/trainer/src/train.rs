@@ -1,0 +1,652 @@
+//! The training loop: batches, gradients, clipping, AdamW, the schedule, metrics,
+//! evaluation and checkpoints.
+//!
+//! A run writes into one output directory:
+//!
+//! ```text
+//! OUT/                      the final model, sentence-transformers layout
+//! OUT/best/                 the best model by the dev metric (when evaluating)
+//! OUT/checkpoints/step-N/   model.safetensors, optimizer.safetensors, trainer_state.json
+//! OUT/metrics.jsonl         one line per step (loss, lr, grad norm, pairs/s) and per eval
+//! OUT/loss.svg              the loss curve (and dev metric), redrawn at every checkpoint
+//! OUT/train_config.json     the configuration the run was started with
+//! ```
+//!
+//! A checkpoint holds everything the run depends on: weights, AdamW moments and step,
+//! the position in the data (epoch, batch) and the seed. Batches are a pure function
+//! of `(seed, epoch)` and the forward has no dropout, so a run resumed from a
+//! checkpoint after `kill -9` takes exactly the steps the uninterrupted run took and
+//! ends at the same weights.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Tensor, Var};
+use serde::{Deserialize, Serialize};
+use sieve_encoder::{Encoder, LoadOptions};
+
+use crate::batch::{epoch_batches, Batch, MaskSources};
+use crate::data::TrainData;
+use crate::loss::{FalseNegativePolicy, LossConfig};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::schedule::{Decay, Schedule};
+use crate::step::{batch_gradients, Embed, StepConfig};
+use crate::{Error, Result};
+
+/// Most texts embedded in one forward when GradCache is off (chunks also break where
+/// lengths drop, see `step`): large enough for efficient matrix products.
+pub const DEFAULT_FORWARD_CHUNK: usize = 64;
+
+/// Training hyper-parameters; the `[train]` table of a pipeline config mirrors it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: u64,
+    /// Stop after this many optimiser steps (the schedule spans them).
+    pub max_steps: Option<u64>,
+    /// Queries per batch.
+    pub batch_size: usize,
+    /// GradCache: texts per graph. `None` puts the whole batch in one graph.
+    pub mini_batch_size: Option<usize>,
+    pub lr: f64,
+    pub warmup_ratio: f64,
+    pub schedule: Decay,
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (`None`: no clipping).
+    pub max_grad_norm: Option<f64>,
+    pub loss: LossConfig,
+    pub false_negatives: FalseNegativePolicy,
+    /// Mask (or count as positive) other qrels positives / answers to the same question.
+    pub mask_known: bool,
+    /// Mask (or count as positive) candidates the judge labeled relevant.
+    pub mask_judged: bool,
+    pub seed: u64,
+    /// Checkpoint every N steps (0: only at the end).
+    pub save_every: u64,
+    /// Complete checkpoints kept (older ones are deleted).
+    pub keep_checkpoints: usize,
+    /// Evaluate every N steps (0: only at the end, when an evaluator is given).
+    pub eval_every: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 1,
+            max_steps: None,
+            batch_size: 32,
+            mini_batch_size: None,
+            lr: 2e-5,
+            warmup_ratio: 0.1,
+            schedule: Decay::Linear,
+            weight_decay: 0.01,
+            max_grad_norm: Some(1.0),
+            loss: LossConfig::default(),
+            false_negatives: FalseNegativePolicy::Mask,
+            mask_known: true,
+            mask_judged: true,
+            seed: 42,
+            save_every: 500,
+            keep_checkpoints: 2,
+            eval_every: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The settings a resumed run must share with the run it resumes: anything that
+    /// changes which batches are seen or what a step computes.
+    fn trajectory_key(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            for k in ["save_every", "keep_checkpoints", "eval_every"] {
+                o.remove(k);
+            }
+        }
+        v
+    }
+}
+
+/// What a checkpoint records besides weights and optimiser state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimiser steps taken.
+    pub step: u64,
+    /// Epoch of the next batch.
+    pub epoch: u64,
+    /// Index of the next batch within its epoch.
+    pub batch: usize,
+    pub total_steps: u64,
+    /// Best dev metric so far and its step.
+    pub best: Option<(f64, u64)>,
+    pub config: TrainConfig,
+    /// Examples and texts in the data, to refuse resuming on other data.
+    pub data_examples: usize,
+    pub data_texts: usize,
+}
+
+/// One step's numbers, as logged.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepLog {
+    pub step: u64,
+    pub total_steps: u64,
+    pub epoch: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub pairs: usize,
+    pub pairs_per_s: f64,
+    pub seconds: f64,
+    /// (query, document) pairs masked or made positive by the judge / qrels.
+    pub false_negatives: usize,
+    /// Pairs excluded as identical texts.
+    pub identical: usize,
+}
+
+/// Callbacks from the loop: progress display and evaluation live with the caller.
+pub trait Hooks {
+    fn on_step(&mut self, _log: &StepLog) {}
+    /// A line for the user (checkpoint written, evaluation result, …).
+    fn on_message(&mut self, _message: &str) {}
+    /// Scores a snapshot of the model on dev data (higher is better); `None` when the
+    /// run has no dev data.
+    fn evaluate(&mut self, _encoder: &Encoder, _step: u64) -> Result<Option<f64>> {
+        Ok(None)
+    }
+    /// The metric's name, for logs and the plot.
+    fn metric_name(&self) -> &str {
+        "ndcg_at_10"
+    }
+}
+
+/// Hooks that do nothing.
+pub struct NoHooks;
+impl Hooks for NoHooks {}
+
+/// The summary of a finished run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub steps: u64,
+    pub final_loss: Option<f64>,
+    pub best: Option<(f64, u64)>,
+    pub seconds: f64,
+    pub pairs: usize,
+    pub false_negatives: usize,
+    pub resumed_from: Option<u64>,
+}
+
+/// A training run over one model and one dataset.
+pub struct Trainer {
+    encoder: Encoder,
+    opt: AdamW,
+    params: Vec<Var>,
+    data: TrainData,
+    tokens: Vec<Vec<u32>>,
+    config: TrainConfig,
+    out: PathBuf,
+    state: TrainState,
+    schedule: Schedule,
+    losses: Vec<(u64, f64)>,
+    evals: Vec<(u64, f64)>,
+    resumed_from: Option<u64>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.into(),
+        source,
+    }
+}
+
+fn ckpt_err(path: &Path, message: impl std::fmt::Display) -> Error {
+    Error::Checkpoint {
+        path: path.into(),
+        message: message.to_string(),
+    }
+}
+
+impl Trainer {
+    /// Loads `model_dir` with trainable weights and tokenises every text of `data`.
+    pub fn new(
+        model_dir: &Path,
+        load: &LoadOptions,
+        data: TrainData,
+        config: TrainConfig,
+        out: &Path,
+    ) -> Result<Self> {
+        if config.batch_size == 0 {
+            return Err(Error::Config("batch_size must be at least 1".into()));
+        }
+        if config.mini_batch_size == Some(0) {
+            return Err(Error::Config("mini_batch_size must be at least 1".into()));
+        }
+        let (encoder, varmap) = Encoder::load_trainable(model_dir, load)?;
+        // The optimiser holds every variable; the map itself is no longer needed.
+        let opt = AdamW::from_varmap(
+            &varmap,
+            AdamWConfig {
+                lr: config.lr,
+                weight_decay: config.weight_decay,
+                ..Default::default()
+            },
+        )?;
+        let params = opt.vars();
+        let refs: Vec<&str> = data.texts.iter().map(String::as_str).collect();
+        let tokens = encoder.tokenize(&refs)?;
+        let total_steps = total_steps(&data, &config);
+        let schedule = Schedule {
+            lr: config.lr,
+            warmup_steps: (config.warmup_ratio * total_steps as f64).ceil() as u64,
+            total_steps,
+            decay: config.schedule,
+        };
+        let state = TrainState {
+            step: 0,
+            epoch: 0,
+            batch: 0,
+            total_steps,
+            best: None,
+            config: config.clone(),
+            data_examples: data.examples.len(),
+            data_texts: data.texts.len(),
+        };
+        Ok(Self {
+            encoder,
+            opt,
+            params,
+            data,
+            tokens,
+            config,
+            out: out.to_path_buf(),
+            state,
+            schedule,
+            losses: Vec::new(),
+            evals: Vec::new(),
+            resumed_from: None,
+        })
+    }
+
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+    pub fn data(&self) -> &TrainData {
+        &self.data
+    }
+
+    fn checkpoints_dir(&self) -> PathBuf {
+        self.out.join("checkpoints")
+    }
+    fn metrics_path(&self) -> PathBuf {
+        self.out.join("metrics.jsonl")
+    }
+
+    /// Complete checkpoints (`step-N` directories; one being written has a dot
+    /// prefix), by step.
+    pub fn checkpoints(out: &Path) -> Result<Vec<(u64, PathBuf)>> {
+        let dir = out.join("checkpoints");
+        let mut found = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(found);
+        };
+        for entry in entries {
+            let entry = entry.map_err(io(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(n) = name
+                .strip_prefix("step-")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                if entry.path().join("trainer_state.json").exists() {
+                    found.push((n, entry.path()));
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// Restores the latest checkpoint in the output directory; `false` when there is
+    /// none (the run starts from the beginning).
+    pub fn resume(&mut self) -> Result<bool> {
+        let Some((step, dir)) = Self::checkpoints(&self.out)?.pop() else {
+            return Ok(false);
+        };
+        let state_path = dir.join("trainer_state.json");
+        let body = std::fs::read(&state_path).map_err(io(&state_path))?;
+        let state: TrainState =
+            serde_json::from_slice(&body).map_err(|e| ckpt_err(&state_path, e))?;
+        if state.config.trajectory_key() != self.config.trajectory_key() {
+            return Err(ckpt_err(
+                &state_path,
+                format!(
+                    "was written with other training settings; resume with the same ones or use another output directory\n  checkpoint: {}\n  now:        {}",
+                    state.config.trajectory_key(),
+                    self.config.trajectory_key()
+                ),
+            ));
+        }
+        if (state.data_examples, state.data_texts)
+            != (self.data.examples.len(), self.data.texts.len())
+        {
+            return Err(ckpt_err(
+                &state_path,
+                format!(
+                    "was trained on {} examples / {} texts, the data given now has {} / {}",
+                    state.data_examples,
+                    state.data_texts,
+                    self.data.examples.len(),
+                    self.data.texts.len()
+                ),
+            ));
+        }
+        let weights_path = dir.join("model.safetensors");
+        let weights = candle_core::safetensors::load(&weights_path, self.encoder.device())?;
+        for (name, var) in self.opt.named_vars() {
+            let t = weights
+                .get(name)
+                .ok_or_else(|| ckpt_err(&weights_path, format!("no tensor {name:?}")))?;
+            var.set(&t.to_dtype(var.dtype())?)?;
+        }
+        self.opt.load(&dir.join("optimizer.safetensors"))?;
+        if self.opt.step_count() != state.step {
+            return Err(ckpt_err(
+                &dir,
+                format!(
+                    "optimizer state is at step {}, trainer state at {}",
+                    self.opt.step_count(),
+                    state.step
+                ),
+            ));
+        }
+        self.state = state;
+        self.resumed_from = Some(step);
+        // Steps logged after the checkpoint will be taken again: drop them.
+        self.trim_metrics(step)?;
+        Ok(true)
+    }
+
+    /// Reads back the metrics log up to `step`, rewriting it without later lines.
+    fn trim_metrics(&mut self, step: u64) -> Result<()> {
+        let path = self.metrics_path();
+        let Ok(body) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let mut kept = String::new();
+        self.losses.clear();
+        self.evals.clear();
+        for line in body.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue; // a line cut by the crash
+            };
+            let s = v["step"].as_u64().unwrap_or(u64::MAX);
+            if s > step {
+                continue;
+            }
+            if let Some(l) = v["loss"].as_f64() {
+                self.losses.push((s, l));
+            }
+            if let Some(m) = v["eval"].as_f64() {
+                self.evals.push((s, m));
+            }
+            kept.push_str(line);
+            kept.push('\n');
+        }
+        let tmp = path.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, kept).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    fn append_metrics(&self, value: &serde_json::Value) -> Result<()> {
+        let path = self.metrics_path();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        writeln!(f, "{value}").map_err(io(&path))
+    }
+
+    /// The current weights by name, detached from the graph.
+    pub fn weights(&self) -> HashMap<String, Tensor> {
+        self.opt
+            .named_vars()
+            .map(|(n, v)| (n.to_string(), v.as_tensor().detach()))
+            .collect()
+    }
+
+    /// A frozen copy of the model being trained (shares storage; no graph).
+    pub fn snapshot(&self) -> Result<Encoder> {
+        Ok(self.encoder.with_weights(
+            self.weights(),
+            format!(
+                "{}+train-step-{}",
+                self.encoder.fingerprint(),
+                self.state.step
+            ),
+        )?)
+    }
+
+    /// Writes the current model in the sentence-transformers layout.
+    pub fn export(&self, dir: &Path) -> Result<()> {
+        Ok(sieve_encoder::export::export(
+            &self.encoder,
+            &self.weights(),
+            dir,
+        )?)
+    }
+
+    fn save_checkpoint(&self) -> Result<PathBuf> {
+        let root = self.checkpoints_dir();
+        std::fs::create_dir_all(&root).map_err(io(&root))?;
+        let name = format!("step-{}", self.state.step);
+        let final_dir = root.join(&name);
+        if final_dir.join("trainer_state.json").exists() {
+            return Ok(final_dir);
+        }
+        let tmp = root.join(format!(".{name}.tmp"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        candle_core::safetensors::save(&self.weights(), tmp.join("model.safetensors"))?;
+        self.opt.save(&tmp.join("optimizer.safetensors"))?;
+        let state_path = tmp.join("trainer_state.json");
+        let body = serde_json::to_vec_pretty(&self.state).map_err(|e| ckpt_err(&state_path, e))?;
+        std::fs::write(&state_path, body).map_err(io(&state_path))?;
+        sync_dir(&tmp);
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+        }
+        std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+        sync_dir(&root);
+        let all = Self::checkpoints(&self.out)?;
+        let excess = all
+            .len()
+            .saturating_sub(self.config.keep_checkpoints.max(1));
+        for (_, old) in all.into_iter().take(excess) {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        self.write_plot()?;
+        Ok(final_dir)
+    }
+
+    fn write_plot(&self) -> Result<()> {
+        let path = self.out.join("loss.svg");
+        let svg = crate::plot::loss_svg(
+            &format!("sieve train: {}", self.data.source),
+            &self.losses,
+            &self.evals,
+            "dev metric",
+        );
+        let tmp = path.with_extension("svg.tmp");
+        std::fs::write(&tmp, svg).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    fn evaluate(&mut self, hooks: &mut dyn Hooks) -> Result<()> {
+        let snapshot = self.snapshot()?;
+        let Some(metric) = hooks.evaluate(&snapshot, self.state.step)? else {
+            return Ok(());
+        };
+        drop(snapshot);
+        let step = self.state.step;
+        self.evals.push((step, metric));
+        self.append_metrics(&serde_json::json!({
+            "step": step, "eval": metric, "metric": hooks.metric_name(),
+        }))?;
+        let better = self.state.best.is_none_or(|(b, _)| metric > b);
+        if better {
+            self.state.best = Some((metric, step));
+            self.export(&self.out.join("best"))?;
+        }
+        hooks.on_message(&format!(
+            "step {step}: dev {} {metric:.5}{}",
+            hooks.metric_name(),
+            if better {
+                " (best so far; saved to best/)"
+            } else {
+                ""
+            }
+        ));
+        Ok(())
+    }
+
+    /// Trains to the end (or resumes to it), writing checkpoints, metrics and the
+    /// final model into the output directory.
+    pub fn run(&mut self, hooks: &mut dyn Hooks) -> Result<Summary> {
+        std::fs::create_dir_all(&self.out).map_err(io(&self.out))?;
+        if self.resumed_from.is_none() {
+            let cfg = self.out.join("train_config.json");
+            let body = serde_json::to_vec_pretty(&self.config).map_err(|e| ckpt_err(&cfg, e))?;
+            std::fs::write(&cfg, body).map_err(io(&cfg))?;
+            // A fresh run starts a fresh log.
+            let _ = std::fs::remove_file(self.metrics_path());
+        }
+        let start = Instant::now();
+        let sources = MaskSources {
+            known: self.config.mask_known,
+            judged: self.config.mask_judged,
+        };
+        let step_config = StepConfig {
+            loss: self.config.loss,
+            mini_batch_size: self.config.mini_batch_size.unwrap_or(DEFAULT_FORWARD_CHUNK),
+            grad_cache: self.config.mini_batch_size.is_some(),
+        };
+        let (mut pairs, mut false_negatives) = (0usize, 0usize);
+        let mut last_loss = None;
+        'epochs: while self.state.epoch < self.config.epochs {
+            let batches = epoch_batches(
+                &self.data,
+                self.config.batch_size,
+                self.config.seed,
+                self.state.epoch,
+            );
+            while self.state.batch < batches.len() {
+                if self.state.step >= self.state.total_steps {
+                    break 'epochs;
+                }
+                let t0 = Instant::now();
+                let batch = Batch::build(
+                    &self.data,
+                    &batches[self.state.batch],
+                    self.config.false_negatives,
+                    sources,
+                );
+                let q: Vec<&[u32]> = batch
+                    .queries
+                    .iter()
+                    .map(|&t| self.tokens[t as usize].as_slice())
+                    .collect();
+                let d: Vec<&[u32]> = batch
+                    .documents
+                    .iter()
+                    .map(|&t| self.tokens[t as usize].as_slice())
+                    .collect();
+                let lr = self.schedule.lr_at(self.state.step);
+                self.opt.set_lr(lr);
+                let model: &dyn Embed = &self.encoder;
+                let mut out =
+                    batch_gradients(model, &self.params, &q, &d, &batch.table, &step_config)?;
+                if !out.loss.is_finite() {
+                    return Err(Error::Diverged {
+                        step: self.state.step + 1,
+                        loss: out.loss,
+                    });
+                }
+                let grad_norm = match self.config.max_grad_norm {
+                    Some(max) => out.grads.clip(max)?,
+                    None => out.grads.norm()?,
+                };
+                self.opt.step(&out.grads)?;
+                drop(out.grads);
+                self.state.step += 1;
+                self.state.batch += 1;
+                let seconds = t0.elapsed().as_secs_f64();
+                let log = StepLog {
+                    step: self.state.step,
+                    total_steps: self.state.total_steps,
+                    epoch: self.state.epoch,
+                    loss: out.loss,
+                    lr,
+                    grad_norm,
+                    pairs: q.len(),
+                    pairs_per_s: q.len() as f64 / seconds,
+                    seconds,
+                    false_negatives: batch.false_negatives,
+                    identical: batch.identical,
+                };
+                pairs += q.len();
+                false_negatives += batch.false_negatives;
+                last_loss = Some(out.loss);
+                self.losses.push((log.step, log.loss));
+                self.append_metrics(
+                    &serde_json::to_value(&log).map_err(|e| Error::Config(e.to_string()))?,
+                )?;
+                hooks.on_step(&log);
+                let step = self.state.step;
+                let last = step >= self.state.total_steps;
+                if self.config.eval_every > 0 && step % self.config.eval_every == 0 && !last {
+                    self.evaluate(hooks)?;
+                }
+                if self.config.save_every > 0 && step % self.config.save_every == 0 && !last {
+                    let dir = self.save_checkpoint()?;
+                    hooks.on_message(&format!("checkpoint {}", dir.display()));
+                }
+            }
+            self.state.epoch += 1;
+            self.state.batch = 0;
+        }
+        self.evaluate(hooks)?;
+        let dir = self.save_checkpoint()?;
+        hooks.on_message(&format!("checkpoint {}", dir.display()));
+        self.export(&self.out)?;
+        Ok(Summary {
+            steps: self.state.step,
+            final_loss: last_loss,
+            best: self.state.best,
+            seconds: start.elapsed().as_secs_f64(),
+            pairs,
+            false_negatives,
+            resumed_from: self.resumed_from,
+        })
+    }
+}
+
+/// Steps the whole run takes: batches over every epoch, capped by `max_steps`.
+pub fn total_steps(data: &TrainData, config: &TrainConfig) -> u64 {
+    let per_epoch: u64 = (0..config.epochs)
+        .map(|e| epoch_batches(data, config.batch_size, config.seed, e).len() as u64)
+        .sum();
+    config.max_steps.map_or(per_epoch, |m| m.min(per_epoch))
+}
+
+/// Makes a rename durable (best effort: not every filesystem supports it).
+fn sync_dir(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}

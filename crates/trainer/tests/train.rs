@@ -1,0 +1,421 @@
+//! Training on a tiny random BERT (the real all-MiniLM-L6-v2 tokenizer, 2 layers of
+//! width 32): GradCache equals the full batch in f64, a run interrupted and resumed
+//! ends at the uninterrupted run's weights, and the exported directory loads back to
+//! the same embeddings.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use sieve_encoder::{Encoder, LoadOptions};
+use sieve_trainer::batch::{epoch_batches, Batch, MaskSources, SplitMix64};
+use sieve_trainer::data::{DataOptions, TrainData};
+use sieve_trainer::loss::{FalseNegativePolicy, LossConfig};
+use sieve_trainer::step::{batch_gradients, StepConfig};
+use sieve_trainer::train::{Hooks, NoHooks, StepLog, TrainConfig, Trainer};
+
+/// `SIEVE_TEST_MODEL`, else `models/all-MiniLM-L6-v2` at the workspace root (for its
+/// tokenizer).
+fn minilm() -> PathBuf {
+    std::env::var_os("SIEVE_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
+        })
+}
+
+/// A random 2-layer BERT in the sentence-transformers layout.
+fn tiny_model(dir: &Path) {
+    let (vocab, hidden, inter, layers, positions) =
+        (30522usize, 32usize, 64usize, 2usize, 128usize);
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    std::fs::copy(minilm().join("tokenizer.json"), dir.join("tokenizer.json"))
+        .expect("run scripts/fetch-model.sh first");
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::json!({
+            "vocab_size": vocab, "hidden_size": hidden, "num_hidden_layers": layers,
+            "num_attention_heads": 4, "intermediate_size": inter, "hidden_act": "gelu",
+            "max_position_embeddings": positions, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"word_embedding_dimension": 32, "pooling_mode_mean_tokens": true}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("modules.json"),
+        r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
+            {"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"},
+            {"idx":2,"name":"2","path":"2_Normalize","type":"sentence_transformers.models.Normalize"}]"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sentence_bert_config.json"),
+        r#"{"max_seq_length": 48}"#,
+    )
+    .unwrap();
+    let mut rng = SplitMix64(17);
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let mut rand = |shape: &[usize], name: &str| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| ((rng.next_u64() >> 11) as f32 / (1u64 << 53) as f32 - 0.5) * 0.1)
+            .collect();
+        tensors.insert(
+            name.into(),
+            Tensor::from_vec(v, shape, &Device::Cpu).unwrap(),
+        );
+    };
+    rand(&[vocab, hidden], "embeddings.word_embeddings.weight");
+    rand(
+        &[positions, hidden],
+        "embeddings.position_embeddings.weight",
+    );
+    rand(&[2, hidden], "embeddings.token_type_embeddings.weight");
+    for l in 0..layers {
+        let p = format!("encoder.layer.{l}");
+        for m in [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+        ] {
+            rand(&[hidden, hidden], &format!("{p}.{m}.weight"));
+            rand(&[hidden], &format!("{p}.{m}.bias"));
+        }
+        rand(&[inter, hidden], &format!("{p}.intermediate.dense.weight"));
+        rand(&[inter], &format!("{p}.intermediate.dense.bias"));
+        rand(&[hidden, inter], &format!("{p}.output.dense.weight"));
+        rand(&[hidden], &format!("{p}.output.dense.bias"));
+    }
+    // A tensor the forward never uses: export must carry it over unchanged.
+    rand(&[hidden, hidden], "pooler.dense.weight");
+    let mut names = vec!["embeddings.LayerNorm".to_string()];
+    for l in 0..layers {
+        names.push(format!("encoder.layer.{l}.attention.output.LayerNorm"));
+        names.push(format!("encoder.layer.{l}.output.LayerNorm"));
+    }
+    for n in names {
+        tensors.insert(
+            format!("{n}.weight"),
+            Tensor::ones(hidden, DType::F32, &Device::Cpu).unwrap(),
+        );
+        tensors.insert(
+            format!("{n}.bias"),
+            Tensor::zeros(hidden, DType::F32, &Device::Cpu).unwrap(),
+        );
+    }
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+}
+
+/// 30 pairs over 10 topics, with repeated questions and negatives.
+fn pairs_file(dir: &Path) -> PathBuf {
+    let words = [
+        "alpha", "beta", "gamma", "delta", "kappa", "sigma", "omega", "theta", "zeta", "iota",
+    ];
+    let mut lines = String::new();
+    for i in 0..30 {
+        let t = words[i % 10];
+        let q = if i % 7 == 0 {
+            format!("what is {t}?")
+        } else {
+            format!("question {i} about {t} and {}", words[(i * 3) % 10])
+        };
+        let p = format!(
+            "{t} is the answer number {i}, explained at some length with {} details",
+            words[(i + 1) % 10]
+        );
+        let n = format!("an unrelated passage {i} on {}", words[(i + 5) % 10]);
+        lines.push_str(&serde_json::json!({"query": q, "positive": p, "negative": n}).to_string());
+        lines.push('\n');
+    }
+    let path = dir.join("pairs.jsonl");
+    std::fs::write(&path, lines).unwrap();
+    path
+}
+
+#[test]
+fn grad_cache_gradients_equal_full_batch_in_f64() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let data = TrainData::from_pairs(&pairs_file(tmp.path()), &DataOptions::default()).unwrap();
+    let load = LoadOptions {
+        dtype: DType::F64,
+        ..Default::default()
+    };
+    let (encoder, varmap) = Encoder::load_trainable(&model, &load).unwrap();
+    let params: Vec<_> = varmap.all_vars();
+    let batches = epoch_batches(&data, 8, 3, 0);
+    let batch = Batch::build(
+        &data,
+        &batches[0],
+        FalseNegativePolicy::Mask,
+        MaskSources::default(),
+    );
+    let refs: Vec<&str> = data.texts.iter().map(String::as_str).collect();
+    let tokens = encoder.tokenize(&refs).unwrap();
+    let q: Vec<&[u32]> = batch
+        .queries
+        .iter()
+        .map(|&t| tokens[t as usize].as_slice())
+        .collect();
+    let d: Vec<&[u32]> = batch
+        .documents
+        .iter()
+        .map(|&t| tokens[t as usize].as_slice())
+        .collect();
+    let loss = LossConfig {
+        scale: 20.0,
+        symmetric: true,
+    };
+    let full = batch_gradients(
+        &encoder,
+        &params,
+        &q,
+        &d,
+        &batch.table,
+        &StepConfig {
+            loss,
+            mini_batch_size: 1000,
+            grad_cache: false,
+        },
+    )
+    .unwrap();
+    for mini in [1, 3, 7] {
+        let cached = batch_gradients(
+            &encoder,
+            &params,
+            &q,
+            &d,
+            &batch.table,
+            &StepConfig {
+                loss,
+                mini_batch_size: mini,
+                grad_cache: true,
+            },
+        )
+        .unwrap();
+        assert!(
+            (full.loss - cached.loss).abs() < 1e-12,
+            "loss {} vs {}",
+            full.loss,
+            cached.loss
+        );
+        let mut compared = 0;
+        for p in &params {
+            let (Some(a), Some(b)) = (
+                full.grads.get(p.as_tensor()),
+                cached.grads.get(p.as_tensor()),
+            ) else {
+                assert!(
+                    full.grads.get(p.as_tensor()).is_none()
+                        && cached.grads.get(p.as_tensor()).is_none()
+                );
+                continue;
+            };
+            let diff = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            let scale = a
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert!(
+                diff < 1e-6,
+                "mini-batch {mini}: gradient differs by {diff} (magnitude {scale})"
+            );
+            compared += 1;
+        }
+        // Every weight but the unused pooler has a gradient.
+        assert_eq!(compared, params.len() - 1, "mini-batch {mini}");
+    }
+}
+
+/// Simulates a crash: panics once the run reaches `at`.
+struct CrashAt(u64);
+impl Hooks for CrashAt {
+    fn on_step(&mut self, log: &StepLog) {
+        if log.step == self.0 {
+            panic!("simulated crash at step {}", log.step);
+        }
+    }
+}
+
+fn weights(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn resumed_run_ends_at_the_uninterrupted_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let pairs = pairs_file(tmp.path());
+    let config = TrainConfig {
+        epochs: 2,
+        batch_size: 8,
+        lr: 1e-3,
+        save_every: 3,
+        keep_checkpoints: 2,
+        ..Default::default()
+    };
+    let load = LoadOptions::default();
+    let data = || TrainData::from_pairs(&pairs, &DataOptions::default()).unwrap();
+
+    let straight = tmp.path().join("straight");
+    let mut t = Trainer::new(&model, &load, data(), config.clone(), &straight).unwrap();
+    let total = t.state().total_steps;
+    assert!(total >= 8, "{total} steps");
+    let summary = t.run(&mut NoHooks).unwrap();
+    assert_eq!(summary.steps, total);
+
+    let crashed = tmp.path().join("crashed");
+    let mut t = Trainer::new(&model, &load, data(), config.clone(), &crashed).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.run(&mut CrashAt(5))));
+    assert!(r.is_err(), "the run should have crashed");
+    drop(t);
+    // Checkpoint 3 exists; steps 4–5 are lost, as after kill -9.
+    let ckpts: Vec<u64> = Trainer::checkpoints(&crashed)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(ckpts, vec![3]);
+    let mut t = Trainer::new(&model, &load, data(), config.clone(), &crashed).unwrap();
+    assert!(t.resume().unwrap());
+    assert_eq!(t.state().step, 3);
+    let summary = t.run(&mut NoHooks).unwrap();
+    assert_eq!(summary.steps, total);
+    assert_eq!(summary.resumed_from, Some(3));
+
+    let a = weights(&straight.join("model.safetensors"));
+    let b = weights(&crashed.join("model.safetensors"));
+    let base = weights(&model.join("model.safetensors"));
+    assert_eq!(a.len(), b.len());
+    let mut moved = 0f32;
+    for (name, ta) in &a {
+        let tb = &b[name];
+        let diff = (ta - tb)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff <= 1e-6, "{name}: resumed run differs by {diff}");
+        let d0 = (ta - &base[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        moved = moved.max(d0);
+    }
+    assert!(
+        moved > 1e-4,
+        "training did not change the weights ({moved})"
+    );
+    // The unused pooler is exported unchanged.
+    let p = (&a["pooler.dense.weight"] - &base["pooler.dense.weight"])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(p, 0.0);
+
+    // The metrics log holds each step once, and the same losses.
+    let log = |dir: &Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()?)))
+            .collect()
+    };
+    let (la, lb) = (log(&straight), log(&crashed));
+    assert_eq!(
+        la.iter().map(|x| x.0).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+    assert_eq!(la.len(), lb.len());
+    for ((sa, xa), (sb, xb)) in la.iter().zip(&lb) {
+        assert_eq!(sa, sb);
+        assert!((xa - xb).abs() < 1e-6, "step {sa}: loss {xa} vs {xb}");
+    }
+    assert!(
+        la.last().unwrap().1 < la.first().unwrap().1,
+        "loss went down: {la:?}"
+    );
+    assert!(straight.join("loss.svg").exists());
+
+    // A different setting refuses to resume.
+    let other = TrainConfig { lr: 5e-4, ..config };
+    let mut t = Trainer::new(&model, &load, data(), other, &crashed).unwrap();
+    let err = t.resume().unwrap_err().to_string();
+    assert!(err.contains("other training settings"), "{err}");
+}
+
+#[test]
+fn export_loads_back_to_the_same_embeddings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let pairs = pairs_file(tmp.path());
+    let data = TrainData::from_pairs(&pairs, &DataOptions::default()).unwrap();
+    let config = TrainConfig {
+        max_steps: Some(2),
+        batch_size: 8,
+        lr: 1e-3,
+        save_every: 0,
+        ..Default::default()
+    };
+    let out = tmp.path().join("out");
+    let mut t = Trainer::new(&model, &LoadOptions::default(), data, config, &out).unwrap();
+    t.run(&mut NoHooks).unwrap();
+    let texts = [
+        "what is alpha?",
+        "a longer text about gamma and delta and other things",
+    ];
+    let want = t.snapshot().unwrap().encode(&texts, 8, &|_| {}).unwrap();
+    let loaded = Encoder::load_dir(&out, &LoadOptions::default()).unwrap();
+    let got = loaded.encode(&texts, 8, &|_| {}).unwrap();
+    for (a, b) in want.data.iter().zip(&got.data) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    let pooling: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("1_Pooling/config.json")).unwrap()).unwrap();
+    assert_eq!(pooling["pooling_mode"], "mean");
+    assert_eq!(pooling["pooling_mode_mean_tokens"], true);
+    let modules: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("modules.json")).unwrap()).unwrap();
+    assert_eq!(modules[2]["type"], "sentence_transformers.models.Normalize");
+    // The base model's embeddings differ: training moved them.
+    let base = Encoder::load_dir(&model, &LoadOptions::default())
+        .unwrap()
+        .encode(&texts, 8, &|_| {})
+        .unwrap();
+    assert!(base
+        .data
+        .iter()
+        .zip(&got.data)
+        .any(|(a, b)| (a - b).abs() > 1e-4));
+}

@@ -1,0 +1,394 @@
+//! End-to-end tests of `sieve judge` against a real llama-server (started by
+//! `scripts/llm-server.sh`; `scripts/test.sh` does that and sets
+//! `SIEVE_TEST_LLM_URL`). Without a server these tests say so and pass, unless
+//! `SIEVE_REQUIRE_LLM` is set, as it is in the test script and CI.
+//!
+//! A small proxy between sieve and the server records every request, so the tests
+//! can tell which pairs were sent, how often, and with which headers.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sieve_datasets::mined::{read_mined, write_mined, Candidate, MinedRow};
+use sieve_judge::cache::{pair_key, VerdictCache};
+use sieve_judge::prompt::{Template, DEFAULT_MAX_DOC_TOKENS};
+
+const SECRET: &str = "sk-test-0123456789-do-not-print";
+
+fn sieve() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sieve"))
+}
+
+/// The server's base URL (…/v1), or None (test skipped) when none is configured.
+fn server() -> Option<String> {
+    match std::env::var("SIEVE_TEST_LLM_URL") {
+        Ok(u) if !u.is_empty() => Some(u.trim_end_matches('/').to_string()),
+        _ => {
+            assert!(
+                std::env::var_os("SIEVE_REQUIRE_LLM").is_none(),
+                "SIEVE_REQUIRE_LLM is set but SIEVE_TEST_LLM_URL is not: start one with scripts/llm-server.sh"
+            );
+            eprintln!(
+                "SKIPPED: no judge server (run scripts/llm-server.sh and set SIEVE_TEST_LLM_URL)"
+            );
+            None
+        }
+    }
+}
+
+/// One request as the proxy saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    headers: String,
+    body: String,
+}
+
+/// A pass-through HTTP proxy: one request per connection, forwarded to
+/// `upstream` with `Connection: close`, recorded in `seen`.
+struct Proxy {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+fn proxy(upstream: &str) -> Proxy {
+    let authority = upstream
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let path_prefix = upstream
+        .trim_start_matches("http://")
+        .split_once('/')
+        .map(|(_, p)| format!("/{p}"))
+        .unwrap_or_default();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}{}", listener.local_addr().unwrap(), path_prefix);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let (log, authority) = (log.clone(), authority.clone());
+            std::thread::spawn(move || {
+                let _ = forward(conn, &authority, &log);
+            });
+        }
+    });
+    Proxy { url, seen }
+}
+
+fn forward(conn: TcpStream, authority: &str, log: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body)?;
+    log.lock().unwrap().push(Seen {
+        headers: head.clone(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+    let mut up = TcpStream::connect(authority)?;
+    let mut out = String::new();
+    for (i, line) in head.lines().enumerate() {
+        let lower = line.to_ascii_lowercase();
+        if i > 0 && (lower.starts_with("host:") || lower.starts_with("connection:")) {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!("Host: {authority}\r\nConnection: close\r\n\r\n"));
+    up.write_all(out.as_bytes())?;
+    up.write_all(&body)?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response)?;
+    let mut conn = conn;
+    conn.write_all(&response)?;
+    Ok(())
+}
+
+/// `n` pairs over a corpus where every document names its record number, so a
+/// request body tells which pair it is.
+fn write_fixture(dir: &Path, n: usize) -> (PathBuf, Vec<(String, String)>) {
+    const ANIMALS: [(&str, &str); 8] = [
+        ("camel", "deserts of North Africa and the Middle East"),
+        ("polar bear", "sea ice of the Arctic Ocean"),
+        ("koala", "eucalyptus forests of eastern Australia"),
+        ("penguin", "coasts of Antarctica"),
+        ("jaguar", "rainforests of the Amazon basin"),
+        ("yak", "high plateaus of Tibet"),
+        ("kiwi", "forests of New Zealand"),
+        ("bison", "grasslands of North America"),
+    ];
+    let mut corpus = String::new();
+    let mut texts = Vec::new();
+    for i in 0..n {
+        let (a, h) = ANIMALS[i % ANIMALS.len()];
+        let (b, _) = ANIMALS[(i / ANIMALS.len() + i + 1) % ANIMALS.len()];
+        let text =
+            format!("Record {i}. The {a} lives in the {h}. It is often compared with the {b}.");
+        corpus.push_str(
+            &serde_json::json!({"_id": format!("d{i}"), "title": "", "text": text}).to_string(),
+        );
+        corpus.push('\n');
+        texts.push(text);
+    }
+    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+    let per_query = 6;
+    let mut rows = Vec::new();
+    let mut pairs = Vec::new();
+    for (q, chunk) in (0..n).collect::<Vec<_>>().chunks(per_query).enumerate() {
+        let (a, _) = ANIMALS[q % ANIMALS.len()];
+        let query = format!("Where does the {a} live?");
+        let candidates = chunk
+            .iter()
+            .enumerate()
+            .map(|(r, &i)| {
+                pairs.push((query.clone(), texts[i].clone()));
+                Candidate {
+                    doc_id: format!("d{i}"),
+                    rank: r as u32 + 1,
+                    bm25: 1.0,
+                    dense: 0.5,
+                    source: if r % 2 == 0 { "bm25" } else { "dense" }.into(),
+                    bm25_rank: Some(r as u32 + 1),
+                    dense_rank: None,
+                    label: None,
+                    p_relevant: None,
+                }
+            })
+            .collect();
+        rows.push(MinedRow {
+            query_id: format!("q{q}"),
+            query,
+            positives: vec![],
+            candidates,
+            positive_hits: vec![],
+            dropped: vec![],
+        });
+    }
+    let mined = dir.join("mined.parquet");
+    let meta = BTreeMap::from([("sieve.corpus".to_string(), "corpus.jsonl".to_string())]);
+    write_mined(&mined, &rows, &meta).unwrap();
+    (mined, pairs)
+}
+
+/// Record numbers of the pairs in the requests seen.
+fn records(seen: &[Seen]) -> Vec<usize> {
+    seen.iter()
+        .filter(|s| s.headers.starts_with("POST"))
+        .map(|s| {
+            let i = s.body.find("Record ").expect("a pair in the body") + "Record ".len();
+            let digits: String = s.body[i..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().unwrap()
+        })
+        .collect()
+}
+
+fn judge_cmd(mined: &Path, out: &Path, cache: &Path, endpoint: &str) -> Command {
+    let mut c = sieve();
+    c.args(["judge", "--quiet", "--concurrency", "2"])
+        .arg("--mined")
+        .arg(mined)
+        .arg("--out")
+        .arg(out)
+        .arg("--cache")
+        .arg(cache)
+        .args(["--endpoint", endpoint])
+        .env("OPENAI_API_KEY", SECRET);
+    c
+}
+
+#[test]
+fn kill_9_midway_then_rerun_labels_every_pair_once_and_never_pays_twice() {
+    let Some(url) = server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let n = 36;
+    let (mined, pairs) = write_fixture(dir.path(), n);
+    let cache = dir.path().join("verdicts.log");
+    let out = dir.path().join("labeled.parquet");
+    let px = proxy(&url);
+
+    // Run 1: killed with SIGKILL once a third of the verdicts are stored.
+    let mut child = judge_cmd(&mined, &out, &cache, &px.url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(&cache)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if lines >= n / 3 {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "run 1 ended early");
+        assert!(start.elapsed() < Duration::from_secs(600), "run 1 too slow");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.exists(), "a killed run must not leave a labeled file");
+
+    // Keys of the verdicts that survived the kill (a torn last line is skipped).
+    let after_kill: std::collections::HashSet<String> = std::fs::read_to_string(&cache)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l.split('\t').next()?).ok()?;
+            Some(v["k"].as_str()?.to_string())
+        })
+        .collect();
+    let n_stored = after_kill.len();
+    assert!(n_stored >= n / 3 && n_stored < n, "{n_stored} stored");
+    let sent1 = records(&px.seen.lock().unwrap());
+    px.seen.lock().unwrap().clear();
+
+    // Run 2 finishes the job and pays only for what was not stored.
+    let o = judge_cmd(&mined, &out, &cache, &px.url).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{stderr}");
+    let seen2 = px.seen.lock().unwrap().clone();
+    let sent2 = records(&seen2);
+    // No --judge-model: sieve asked the server, and keyed the verdicts by its answer.
+    let (rows, meta) = read_mined(&out).unwrap();
+    let model = &meta["sieve.judge_model"];
+    assert!(!model.is_empty() && model != "judge", "{model}");
+    let template = Template::default_template();
+    let stored: Vec<bool> = pairs
+        .iter()
+        .map(|(q, d)| {
+            after_kill.contains(&pair_key(
+                model,
+                &template.hash,
+                DEFAULT_MAX_DOC_TOKENS,
+                q,
+                d,
+            ))
+        })
+        .collect();
+    assert_eq!(stored.iter().filter(|s| **s).count(), n_stored);
+    for r in &sent2 {
+        assert!(
+            !stored[*r],
+            "pair {r} was stored by run 1 and requested again"
+        );
+    }
+    let mut once = sent2.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), sent2.len(), "a pair was requested twice");
+    assert_eq!(sent2.len(), n - n_stored);
+    // Everything run 1 sent and did not store was in flight at the kill.
+    let lost = sent1.iter().filter(|r| !stored[**r]).count();
+    assert!(lost <= 2, "{lost} requests lost, concurrency is 2");
+    assert!(
+        stdout.contains(&format!("{n_stored} verdicts from the cache")),
+        "{stdout}"
+    );
+
+    // Every pair labeled exactly once.
+    let mut labeled: Vec<&str> = Vec::new();
+    for r in &rows {
+        for c in &r.candidates {
+            let label = c.label.as_deref().unwrap();
+            assert!(label == "relevant" || label == "irrelevant", "{label}");
+            let p = c.p_relevant.unwrap();
+            assert!((0.0..=1.0).contains(&p));
+            assert_eq!(label == "relevant", p >= 0.5);
+            labeled.push(&c.doc_id);
+        }
+    }
+    labeled.sort();
+    labeled.dedup();
+    assert_eq!(labeled.len(), n);
+    // (Dropped at once: the cache admits one writer at a time.)
+    assert_eq!(VerdictCache::open(&cache).unwrap().len(), n);
+    let lines = std::fs::read_to_string(&cache).unwrap().lines().count();
+    assert!(lines <= n + 1, "{lines} lines: verdicts stored twice");
+
+    // The key went to the server and nowhere else.
+    assert!(seen2
+        .iter()
+        .all(|s| s.headers.to_ascii_lowercase().contains(&format!(
+            "authorization: bearer {}",
+            SECRET.to_ascii_lowercase()
+        ))));
+    for text in [stdout.to_string(), stderr.to_string()] {
+        assert!(!text.contains(SECRET));
+    }
+    for f in [&cache, &out] {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()));
+    }
+    let help = sieve()
+        .args(["judge", "--help"])
+        .env("OPENAI_API_KEY", SECRET)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains(SECRET));
+
+    // Run 3: nothing left to pay for.
+    px.seen.lock().unwrap().clear();
+    let o = judge_cmd(&mined, &out, &cache, &px.url).output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(records(&px.seen.lock().unwrap()).len(), 0);
+}
+
+#[test]
+fn injected_instructions_rarely_flip_the_judge() {
+    let Some(url) = server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("injection.json");
+    let o = sieve()
+        .args(["judge", "injection", "--quiet", "--concurrency", "4"])
+        .args(["--endpoint", &url])
+        .arg("--cache")
+        .arg(dir.path().join("verdicts.log"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    eprintln!("{stdout}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let pairs = r["pairs"].as_u64().unwrap();
+    assert_eq!(
+        pairs,
+        r["clean"].as_u64().unwrap() * r["attacks"].as_array().unwrap().len() as u64
+    );
+    // The hardened default prompt: 3.1% on Qwen2.5-Coder-0.5B, 43.8% before.
+    let rate = r["flip_rate"].as_f64().unwrap();
+    assert!(rate <= 0.10, "flip rate {rate}\n{stdout}");
+}
