@@ -352,4 +352,80 @@ mod tests {
         assert!(data.examples[1].known.is_empty());
         assert_eq!(data.text(e2.positive), "a2");
     }
+
+    #[test]
+    fn labeled_parquet_gives_negatives_and_false_negatives() {
+        use sieve_datasets::mined::{write_mined, Candidate, MinedRow};
+        let dir = tempfile::tempdir().unwrap();
+        let mut corpus = String::new();
+        for (id, text) in [
+            ("d1", "pos"),
+            ("d2", "fn"),
+            ("d3", "neg a"),
+            ("d4", "neg b"),
+            ("d5", "err"),
+        ] {
+            corpus.push_str(&serde_json::json!({"_id": id, "title": "", "text": text}).to_string());
+            corpus.push('\n');
+        }
+        std::fs::write(dir.path().join("corpus.jsonl"), corpus).unwrap();
+        let cand = |id: &str, rank: u32, label: Option<&str>, p: Option<f32>| Candidate {
+            doc_id: id.into(),
+            rank,
+            bm25: 1.0,
+            dense: 0.5,
+            source: "both".into(),
+            bm25_rank: Some(rank),
+            dense_rank: None,
+            label: label.map(Into::into),
+            p_relevant: p,
+        };
+        let row = MinedRow {
+            query_id: "q1".into(),
+            query: "the query".into(),
+            positives: vec!["d1".into()],
+            candidates: vec![
+                cand("d4", 3, Some("irrelevant"), Some(0.1)),
+                cand("d2", 1, Some("relevant"), Some(0.9)),
+                cand("d3", 2, Some("irrelevant"), Some(0.4)),
+                cand("d5", 4, Some("error"), None),
+            ],
+            ..Default::default()
+        };
+        let path = dir.path().join("labeled.parquet");
+        let meta = [("sieve.corpus".to_string(), "corpus.jsonl".to_string())].into();
+        write_mined(&path, &[row], &meta).unwrap();
+        let opts = DataOptions {
+            num_negatives: 5,
+            ..Default::default()
+        };
+        let (data, stats) = TrainData::load(&path, &opts).unwrap();
+        assert_eq!(
+            stats,
+            LoadStats {
+                judged_relevant: 1,
+                judged_irrelevant: 2,
+                unjudged: 1
+            }
+        );
+        let e = &data.examples[0];
+        assert_eq!(data.text(e.positive), "pos");
+        let negs: Vec<&str> = e.negatives.iter().map(|&t| data.text(t)).collect();
+        assert_eq!(
+            negs,
+            vec!["neg a", "neg b"],
+            "best rank first; errors are not negatives"
+        );
+        let judged: Vec<&str> = e.judged.iter().map(|&t| data.text(t)).collect();
+        assert_eq!(judged, vec!["fn"]);
+        // Re-thresholding on p_relevant turns the 0.4 candidate into a false negative.
+        let opts = DataOptions {
+            num_negatives: 5,
+            judge_threshold: Some(0.35),
+            ..Default::default()
+        };
+        let (data, _) = TrainData::load(&path, &opts).unwrap();
+        assert_eq!(data.examples[0].judged.len(), 2);
+        assert_eq!(data.examples[0].negatives.len(), 1);
+    }
 }

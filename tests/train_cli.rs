@@ -1,0 +1,242 @@
+//! `sieve train` end to end with the real all-MiniLM-L6-v2: killed with -9 after a
+//! checkpoint and resumed, it ends at the weights of an uninterrupted run; the
+//! exported directory is a sentence-transformers model that `sieve eval` loads.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn sieve() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sieve"))
+}
+
+fn model_dir() -> PathBuf {
+    std::env::var_os("SIEVE_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2"))
+}
+
+fn pairs(dir: &Path) -> PathBuf {
+    let topics = [
+        "insulin",
+        "vitamin d",
+        "aspirin",
+        "malaria",
+        "asthma",
+        "statins",
+        "melanoma",
+        "zinc",
+        "sleep",
+        "caffeine",
+        "obesity",
+        "measles",
+    ];
+    let mut body = String::new();
+    for (i, t) in topics.iter().enumerate() {
+        for (k, (q, p)) in [
+            (
+                format!("does {t} help?"),
+                format!("A trial found that {t} helps in most patients."),
+            ),
+            (
+                format!("side effects of {t}"),
+                format!("Reported side effects of {t} include nausea."),
+            ),
+            (
+                format!("what is {t}"),
+                format!("{t} is studied in medicine; see review {i}."),
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let neg = format!(
+                "An unrelated note {k} on {}.",
+                topics[(i + 5) % topics.len()]
+            );
+            body.push_str(
+                &serde_json::json!({"query": q, "positive": p, "negative": neg}).to_string(),
+            );
+            body.push('\n');
+        }
+    }
+    let path = dir.join("pairs.jsonl");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn train(data: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = sieve();
+    cmd.args(["train", "--quiet", "--model"])
+        .arg(model_dir())
+        .arg("--data")
+        .arg(data)
+        .arg("--output")
+        .arg(out)
+        .args([
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "8",
+            "--save-every",
+            "2",
+            "--lr",
+            "1e-4",
+        ])
+        .args(["--keep-checkpoints", "10"])
+        .args(extra);
+    cmd
+}
+
+/// Tensor name → raw little-endian f32 values.
+fn tensors(path: &Path) -> HashMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let v = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (name, v)
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_and_resume_reach_the_uninterrupted_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = pairs(tmp.path());
+
+    let straight = tmp.path().join("straight");
+    let st = train(&data, &straight, &[]).output().unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&st.stdout);
+    assert!(stdout.contains("trained 8 steps"), "{stdout}");
+
+    // Killed with -9 as soon as the step-2 checkpoint exists.
+    let crashed = tmp.path().join("crashed");
+    let mut child = train(&data, &crashed, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !crashed
+        .join("checkpoints/step-2/trainer_state.json")
+        .exists()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !crashed.join("checkpoints/step-8").exists(),
+        "the run finished before it was killed: the test proves nothing"
+    );
+
+    // Without --resume the directory is refused rather than overwritten.
+    let st = train(&data, &crashed, &[]).output().unwrap();
+    assert!(!st.status.success());
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(err.contains("--resume"), "{err}");
+
+    let st = train(&data, &crashed, &["--resume"]).output().unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(err.contains("resuming from step"), "{err}");
+
+    let a = tensors(&straight.join("model.safetensors"));
+    let b = tensors(&crashed.join("model.safetensors"));
+    let base = tensors(&model_dir().join("model.safetensors"));
+    assert_eq!(a.len(), b.len());
+    let (mut worst, mut moved) = (0f32, 0f32);
+    for (name, va) in &a {
+        for ((x, y), z) in va.iter().zip(&b[name]).zip(&base[name]) {
+            worst = worst.max((x - y).abs());
+            moved = moved.max((x - z).abs());
+        }
+    }
+    assert!(worst <= 1e-6, "resumed weights differ by {worst}");
+    assert!(moved > 1e-5, "training did not move the weights ({moved})");
+
+    // The export is a sentence-transformers directory sieve evaluates.
+    for f in [
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+        "tokenizer.json",
+    ] {
+        assert!(straight.join(f).exists(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(straight.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics.lines().filter(|l| l.contains("\"loss\"")).count(),
+        8
+    );
+    assert!(straight.join("loss.svg").exists());
+    let res = tmp.path().join("results");
+    let st = sieve()
+        .args(["eval", "--quiet", "--no-cache", "--model"])
+        .arg(&straight)
+        .arg("--dataset")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-beir"))
+        .arg("--output-dir")
+        .arg(&res)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
+#[test]
+fn bad_data_names_the_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("bad.jsonl");
+    std::fs::write(
+        &data,
+        "{\"query\": \"q\", \"positive\": \"p\"}\n{\"query\": 3}\n",
+    )
+    .unwrap();
+    let st = train(&data, &tmp.path().join("out"), &[]).output().unwrap();
+    assert!(!st.status.success());
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(err.contains("bad.jsonl") && err.contains('2'), "{err}");
+}
+
+#[test]
+fn help_explains_the_false_negative_policy() {
+    let st = sieve().args(["train", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&st.stdout);
+    for word in [
+        "--false-negatives",
+        "--mini-batch-size",
+        "--resume",
+        "GradCache",
+        "sentence-transformers",
+    ] {
+        assert!(help.contains(word), "{word} missing from --help");
+    }
+}
