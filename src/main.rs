@@ -17,6 +17,7 @@ mod eval_cmd;
 mod judge_cmd;
 mod mine_cmd;
 mod model_args;
+mod pipeline_cmd;
 mod train_cmd;
 
 /// Train text-embedding models on checked negatives.
@@ -44,6 +45,7 @@ enum Command {
     Merge(mine_cmd::MergeArgs),
     Judge(Box<judge_cmd::JudgeArgs>),
     Train(Box<train_cmd::TrainArgs>),
+    Pipeline(pipeline_cmd::PipelineArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -132,6 +134,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Merge(args) => mine_cmd::merge(&args),
         Command::Judge(args) => judge_cmd::run(&args),
         Command::Train(args) => train_cmd::run(&args),
+        Command::Pipeline(args) => pipeline_cmd::run(&args),
     }
 }
 

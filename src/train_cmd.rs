@@ -9,7 +9,7 @@ use sieve_eval::EvalOptions;
 use sieve_trainer::data::{DataOptions, TrainData};
 use sieve_trainer::loss::{FalseNegativePolicy, LossConfig};
 use sieve_trainer::schedule::Decay;
-use sieve_trainer::train::{Hooks, StepLog, TrainConfig, Trainer};
+use sieve_trainer::train::{Hooks, Objective, StepLog, TrainConfig, Trainer};
 
 /// Fine-tune an embedding model with an in-batch (or GradCache large-batch) softmax
 /// whose false negatives are masked.
@@ -134,6 +134,23 @@ pub struct TrainArgs {
     #[arg(long)]
     pub judge_threshold: Option<f32>,
 
+    /// in-batch: each query against the batch's documents (sentence-transformers'
+    /// MNRL). exact: each query against the whole corpus, from a table of corpus
+    /// embeddings refreshed every --refresh-every steps; affordable because the judge
+    /// removed the false negatives such a denominator is full of.
+    #[arg(long, default_value = "in-batch")]
+    pub objective: Objective,
+
+    /// Exact softmax: re-embed the whole corpus every N steps (0: only at the start;
+    /// the batch's documents are written back into the table after every step).
+    #[arg(long, default_value_t = 0)]
+    pub refresh_every: u64,
+
+    /// Cache of the first corpus table (the base model's embeddings), shared with
+    /// `sieve eval` (default: $SIEVE_CACHE_DIR, $XDG_CACHE_HOME/sieve or ~/.cache/sieve).
+    #[arg(long, env = "SIEVE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
     /// Hard negatives per example (the best-ranked), from the pair file's negative
     /// columns or the judge's irrelevant candidates.
     #[arg(long, default_value_t = 1)]
@@ -207,6 +224,8 @@ impl TrainArgs {
             save_every: self.save_every,
             keep_checkpoints: self.keep_checkpoints,
             eval_every: self.eval_every,
+            objective: self.objective,
+            refresh_every: self.refresh_every,
         })
     }
 }
@@ -259,8 +278,13 @@ impl Hooks for CliHooks {
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
-    crate::ensure_positive("batch-size", args.batch_size)?;
-    let config = args.config()?;
+    train(args, args.config()?)
+}
+
+/// Trains with `config` (from the command line or a pipeline file); `args` says where
+/// the model, data and output are.
+pub fn train(args: &TrainArgs, config: TrainConfig) -> Result<()> {
+    crate::ensure_positive("batch-size", config.batch_size)?;
     let model_dir = sieve_encoder::hub::resolve(&args.model)
         .with_context(|| format!("finding model {}", args.model))?;
     let (data, stats) = TrainData::load(
@@ -315,6 +339,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     let mut trainer = Trainer::new(&model_dir, &load, data, config, &args.output)
         .with_context(|| format!("preparing to train {}", model_dir.display()))?;
+    trainer.set_cache_dir(Some(
+        args.cache_dir
+            .clone()
+            .unwrap_or_else(sieve_eval::cache::default_cache_dir),
+    ));
     if args.resume {
         if trainer.resume()? {
             eprintln!(

@@ -35,6 +35,9 @@ pub struct Example {
 pub struct TrainData {
     pub texts: Vec<String>,
     pub examples: Vec<Example>,
+    /// The documents of the exact softmax's denominator, each text once: the whole
+    /// corpus for BEIR and labeled input, every positive and negative for pair files.
+    pub corpus: Vec<TextId>,
     /// Where the data came from, for logs and checkpoints.
     pub source: String,
     index: HashMap<String, TextId>,
@@ -94,12 +97,26 @@ impl TrainData {
             .enumerate()
             .map(|(i, t)| (t.clone(), i as TextId))
             .collect();
-        Self {
+        let mut data = Self {
             texts,
             examples,
             source,
             index,
-        }
+            corpus: Vec::new(),
+        };
+        data.corpus_from_examples();
+        data
+    }
+
+    /// Every positive and negative, once, in order of first appearance.
+    fn corpus_from_examples(&mut self) {
+        let mut seen = std::collections::HashSet::new();
+        self.corpus = self
+            .examples
+            .iter()
+            .flat_map(|e| std::iter::once(e.positive).chain(e.negatives.iter().copied()))
+            .filter(|t| seen.insert(*t))
+            .collect();
     }
 
     pub fn text(&self, id: TextId) -> &str {
@@ -160,6 +177,7 @@ impl TrainData {
             e.known = others(&by_query[&e.query], e.positive);
         }
         data.examples = examples;
+        data.corpus_from_examples();
         Ok(data)
     }
 
@@ -177,6 +195,13 @@ impl TrainData {
             source: format!("{} ({})", dir.display(), opts.split),
             ..Default::default()
         };
+        let mut seen = std::collections::HashSet::new();
+        for d in &ds.corpus {
+            let t = data.intern(&d.full_text());
+            if seen.insert(t) {
+                data.corpus.push(t);
+            }
+        }
         for q in &ds.queries {
             let Some(rels) = ds.qrels.get(&q.id) else {
                 continue;
@@ -250,6 +275,13 @@ impl TrainData {
             source: path.display().to_string(),
             ..Default::default()
         };
+        let mut seen = std::collections::HashSet::new();
+        for d in &corpus {
+            let t = data.intern(&docs[d.id.as_str()]);
+            if seen.insert(t) {
+                data.corpus.push(t);
+            }
+        }
         let mut stats = LoadStats::default();
         for row in &rows {
             let query = data.intern(&row.query);

@@ -31,6 +31,7 @@
 pub mod batch;
 pub mod data;
 mod error;
+pub mod exact;
 pub mod loss;
 pub mod optim;
 pub mod plot;

@@ -80,6 +80,9 @@ pub fn embed_bucketed(model: &dyn Embed, tokens: &[&[u32]], chunk: usize) -> Res
 pub struct BatchGrads {
     pub loss: f64,
     pub grads: ParamGrads,
+    /// The documents' embeddings before the update (the exact softmax writes them back
+    /// into its table).
+    pub documents: Tensor,
 }
 
 /// Gradients of the trained parameters only, which can be summed across backward
@@ -162,7 +165,7 @@ pub struct StepConfig {
     pub grad_cache: bool,
 }
 
-/// Gradients of the batch loss for `queries` and `documents` (token ids; the first
+/// Gradients of the in-batch loss for `queries` and `documents` (token ids; the first
 /// `queries.len()` documents are the positives) with respect to `params`.
 pub fn batch_gradients(
     model: &dyn Embed,
@@ -172,23 +175,34 @@ pub fn batch_gradients(
     table: &CellTable,
     config: &StepConfig,
 ) -> Result<BatchGrads> {
+    let loss = |q: &Tensor, d: &Tensor| contrastive_loss(q, d, table, &config.loss);
+    gradients_with(model, params, queries, documents, &loss, config)
+}
+
+/// Gradients of any loss of (query embeddings, document embeddings), directly or
+/// with GradCache; the loss is evaluated once on the whole batch either way.
+pub fn gradients_with(
+    model: &dyn Embed,
+    params: &[Var],
+    queries: &[&[u32]],
+    documents: &[&[u32]],
+    loss_fn: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    config: &StepConfig,
+) -> Result<BatchGrads> {
     let mut texts: Vec<&[u32]> = Vec::with_capacity(queries.len() + documents.len());
     texts.extend_from_slice(queries);
     texts.extend_from_slice(documents);
     let b = queries.len();
     if !config.grad_cache {
         let e = embed_bucketed(model, &texts, config.mini_batch_size)?;
-        let loss = contrastive_loss(
-            &e.narrow(0, 0, b)?,
-            &e.narrow(0, b, texts.len() - b)?,
-            table,
-            &config.loss,
-        )?;
+        let docs = e.narrow(0, b, texts.len() - b)?;
+        let loss = loss_fn(&e.narrow(0, 0, b)?, &docs)?;
         let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
         let all = loss.backward()?;
         return Ok(BatchGrads {
             loss: value,
             grads: ParamGrads::from_store(all, params),
+            documents: docs.detach(),
         });
     }
 
@@ -212,12 +226,7 @@ pub fn batch_gradients(
 
     // 2. The loss and its gradient with respect to the embeddings.
     let et = e.as_tensor();
-    let loss = contrastive_loss(
-        &et.narrow(0, 0, b)?,
-        &et.narrow(0, b, texts.len() - b)?,
-        table,
-        &config.loss,
-    )?;
+    let loss = loss_fn(&et.narrow(0, 0, b)?, &et.narrow(0, b, texts.len() - b)?)?;
     let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
     let g = loss.backward()?.get(et).cloned().ok_or_else(|| {
         candle_core::Error::Msg("GradCache: no gradient for the embeddings".into())
@@ -240,5 +249,6 @@ pub fn batch_gradients(
     Ok(BatchGrads {
         loss: value,
         grads: total,
+        documents: et.narrow(0, b, texts.len() - b)?.detach(),
     })
 }

@@ -28,16 +28,39 @@ use serde::{Deserialize, Serialize};
 use sieve_encoder::{Encoder, LoadOptions};
 
 use crate::batch::{epoch_batches, Batch, MaskSources};
-use crate::data::TrainData;
+use crate::data::{TextId, TrainData};
+use crate::exact::{exact_loss, CorpusTable, ExactBatch};
 use crate::loss::{FalseNegativePolicy, LossConfig};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::schedule::{Decay, Schedule};
-use crate::step::{batch_gradients, Embed, StepConfig};
+use crate::step::{batch_gradients, gradients_with, Embed, StepConfig};
 use crate::{Error, Result};
 
 /// Most texts embedded in one forward when GradCache is off (chunks also break where
 /// lengths drop, see `step`): large enough for efficient matrix products.
 pub const DEFAULT_FORWARD_CHUNK: usize = 64;
+
+/// Which softmax the queries are trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// Every document of the batch (sentence-transformers' MNRL).
+    #[default]
+    InBatch,
+    /// Every document of the corpus, from a table of embeddings (see [`crate::exact`]).
+    Exact,
+}
+
+impl std::str::FromStr for Objective {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "in-batch" => Ok(Self::InBatch),
+            "exact" => Ok(Self::Exact),
+            other => Err(format!("unknown objective {other:?} (in-batch, exact)")),
+        }
+    }
+}
 
 /// Training hyper-parameters; the `[train]` table of a pipeline config mirrors it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +92,10 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Evaluate every N steps (0: only at the end, when an evaluator is given).
     pub eval_every: u64,
+    pub objective: Objective,
+    /// Exact softmax: re-embed the whole corpus every N steps (0: only at the start;
+    /// between refreshes each batch's documents are written back).
+    pub refresh_every: u64,
 }
 
 impl Default for TrainConfig {
@@ -91,6 +118,8 @@ impl Default for TrainConfig {
             save_every: 500,
             keep_checkpoints: 2,
             eval_every: 0,
+            objective: Objective::InBatch,
+            refresh_every: 0,
         }
     }
 }
@@ -191,6 +220,12 @@ pub struct Trainer {
     losses: Vec<(u64, f64)>,
     evals: Vec<(u64, f64)>,
     resumed_from: Option<u64>,
+    /// Exact softmax: the corpus table, the step it was last fully refreshed at, and
+    /// each corpus text's row.
+    table: Option<CorpusTable>,
+    table_refreshed: u64,
+    corpus_pos: HashMap<TextId, usize>,
+    cache_dir: Option<PathBuf>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -222,6 +257,11 @@ impl Trainer {
         if config.mini_batch_size == Some(0) {
             return Err(Error::Config("mini_batch_size must be at least 1".into()));
         }
+        if config.objective == Objective::Exact && config.loss.symmetric {
+            return Err(Error::Config(
+                "the exact softmax has no symmetric (document→query) term".into(),
+            ));
+        }
         let (encoder, varmap) = Encoder::load_trainable(model_dir, load)?;
         // The optimiser holds every variable; the map itself is no longer needed.
         let opt = AdamW::from_varmap(
@@ -236,6 +276,12 @@ impl Trainer {
         let refs: Vec<&str> = data.texts.iter().map(String::as_str).collect();
         let tokens = encoder.tokenize(&refs)?;
         let total_steps = total_steps(&data, &config);
+        let corpus_pos: HashMap<TextId, usize> = data
+            .corpus
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t, i))
+            .collect();
         let schedule = Schedule {
             lr: config.lr,
             warmup_steps: (config.warmup_ratio * total_steps as f64).ceil() as u64,
@@ -265,7 +311,16 @@ impl Trainer {
             losses: Vec::new(),
             evals: Vec::new(),
             resumed_from: None,
+            table: None,
+            table_refreshed: 0,
+            corpus_pos,
+            cache_dir: None,
         })
+    }
+
+    /// Where the first corpus table (the base model's embeddings) is cached between runs.
+    pub fn set_cache_dir(&mut self, dir: Option<PathBuf>) {
+        self.cache_dir = dir;
     }
 
     pub fn state(&self) -> &TrainState {
@@ -362,6 +417,19 @@ impl Trainer {
                 ),
             ));
         }
+        let table_path = dir.join("table.safetensors");
+        if table_path.exists() {
+            let t = candle_core::safetensors::load(&table_path, &candle_core::Device::Cpu)?;
+            let (Some(table), Some(refreshed)) = (t.get("table"), t.get("refreshed")) else {
+                return Err(ckpt_err(&table_path, "no `table` / `refreshed` tensor"));
+            };
+            let (_, dim) = table.dims2()?;
+            self.table = Some(CorpusTable {
+                data: table.flatten_all()?.to_vec1::<f32>()?,
+                dim,
+            });
+            self.table_refreshed = refreshed.to_vec1::<i64>()?.first().copied().unwrap_or(0) as u64;
+        }
         self.state = state;
         self.resumed_from = Some(step);
         // Steps logged after the checkpoint will be taken again: drop them.
@@ -454,6 +522,21 @@ impl Trainer {
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
         candle_core::safetensors::save(&self.weights(), tmp.join("model.safetensors"))?;
         self.opt.save(&tmp.join("optimizer.safetensors"))?;
+        if let Some(table) = &self.table {
+            let t = Tensor::from_slice(
+                &table.data,
+                (table.len(), table.dim),
+                &candle_core::Device::Cpu,
+            )?;
+            let refreshed = Tensor::new(&[self.table_refreshed as i64], &candle_core::Device::Cpu)?;
+            candle_core::safetensors::save(
+                &HashMap::from([
+                    ("table".to_string(), t),
+                    ("refreshed".to_string(), refreshed),
+                ]),
+                tmp.join("table.safetensors"),
+            )?;
+        }
         let state_path = tmp.join("trainer_state.json");
         let body = serde_json::to_vec_pretty(&self.state).map_err(|e| ckpt_err(&state_path, e))?;
         std::fs::write(&state_path, body).map_err(io(&state_path))?;
@@ -485,6 +568,105 @@ impl Trainer {
         let tmp = path.with_extension("svg.tmp");
         std::fs::write(&tmp, svg).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    /// Embeds the whole corpus with the current weights when the table is missing or
+    /// due for its refresh.
+    fn ensure_table(&mut self, hooks: &mut dyn Hooks) -> Result<()> {
+        let due = match &self.table {
+            None => true,
+            Some(_) => {
+                self.config.refresh_every > 0
+                    && self.state.step >= self.table_refreshed + self.config.refresh_every
+            }
+        };
+        if !due {
+            return Ok(());
+        }
+        hooks.on_message(&format!(
+            "embedding the corpus ({} documents) for the exact softmax at step {}",
+            self.data.corpus.len(),
+            self.state.step
+        ));
+        let t0 = Instant::now();
+        let snapshot = self.snapshot()?;
+        let texts: Vec<&str> = self
+            .data
+            .corpus
+            .iter()
+            .map(|&t| self.data.text(t))
+            .collect();
+        let cache = self
+            .cache_dir
+            .as_deref()
+            .map(sieve_encoder::cache::EmbeddingCache::new);
+        let emb =
+            sieve_encoder::cache::encode_cached(&snapshot, &texts, 64, cache.as_ref(), &|_| {})?;
+        self.table = Some(CorpusTable::new(emb, snapshot.dim()));
+        self.table_refreshed = self.state.step;
+        hooks.on_message(&format!(
+            "corpus embedded in {:.1}s",
+            t0.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    /// The exact softmax's view of a batch: fresh rows (positives, then negatives),
+    /// numerator and excluded corpus rows per query, and how many (query, document)
+    /// pairs the false-negative policy touched across the whole corpus.
+    fn exact_batch(&self, batch: &Batch, indices: &[usize]) -> Result<(ExactBatch, usize)> {
+        let pos = |t: TextId| {
+            self.corpus_pos.get(&t).copied().ok_or_else(|| {
+                Error::Data(format!(
+                    "document {:?} is not in the corpus",
+                    self.data.text(t)
+                ))
+            })
+        };
+        let fresh = batch
+            .documents
+            .iter()
+            .map(|&t| pos(t))
+            .collect::<Result<Vec<_>>>()?;
+        let (mut positives, mut excluded, mut touched) = (Vec::new(), Vec::new(), 0);
+        for &i in indices {
+            let e = &self.data.examples[i];
+            let mut p = vec![pos(e.positive)?];
+            let mut x = Vec::new();
+            if let Some(&q) = self.corpus_pos.get(&e.query) {
+                x.push(q); // the query's own text as a document: identical, never a negative
+            }
+            let mut related: Vec<TextId> = Vec::new();
+            if self.config.mask_known {
+                related.extend(&e.known);
+            }
+            if self.config.mask_judged {
+                related.extend(&e.judged);
+            }
+            related.sort_unstable();
+            related.dedup();
+            for t in related {
+                let Some(&r) = self.corpus_pos.get(&t) else {
+                    continue;
+                };
+                match self.config.false_negatives {
+                    FalseNegativePolicy::Mask => x.push(r),
+                    FalseNegativePolicy::Positive => p.push(r),
+                    FalseNegativePolicy::None => continue,
+                }
+                touched += 1;
+            }
+            positives.push(p);
+            excluded.push(x);
+        }
+        Ok((
+            ExactBatch {
+                fresh,
+                positives,
+                excluded,
+            },
+            touched,
+        ))
     }
 
     fn evaluate(&mut self, hooks: &mut dyn Hooks) -> Result<()> {
@@ -549,6 +731,9 @@ impl Trainer {
                 if self.state.step >= self.state.total_steps {
                     break 'epochs;
                 }
+                if self.config.objective == Objective::Exact {
+                    self.ensure_table(hooks)?;
+                }
                 let t0 = Instant::now();
                 let batch = Batch::build(
                     &self.data,
@@ -568,9 +753,43 @@ impl Trainer {
                     .collect();
                 let lr = self.schedule.lr_at(self.state.step);
                 self.opt.set_lr(lr);
-                let model: &dyn Embed = &self.encoder;
-                let mut out =
-                    batch_gradients(model, &self.params, &q, &d, &batch.table, &step_config)?;
+                let indices = &batches[self.state.batch];
+                let (mut out, touched) = match self.config.objective {
+                    Objective::InBatch => {
+                        let model: &dyn Embed = &self.encoder;
+                        let out = batch_gradients(
+                            model,
+                            &self.params,
+                            &q,
+                            &d,
+                            &batch.table,
+                            &step_config,
+                        )?;
+                        (out, batch.false_negatives)
+                    }
+                    Objective::Exact => {
+                        let (eb, touched) = self.exact_batch(&batch, indices)?;
+                        let table = self
+                            .table
+                            .as_ref()
+                            .ok_or_else(|| Error::Config("no corpus table".into()))?;
+                        let scale = self.config.loss.scale;
+                        let loss = |qe: &Tensor, de: &Tensor| {
+                            exact_loss(qe, de, &eb, table, scale, crate::exact::DEFAULT_CHUNK)
+                        };
+                        let model: &dyn Embed = &self.encoder;
+                        let out = gradients_with(model, &self.params, &q, &d, &loss, &step_config)?;
+                        let rows = out
+                            .documents
+                            .to_dtype(candle_core::DType::F32)?
+                            .flatten_all()?
+                            .to_vec1::<f32>()?;
+                        if let Some(table) = self.table.as_mut() {
+                            table.write_back(&eb.fresh, &rows);
+                        }
+                        (out, touched)
+                    }
+                };
                 if !out.loss.is_finite() {
                     return Err(Error::Diverged {
                         step: self.state.step + 1,
@@ -596,11 +815,11 @@ impl Trainer {
                     pairs: q.len(),
                     pairs_per_s: q.len() as f64 / seconds,
                     seconds,
-                    false_negatives: batch.false_negatives,
+                    false_negatives: touched,
                     identical: batch.identical,
                 };
                 pairs += q.len();
-                false_negatives += batch.false_negatives;
+                false_negatives += touched;
                 last_loss = Some(out.loss);
                 self.losses.push((log.step, log.loss));
                 self.append_metrics(

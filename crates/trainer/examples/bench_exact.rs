@@ -1,0 +1,89 @@
+//! One exact-softmax step (loss + backward to the query and fresh embeddings) against a
+//! synthetic `N × 384` corpus table; the sieve half of `bench/exact/run.sh`.
+//!
+//! cargo run --release -p sieve-trainer --example bench_exact -- N [BATCH=32] [REPEATS=3]
+//!
+//! Prints one JSON line: median seconds per step, and the process's peak RSS (VmHWM) and
+//! the table's size, so that memory beyond the table can be read off.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use sieve_trainer::batch::SplitMix64;
+use sieve_trainer::exact::{exact_loss, CorpusTable, ExactBatch, DEFAULT_CHUNK};
+
+const DIM: usize = 384;
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("usage: bench_exact N [BATCH] [REPEATS]"))
+        .collect();
+    let n = *args
+        .first()
+        .expect("usage: bench_exact N [BATCH] [REPEATS]");
+    let batch = args.get(1).copied().unwrap_or(32);
+    let repeats = args.get(2).copied().unwrap_or(3);
+    let mut rng = SplitMix64(7);
+    let mut uniform = |len: usize| -> Vec<f32> {
+        (0..len)
+            .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+            .collect()
+    };
+    let table = CorpusTable::new(uniform(n * DIM), DIM);
+    let q = Var::from_tensor(
+        &Tensor::from_vec(uniform(batch * DIM), (batch, DIM), &Device::Cpu).unwrap(),
+    )
+    .unwrap();
+    let f = Var::from_tensor(
+        &Tensor::from_vec(uniform(batch * DIM), (batch, DIM), &Device::Cpu).unwrap(),
+    )
+    .unwrap();
+    let eb = ExactBatch {
+        fresh: (0..batch).map(|i| i * (n / batch).max(1) % n).collect(),
+        positives: (0..batch)
+            .map(|i| vec![i * (n / batch).max(1) % n])
+            .collect(),
+        excluded: (0..batch)
+            .map(|i| vec![(i * 7919 + 1) % n, (i * 104_729 + 3) % n])
+            .collect(),
+    };
+    let mut times = Vec::new();
+    for _ in 0..repeats {
+        let t = Instant::now();
+        let loss = exact_loss(
+            q.as_tensor(),
+            f.as_tensor(),
+            &eb,
+            &table,
+            20.0,
+            DEFAULT_CHUNK,
+        )
+        .unwrap();
+        let grads = loss.backward().unwrap();
+        assert!(grads.get(q.as_tensor()).is_some());
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    println!(
+        "{}",
+        serde_json::json!({
+            "n": n, "batch": batch, "dim": DIM, "seconds": median,
+            "ns_per_doc": median / n as f64 * 1e9,
+            "peak_rss_mib": peak_rss_mib(),
+            "table_mib": (n * DIM * 4) as f64 / (1 << 20) as f64,
+        })
+    );
+}

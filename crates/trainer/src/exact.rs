@@ -1,0 +1,504 @@
+//! The exact softmax: every query's denominator is the whole corpus (minus its masked
+//! documents), not a batch.
+//!
+//! The corpus is kept embedded in an `N × dim` table ([`CorpusTable`]), refreshed by
+//! the caller every R steps; the documents of the current batch use fresh embeddings
+//! with gradients instead of their (stale) rows, and are written back after the step
+//! (coordinate ascent: the table side is held fixed while the model moves).
+//!
+//! For query `i` with normalised embedding `q̂_i`, `s_in = scale · q̂_i · t_n` and
+//!
+//! ```text
+//! loss_i = −LSE_{n∈P_i} s_in + LSE_{n∉X_i} s_in
+//! ```
+//!
+//! The table part of the denominator is streamed over chunks of the table with an
+//! online log-sum-exp that also accumulates `Σ_n softmax_n · t_n`, the gradient of
+//! that log-sum-exp with respect to `q̂_i`. It enters the graph as a linear surrogate
+//! with the right value and gradient, so memory holds the table and one
+//! `batch × chunk` block, never `batch × N`, and nothing of the table is differentiated.
+
+use candle_core::{DType, Device, Result, Tensor, D};
+
+/// Logit given to excluded entries (see `loss::EXCLUDED`).
+const EXCLUDED: f64 = -1e9;
+
+/// Table rows scored per block of the streaming log-sum-exp.
+pub const DEFAULT_CHUNK: usize = 8192;
+
+/// The corpus embeddings, row-major and L2-normalised, on the host.
+#[derive(Debug, Clone)]
+pub struct CorpusTable {
+    pub data: Vec<f32>,
+    pub dim: usize,
+}
+
+impl CorpusTable {
+    pub fn new(data: Vec<f32>, dim: usize) -> Self {
+        let mut t = Self { data, dim };
+        for row in t.data.chunks_mut(dim.max(1)) {
+            let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if n > 0.0 {
+                row.iter_mut().for_each(|x| *x /= n);
+            }
+        }
+        t
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len().checked_div(self.dim).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Overwrites rows `ids` with `rows` (`ids.len() × dim`), normalising them.
+    pub fn write_back(&mut self, ids: &[usize], rows: &[f32]) {
+        for (k, &id) in ids.iter().enumerate() {
+            let src = &rows[k * self.dim..(k + 1) * self.dim];
+            let n = src
+                .iter()
+                .map(|x| x * x)
+                .sum::<f32>()
+                .sqrt()
+                .max(f32::MIN_POSITIVE);
+            for (d, s) in self.data[id * self.dim..(id + 1) * self.dim]
+                .iter_mut()
+                .zip(src)
+            {
+                *d = s / n;
+            }
+        }
+    }
+
+    fn block(&self, from: usize, to: usize, device: &Device, dtype: DType) -> Result<Tensor> {
+        Tensor::from_slice(
+            &self.data[from * self.dim..to * self.dim],
+            (to - from, self.dim),
+            device,
+        )?
+        .to_dtype(dtype)
+    }
+}
+
+/// One batch of the exact loss, in corpus positions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExactBatch {
+    /// Corpus position of each fresh document row (positives first); distinct.
+    pub fresh: Vec<usize>,
+    /// Per query: corpus positions in the numerator (its positive first).
+    pub positives: Vec<Vec<usize>>,
+    /// Per query: corpus positions out of the denominator.
+    pub excluded: Vec<Vec<usize>>,
+}
+
+fn normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    x.broadcast_div(&norm)
+}
+
+fn masked_logsumexp(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let sum = x.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?;
+    (sum.log()? + max)?.squeeze(D::Minus1)
+}
+
+/// Streams `LSE_n s_in` over the table rows not in `skip_i`, returning per query the
+/// value and `∂/∂q̂_i` (scale · softmax-weighted mean of the rows), both detached.
+fn table_lse(
+    qn: &Tensor,
+    table: &CorpusTable,
+    skip: &[Vec<usize>],
+    scale: f64,
+    chunk: usize,
+) -> Result<(Vec<f64>, Tensor)> {
+    let (b, dim) = qn.dims2()?;
+    let (device, dtype) = (qn.device().clone(), qn.dtype());
+    let q = qn.detach();
+    let n = table.len();
+    let mut max = vec![f64::NEG_INFINITY; b];
+    let mut sum = vec![0f64; b];
+    let mut weighted = Tensor::zeros((b, dim), dtype, &device)?;
+    // Per query, its skipped positions sorted, to build each block's bias sparsely.
+    let mut skip_sorted: Vec<Vec<usize>> = skip.to_vec();
+    skip_sorted.iter_mut().for_each(|s| {
+        s.sort_unstable();
+        s.dedup()
+    });
+    let mut from = 0;
+    while from < n {
+        let to = (from + chunk.max(1)).min(n);
+        let rows = table.block(from, to, &device, dtype)?;
+        let mut logits: Vec<f64> = (q.matmul(&rows.t()?)? * scale)?
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()?;
+        let width = to - from;
+        for (i, s) in skip_sorted.iter().enumerate() {
+            let lo = s.partition_point(|&x| x < from);
+            for &pos in s[lo..].iter().take_while(|&&x| x < to) {
+                logits[i * width + pos - from] = f64::NEG_INFINITY;
+            }
+        }
+        // Online update: rescale what was accumulated when the maximum grows.
+        let mut weights = vec![0f64; b * width];
+        let mut rescale = vec![1f64; b];
+        for i in 0..b {
+            let row = &logits[i * width..(i + 1) * width];
+            let m = row.iter().copied().fold(max[i], f64::max);
+            if m == f64::NEG_INFINITY {
+                continue;
+            }
+            rescale[i] = (max[i] - m).exp();
+            sum[i] *= rescale[i];
+            for (w, &l) in weights[i * width..(i + 1) * width].iter_mut().zip(row) {
+                *w = (l - m).exp();
+                sum[i] += *w;
+            }
+            max[i] = m;
+        }
+        let w = Tensor::from_vec(weights, (b, width), &device)?.to_dtype(dtype)?;
+        let r = Tensor::from_vec(rescale, (b, 1), &device)?.to_dtype(dtype)?;
+        weighted = (weighted.broadcast_mul(&r)? + w.matmul(&rows)?)?;
+        from = to;
+    }
+    let lse: Vec<f64> = max
+        .iter()
+        .zip(&sum)
+        .map(|(&m, &s)| {
+            if s > 0.0 {
+                m + s.ln()
+            } else {
+                f64::NEG_INFINITY
+            }
+        })
+        .collect();
+    let inv: Vec<f64> = sum
+        .iter()
+        .map(|&s| if s > 0.0 { scale / s } else { 0.0 })
+        .collect();
+    let inv = Tensor::from_vec(inv, (b, 1), &device)?.to_dtype(dtype)?;
+    Ok((lse, weighted.broadcast_mul(&inv)?))
+}
+
+/// The exact-softmax loss for query embeddings `(B, dim)` and the fresh embeddings of
+/// the batch's documents `(M, dim)` (`batch.fresh` says which corpus rows they
+/// replace), against `table`.
+pub fn exact_loss(
+    queries: &Tensor,
+    fresh: &Tensor,
+    batch: &ExactBatch,
+    table: &CorpusTable,
+    scale: f64,
+    chunk: usize,
+) -> Result<Tensor> {
+    let (b, _) = queries.dims2()?;
+    let (m, _) = fresh.dims2()?;
+    if batch.fresh.len() != m || batch.positives.len() != b || batch.excluded.len() != b {
+        candle_core::bail!(
+            "exact_loss: batch layout does not match {b} queries and {m} fresh rows"
+        );
+    }
+    let (device, dtype) = (queries.device().clone(), queries.dtype());
+    let qn = normalize(queries)?;
+    let fnorm = normalize(fresh)?;
+    let fresh_pos: std::collections::HashMap<usize, usize> = batch
+        .fresh
+        .iter()
+        .enumerate()
+        .map(|(k, &p)| (p, k))
+        .collect();
+
+    // Denominator, table part: every row but the fresh ones and the query's excluded.
+    let skip: Vec<Vec<usize>> = batch
+        .excluded
+        .iter()
+        .map(|x| {
+            x.iter()
+                .copied()
+                .chain(batch.fresh.iter().copied())
+                .collect()
+        })
+        .collect();
+    let (lse, grad) = table_lse(&qn, table, &skip, scale, chunk)?;
+    // value = lse, gradient = grad: (q̂·G) − (q̂·G)ᵀdetached + lse.
+    let lin = (&qn * &grad)?.sum(1)?;
+    let offset: Vec<f64> = lse
+        .iter()
+        .map(|&l| if l.is_finite() { l } else { EXCLUDED })
+        .collect();
+    let offset = Tensor::from_vec(offset, b, &device)?.to_dtype(dtype)?;
+    let table_part = ((&lin - lin.detach())? + offset)?;
+
+    // Denominator, fresh part.
+    let fresh_logits = (qn.matmul(&fnorm.t()?)? * scale)?;
+    let mut den_bias = vec![0f64; b * m];
+    let mut num_bias = vec![EXCLUDED; b * m];
+    for i in 0..b {
+        for &x in &batch.excluded[i] {
+            if let Some(&k) = fresh_pos.get(&x) {
+                den_bias[i * m + k] = EXCLUDED;
+            }
+        }
+        for &p in &batch.positives[i] {
+            if let Some(&k) = fresh_pos.get(&p) {
+                num_bias[i * m + k] = 0.0;
+            }
+        }
+    }
+    let den_bias = Tensor::from_vec(den_bias, (b, m), &device)?.to_dtype(dtype)?;
+    let fresh_part = masked_logsumexp(&(&fresh_logits + den_bias)?)?;
+    let den = masked_logsumexp(&Tensor::stack(&[&table_part, &fresh_part], 1)?)?;
+
+    // Numerator: fresh positives, plus positives that only exist as table rows.
+    let num_bias = Tensor::from_vec(num_bias, (b, m), &device)?.to_dtype(dtype)?;
+    let mut num_terms = vec![(&fresh_logits + num_bias)?];
+    let table_pos: Vec<usize> = {
+        let mut v: Vec<usize> = batch
+            .positives
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|p| !fresh_pos.contains_key(p))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    if !table_pos.is_empty() {
+        let mut rows = Vec::with_capacity(table_pos.len() * table.dim);
+        for &p in &table_pos {
+            rows.extend_from_slice(&table.data[p * table.dim..(p + 1) * table.dim]);
+        }
+        let rows =
+            Tensor::from_vec(rows, (table_pos.len(), table.dim), &device)?.to_dtype(dtype)?;
+        let mut bias = vec![EXCLUDED; b * table_pos.len()];
+        for i in 0..b {
+            for p in &batch.positives[i] {
+                if let Ok(k) = table_pos.binary_search(p) {
+                    bias[i * table_pos.len() + k] = 0.0;
+                }
+            }
+        }
+        let bias = Tensor::from_vec(bias, (b, table_pos.len()), &device)?.to_dtype(dtype)?;
+        num_terms.push(((qn.matmul(&rows.t()?)? * scale)? + bias)?);
+    }
+    let num = masked_logsumexp(&Tensor::cat(&num_terms, 1)?)?;
+    (den - num)?.mean_all()
+}
+
+/// Dense reference in f64: all `B × N` logits at once, fresh rows (normalised here)
+/// replacing table rows (used as given: the table holds unit vectors).
+pub fn reference_exact_loss(
+    queries: &[Vec<f64>],
+    fresh: &[Vec<f64>],
+    batch: &ExactBatch,
+    table: &[Vec<f64>],
+    scale: f64,
+) -> f64 {
+    let unit = |v: &[f64]| {
+        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        v.iter().map(|x| x / n).collect::<Vec<f64>>()
+    };
+    let mut docs: Vec<Vec<f64>> = table.to_vec();
+    for (k, &p) in batch.fresh.iter().enumerate() {
+        docs[p] = unit(&fresh[k]);
+    }
+    let mut total = 0.0;
+    for (i, q) in queries.iter().enumerate() {
+        let q = unit(q);
+        let s = |n: usize| scale * q.iter().zip(&docs[n]).map(|(a, b)| a * b).sum::<f64>();
+        let den: f64 = (0..docs.len())
+            .filter(|n| !batch.excluded[i].contains(n))
+            .map(|n| s(n).exp())
+            .sum();
+        let num: f64 = batch.positives[i].iter().map(|&n| s(n).exp()).sum();
+        total += den.ln() - num.ln();
+    }
+    total / queries.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::SplitMix64;
+    use crate::loss::{contrastive_loss, Cell, CellTable, LossConfig};
+    use candle_core::Var;
+
+    fn values(seed: u64, n: usize) -> Vec<f64> {
+        let mut r = SplitMix64(seed);
+        (0..n)
+            .map(|_| (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0)
+            .collect()
+    }
+
+    fn rows(flat: &[f64], dim: usize) -> Vec<Vec<f64>> {
+        flat.chunks(dim).map(<[f64]>::to_vec).collect()
+    }
+
+    fn var(flat: &[f64], r: usize, c: usize) -> Var {
+        Var::from_tensor(&Tensor::from_vec(flat.to_vec(), (r, c), &Device::Cpu).unwrap()).unwrap()
+    }
+
+    /// 3 queries, a 23-document corpus, 4 fresh rows (3 positives and a negative).
+    fn setup() -> (ExactBatch, usize, usize) {
+        let batch = ExactBatch {
+            fresh: vec![4, 9, 17, 2],
+            positives: vec![vec![4], vec![9, 20], vec![17]],
+            excluded: vec![vec![5, 9, 21], vec![], vec![2, 0]],
+        };
+        (batch, 23, 6)
+    }
+
+    #[test]
+    fn equals_the_dense_reference_and_its_finite_differences() {
+        let (batch, n, dim) = setup();
+        let qv = values(1, 3 * dim);
+        let fv = values(2, 4 * dim);
+        let tv = values(3, n * dim);
+        let table = CorpusTable::new(tv.iter().map(|&x| x as f32).collect(), dim);
+        // The reference sees exactly the f32 table the loss streams over.
+        let table64: Vec<Vec<f64>> = rows(
+            &table.data.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+            dim,
+        );
+        let q = var(&qv, 3, dim);
+        let f = var(&fv, 4, dim);
+        for chunk in [1, 5, 64] {
+            let loss =
+                exact_loss(q.as_tensor(), f.as_tensor(), &batch, &table, 20.0, chunk).unwrap();
+            let got = loss.to_scalar::<f64>().unwrap();
+            let want =
+                reference_exact_loss(&rows(&qv, dim), &rows(&fv, dim), &batch, &table64, 20.0);
+            assert!((got - want).abs() < 1e-9, "chunk {chunk}: {got} vs {want}");
+            let grads = loss.backward().unwrap();
+            let h = 1e-6;
+            for (v, flat, is_q) in [(&q, &qv, true), (&f, &fv, false)] {
+                let g = grads
+                    .get(v.as_tensor())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap();
+                for k in 0..flat.len() {
+                    let eval = |d: f64| {
+                        let mut x = flat.clone();
+                        x[k] += d;
+                        if is_q {
+                            reference_exact_loss(
+                                &rows(&x, dim),
+                                &rows(&fv, dim),
+                                &batch,
+                                &table64,
+                                20.0,
+                            )
+                        } else {
+                            reference_exact_loss(
+                                &rows(&qv, dim),
+                                &rows(&x, dim),
+                                &batch,
+                                &table64,
+                                20.0,
+                            )
+                        }
+                    };
+                    let fd = (eval(h) - eval(-h)) / (2.0 * h);
+                    assert!(
+                        (g[k] - fd).abs() < 1e-6,
+                        "chunk {chunk}, {k}: {} vs {fd}",
+                        g[k]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn with_a_fresh_table_it_is_the_full_corpus_softmax() {
+        // When the table holds the current embeddings of every document, the loss and
+        // the query gradient equal an in-batch softmax whose batch is the whole corpus.
+        let (batch, n, dim) = setup();
+        let qv = values(4, 3 * dim);
+        let tv: Vec<f64> = values(5, n * dim)
+            .iter()
+            .map(|&x| x as f32 as f64)
+            .collect();
+        let table = CorpusTable::new(tv.iter().map(|&x| x as f32).collect(), dim);
+        let t64: Vec<f64> = table.data.iter().map(|&x| x as f64).collect();
+        let fv: Vec<f64> = batch
+            .fresh
+            .iter()
+            .flat_map(|&p| t64[p * dim..(p + 1) * dim].to_vec())
+            .collect();
+        let q1 = var(&qv, 3, dim);
+        let f = var(&fv, 4, dim);
+        let exact = exact_loss(q1.as_tensor(), f.as_tensor(), &batch, &table, 20.0, 7).unwrap();
+        let g_exact = exact
+            .backward()
+            .unwrap()
+            .get(q1.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+
+        let mut cells = vec![Cell::Negative; 3 * n];
+        for i in 0..3 {
+            for &x in &batch.excluded[i] {
+                cells[i * n + x] = Cell::Excluded;
+            }
+            for &p in &batch.positives[i] {
+                cells[i * n + p] = Cell::Positive;
+            }
+        }
+        // contrastive_loss wants the B positives first: query i's own positive at column i.
+        let mut order: Vec<usize> = batch.positives.iter().map(|p| p[0]).collect();
+        let rest: Vec<usize> = (0..n).filter(|d| !order.contains(d)).collect();
+        order.extend(rest);
+        let cells: Vec<Cell> = (0..3)
+            .flat_map(|i| order.iter().map(|&d| cells[i * n + d]).collect::<Vec<_>>())
+            .collect();
+        let docs: Vec<f64> = order
+            .iter()
+            .flat_map(|&d| t64[d * dim..(d + 1) * dim].to_vec())
+            .collect();
+        let q2 = var(&qv, 3, dim);
+        let d = Tensor::from_vec(docs, (n, dim), &Device::Cpu).unwrap();
+        let full = contrastive_loss(
+            q2.as_tensor(),
+            &d,
+            &CellTable {
+                queries: 3,
+                documents: n,
+                cells,
+            },
+            &LossConfig {
+                scale: 20.0,
+                symmetric: false,
+            },
+        )
+        .unwrap();
+        let g_full = full
+            .backward()
+            .unwrap()
+            .get(q2.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let (a, b) = (
+            exact.to_scalar::<f64>().unwrap(),
+            full.to_scalar::<f64>().unwrap(),
+        );
+        // The table's rows are unit vectors rounded to f32; the in-batch loss normalises
+        // them again in f64, which moves the result by ~1e-7.
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        for (x, y) in g_exact.iter().zip(&g_full) {
+            assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+        }
+    }
+}
