@@ -18,6 +18,7 @@ mod judge_cmd;
 mod mine_cmd;
 mod model_args;
 mod pipeline_cmd;
+mod report_cmd;
 mod train_cmd;
 
 /// Train text-embedding models on checked negatives.
@@ -46,6 +47,7 @@ enum Command {
     Judge(Box<judge_cmd::JudgeArgs>),
     Train(Box<train_cmd::TrainArgs>),
     Pipeline(pipeline_cmd::PipelineArgs),
+    Report(report_cmd::ReportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -135,6 +137,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Judge(args) => judge_cmd::run(&args),
         Command::Train(args) => train_cmd::run(&args),
         Command::Pipeline(args) => pipeline_cmd::run(&args),
+        Command::Report(args) => report_cmd::run(&args),
     }
 }
 

@@ -20,6 +20,7 @@
 /// The embedding cache lives with the encoder (the miner uses it too); re-exported here
 /// for existing callers.
 pub use sieve_encoder::cache;
+pub mod ablation;
 mod error;
 pub mod metrics;
 pub mod report;

@@ -1,0 +1,205 @@
+//! The ablation report: one table per setting (nDCG@10, Recall@100, training time,
+//! masked pairs, judge tokens) with the command behind every number, and a bar chart
+//! of nDCG@10 per recipe.
+//!
+//! Input is the manifest `bench/ablation/run.sh` appends to: one JSON object per run.
+
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+
+/// One run of the ablation.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct AblationRow {
+    pub setting: String,
+    pub config: String,
+    pub ndcg_at_10: f64,
+    pub recall_at_100: f64,
+    #[serde(default)]
+    pub train_command: String,
+    #[serde(default)]
+    pub eval_command: String,
+    #[serde(default)]
+    pub train_seconds: Option<f64>,
+    #[serde(default)]
+    pub steps: Option<u64>,
+    #[serde(default)]
+    pub masked_pairs: Option<u64>,
+    #[serde(default)]
+    pub identical_pairs: Option<u64>,
+    #[serde(default)]
+    pub judge: Option<Vec<String>>,
+    #[serde(default)]
+    pub judge_threshold: Option<serde_json::Value>,
+}
+
+/// What each recipe is, in the report's words.
+fn describe(config: &str) -> &str {
+    match config {
+        "base" => "base model (no training)",
+        "inbatch" => "in-batch softmax (MNRL recipe), batch 32",
+        "gradcache" => "GradCache large batch (256, mini-batch 32)",
+        "exact-none" => "exact softmax, no masking",
+        "exact-known" => "exact softmax, masking qrels / identical-question positives",
+        "exact-judge" => "exact softmax, masking the calibrated judge's positives (+ qrels)",
+        "exact-judge-positive" => {
+            "exact softmax, judge's positives as extra positives (+ qrels masked)"
+        }
+        other => other,
+    }
+}
+
+/// Parses manifest lines, keeping the last run of each (setting, config).
+pub fn parse_manifest(body: &str) -> Result<Vec<AblationRow>, String> {
+    let mut rows: Vec<AblationRow> = Vec::new();
+    for (i, line) in body.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: AblationRow =
+            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        rows.retain(|r| !(r.setting == row.setting && r.config == row.config));
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The Markdown body; `chart` names the SVG written beside it for each setting.
+pub fn render(rows: &[AblationRow], chart: &dyn Fn(&str) -> String) -> String {
+    let mut md = String::new();
+    let mut settings: Vec<&str> = rows.iter().map(|r| r.setting.as_str()).collect();
+    settings.dedup();
+    for setting in settings {
+        let rs: Vec<&AblationRow> = rows.iter().filter(|r| r.setting == setting).collect();
+        let base = rs.iter().find(|r| r.config == "base").map(|r| r.ndcg_at_10);
+        let _ = writeln!(md, "### {setting}\n");
+        let _ = writeln!(
+            md,
+            "| recipe | nDCG@10 | Δ vs base | Recall@100 | training s | steps | pairs masked / made positive | identical masked |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for r in &rs {
+            let delta = base.map_or(String::new(), |b| format!("{:+.4}", r.ndcg_at_10 - b));
+            let opt = |v: Option<u64>| v.map_or("—".into(), |x| x.to_string());
+            let _ = writeln!(
+                md,
+                "| {} | {:.4} | {} | {:.4} | {} | {} | {} | {} |",
+                describe(&r.config),
+                r.ndcg_at_10,
+                if r.config == "base" {
+                    "—".into()
+                } else {
+                    delta
+                },
+                r.recall_at_100,
+                r.train_seconds.map_or("—".into(), |s| format!("{s:.0}")),
+                opt(r.steps),
+                opt(r.masked_pairs),
+                opt(r.identical_pairs),
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\n![nDCG@10 per recipe, {setting}]({})\n",
+            chart(setting)
+        );
+        let _ = writeln!(md, "Commands:\n");
+        for r in &rs {
+            let cmd = if r.train_command.is_empty() {
+                r.eval_command.clone()
+            } else {
+                format!("{}\n{}", r.train_command, r.eval_command)
+            };
+            let _ = writeln!(
+                md,
+                "- `{}`:\n  ```\n  {}\n  ```",
+                r.config,
+                cmd.replace('\n', "\n  ")
+            );
+        }
+        if let Some(j) = rs.iter().find_map(|r| r.judge.as_ref()) {
+            let _ = writeln!(
+                md,
+                "\nJudge run (last lines of `sieve judge`):\n\n```\n{}\n```",
+                j.join("\n")
+            );
+        }
+        if let Some(t) = rs.iter().find_map(|r| r.judge_threshold.as_ref()) {
+            let _ = writeln!(md, "\nCalibrated operating point: `{t}`");
+        }
+        md.push('\n');
+    }
+    md
+}
+
+/// Horizontal bars of nDCG@10, one per recipe of `setting`.
+pub fn bar_svg(rows: &[AblationRow], setting: &str) -> String {
+    let rs: Vec<&AblationRow> = rows.iter().filter(|r| r.setting == setting).collect();
+    let (w, bar_h, left) = (760.0, 26.0, 430.0);
+    let h = 40.0 + bar_h * rs.len() as f64;
+    let lo = rs
+        .iter()
+        .map(|r| r.ndcg_at_10)
+        .fold(f64::INFINITY, f64::min);
+    let hi = rs
+        .iter()
+        .map(|r| r.ndcg_at_10)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let lo = (lo - 0.02).max(0.0);
+    let span = (hi - lo).max(1e-6);
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="{w}" height="{h}" fill="white"/><text x="{}" y="16" text-anchor="middle" font-size="14">nDCG@10, {setting} (axis from {lo:.3})</text>"#,
+        w / 2.0
+    );
+    for (i, r) in rs.iter().enumerate() {
+        let y = 28.0 + bar_h * i as f64;
+        let len = (w - left - 70.0) * (r.ndcg_at_10 - lo) / span;
+        let colour = if r.config == "base" {
+            "#999"
+        } else if r.config.contains("judge") {
+            "#d95f02"
+        } else {
+            "#3182bd"
+        };
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{left}" y="{y}" width="{len:.1}" height="{}" fill="{colour}"/><text x="{}" y="{}">{:.4}</text>"#,
+            left - 6.0,
+            y + bar_h * 0.6,
+            describe(&r.config)
+                .replace('&', "&amp;")
+                .replace('<', "&lt;"),
+            bar_h - 6.0,
+            left + len + 4.0,
+            y + bar_h * 0.6,
+            r.ndcg_at_10
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_runs_replace_earlier_ones_and_every_row_is_rendered() {
+        let body = r#"{"setting":"m","config":"base","ndcg_at_10":0.5,"recall_at_100":0.8,"eval_command":"sieve eval A"}
+{"setting":"m","config":"inbatch","ndcg_at_10":0.55,"recall_at_100":0.85,"train_command":"sieve train X","train_seconds":12.0,"steps":3,"masked_pairs":0}
+{"setting":"m","config":"inbatch","ndcg_at_10":0.56,"recall_at_100":0.86,"train_command":"sieve train Y","train_seconds":13.0,"steps":3,"masked_pairs":0}
+"#;
+        let rows = parse_manifest(body).unwrap();
+        assert_eq!(rows.len(), 2);
+        let md = render(&rows, &|s| format!("{s}.svg"));
+        assert!(
+            md.contains("| in-batch softmax (MNRL recipe), batch 32 | 0.5600 | +0.0600 |"),
+            "{md}"
+        );
+        assert!(md.contains("sieve train Y") && !md.contains("sieve train X"));
+        assert!(md.contains("![nDCG@10 per recipe, m](m.svg)"));
+        assert_eq!(bar_svg(&rows, "m").matches("<rect x=").count(), 2);
+        assert!(parse_manifest("{\"setting\": 1}")
+            .unwrap_err()
+            .starts_with("line 1"));
+    }
+}
