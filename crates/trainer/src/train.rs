@@ -828,10 +828,16 @@ impl Trainer {
                 hooks.on_step(&log);
                 let step = self.state.step;
                 let last = step >= self.state.total_steps;
-                if self.config.eval_every > 0 && step % self.config.eval_every == 0 && !last {
+                if self.config.eval_every > 0
+                    && step.is_multiple_of(self.config.eval_every)
+                    && !last
+                {
                     self.evaluate(hooks)?;
                 }
-                if self.config.save_every > 0 && step % self.config.save_every == 0 && !last {
+                if self.config.save_every > 0
+                    && step.is_multiple_of(self.config.save_every)
+                    && !last
+                {
                     let dir = self.save_checkpoint()?;
                     hooks.on_message(&format!("checkpoint {}", dir.display()));
                 }
