@@ -23,6 +23,10 @@ use candle_core::{DType, Device, Result, Tensor, D};
 /// Logit given to excluded entries (see `loss::EXCLUDED`).
 const EXCLUDED: f64 = -1e9;
 
+/// Floor of the running maximum: far below any logit (|scale · cos| is small), far above
+/// −inf, so that blocks whose entries are all excluded rescale by exp(finite) = 0 or 1.
+const MAX_FLOOR: f64 = -1e30;
+
 /// Table rows scored per block of the streaming log-sum-exp.
 pub const DEFAULT_CHUNK: usize = 8192;
 
@@ -117,8 +121,10 @@ fn table_lse(
     let (device, dtype) = (qn.device().clone(), qn.dtype());
     let q = qn.detach();
     let n = table.len();
-    let mut max = vec![f64::NEG_INFINITY; b];
-    let mut sum = vec![0f64; b];
+    // Running maximum (floored: a row whose entries are all excluded must not turn
+    // −inf − (−inf) into NaN), running sum and running softmax-weighted row sum.
+    let mut max = Tensor::full(MAX_FLOOR, (b, 1), &device)?.to_dtype(dtype)?;
+    let mut sum = Tensor::zeros((b, 1), dtype, &device)?;
     let mut weighted = Tensor::zeros((b, dim), dtype, &device)?;
     // Per query, its skipped positions sorted, to build each block's bias sparsely.
     let mut skip_sorted: Vec<Vec<usize>> = skip.to_vec();
@@ -129,43 +135,35 @@ fn table_lse(
     let mut from = 0;
     while from < n {
         let to = (from + chunk.max(1)).min(n);
-        let rows = table.block(from, to, &device, dtype)?;
-        let mut logits: Vec<f64> = (q.matmul(&rows.t()?)? * scale)?
-            .to_dtype(DType::F64)?
-            .flatten_all()?
-            .to_vec1::<f64>()?;
         let width = to - from;
+        let rows = table.block(from, to, &device, dtype)?;
+        let mut logits = (q.matmul(&rows.t()?)? * scale)?;
+        let mut bias: Option<Vec<f32>> = None;
         for (i, s) in skip_sorted.iter().enumerate() {
             let lo = s.partition_point(|&x| x < from);
             for &pos in s[lo..].iter().take_while(|&&x| x < to) {
-                logits[i * width + pos - from] = f64::NEG_INFINITY;
+                bias.get_or_insert_with(|| vec![0f32; b * width])[i * width + pos - from] =
+                    f32::NEG_INFINITY;
             }
+        }
+        if let Some(bias) = bias {
+            let bias = Tensor::from_vec(bias, (b, width), &device)?.to_dtype(dtype)?;
+            logits = (logits + bias)?;
         }
         // Online update: rescale what was accumulated when the maximum grows.
-        let mut weights = vec![0f64; b * width];
-        let mut rescale = vec![1f64; b];
-        for i in 0..b {
-            let row = &logits[i * width..(i + 1) * width];
-            let m = row.iter().copied().fold(max[i], f64::max);
-            if m == f64::NEG_INFINITY {
-                continue;
-            }
-            rescale[i] = (max[i] - m).exp();
-            sum[i] *= rescale[i];
-            for (w, &l) in weights[i * width..(i + 1) * width].iter_mut().zip(row) {
-                *w = (l - m).exp();
-                sum[i] += *w;
-            }
-            max[i] = m;
-        }
-        let w = Tensor::from_vec(weights, (b, width), &device)?.to_dtype(dtype)?;
-        let r = Tensor::from_vec(rescale, (b, 1), &device)?.to_dtype(dtype)?;
-        weighted = (weighted.broadcast_mul(&r)? + w.matmul(&rows)?)?;
+        let new_max = max.maximum(&logits.max_keepdim(1)?)?;
+        let rescale = (&max - &new_max)?.exp()?;
+        let e = logits.broadcast_sub(&new_max)?.exp()?;
+        sum = ((sum * &rescale)? + e.sum_keepdim(1)?)?;
+        weighted = (weighted.broadcast_mul(&rescale)? + e.matmul(&rows)?)?;
+        max = new_max;
         from = to;
     }
+    let max = max.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let sum_v = sum.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
     let lse: Vec<f64> = max
         .iter()
-        .zip(&sum)
+        .zip(&sum_v)
         .map(|(&m, &s)| {
             if s > 0.0 {
                 m + s.ln()
@@ -174,7 +172,7 @@ fn table_lse(
             }
         })
         .collect();
-    let inv: Vec<f64> = sum
+    let inv: Vec<f64> = sum_v
         .iter()
         .map(|&s| if s > 0.0 { scale / s } else { 0.0 })
         .collect();
