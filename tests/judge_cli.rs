@@ -18,27 +18,14 @@ use sieve_datasets::mined::{read_mined, write_mined, Candidate, MinedRow};
 use sieve_judge::cache::{pair_key, VerdictCache};
 use sieve_judge::prompt::{Template, DEFAULT_MAX_DOC_TOKENS};
 
+mod common;
+
 const SECRET: &str = "sk-test-0123456789-do-not-print";
 
-fn sieve() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sieve"))
-}
+use common::sieve;
 
-/// The server's base URL (…/v1), or None (test skipped) when none is configured.
 fn server() -> Option<String> {
-    match std::env::var("SIEVE_TEST_LLM_URL") {
-        Ok(u) if !u.is_empty() => Some(u.trim_end_matches('/').to_string()),
-        _ => {
-            assert!(
-                std::env::var_os("SIEVE_REQUIRE_LLM").is_none(),
-                "SIEVE_REQUIRE_LLM is set but SIEVE_TEST_LLM_URL is not: start one with scripts/llm-server.sh"
-            );
-            eprintln!(
-                "SKIPPED: no judge server (run scripts/llm-server.sh and set SIEVE_TEST_LLM_URL)"
-            );
-            None
-        }
-    }
+    common::llm_server()
 }
 
 /// One request as the proxy saw it.

@@ -3,32 +3,14 @@
 //! `SIEVE_REQUIRE_LLM` is set): every stage runs and writes its file, and a second
 //! run reuses them instead of redoing the work.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-fn model_dir() -> PathBuf {
-    std::env::var_os("SIEVE_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2"))
-}
-
-fn server() -> Option<String> {
-    match std::env::var("SIEVE_TEST_LLM_URL") {
-        Ok(u) if !u.is_empty() => Some(u.trim_end_matches('/').to_string()),
-        _ => {
-            assert!(
-                std::env::var_os("SIEVE_REQUIRE_LLM").is_none(),
-                "SIEVE_REQUIRE_LLM is set but SIEVE_TEST_LLM_URL is not"
-            );
-            eprintln!("SKIPPED: no judge server (scripts/llm-server.sh, SIEVE_TEST_LLM_URL)");
-            None
-        }
-    }
-}
+mod common;
+use common::{llm_server, model_dir, sieve};
 
 #[test]
 fn every_stage_runs_then_resumes_from_its_files() {
-    let Some(url) = server() else { return };
+    let Some(url) = llm_server() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-beir");
@@ -63,7 +45,7 @@ objective = "exact"
     )
     .unwrap();
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_sieve"))
+        sieve()
             .args(["pipeline", "--quiet"])
             .arg(&config)
             .output()
