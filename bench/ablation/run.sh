@@ -11,6 +11,7 @@
 #              (default: all)
 # Env: WORK (runs/ablation), TOPICS (600; 0 = the full MedQuAD task), EPOCHS (1),
 #      JUDGE_URL (http://127.0.0.1:8099/v1), JUDGE_K (candidates judged per query, 2),
+#      JUDGE_MAX_REQUESTS (a request budget for the judge: the rest stays unjudged, unmasked),
 #      PRECISION (calibration precision target, 0.4: the most Qwen2.5-Coder-0.5B reaches with margin), CAL_SAMPLE (200)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -46,7 +47,8 @@ judge_stage() {
   $SIEVE mine --quiet --dataset "$DATA" --split train --bm25-k "$JUDGE_K" --dense-k "$JUDGE_K" \
     --num-negatives "$JUDGE_K" --out "$WORK/mined.parquet"
   $SIEVE judge --quiet --mined "$WORK/mined.parquet" --out "$WORK/labeled.parquet" --endpoint "$JUDGE_URL" \
-    --max-doc-tokens 192 --concurrency 4 --threshold "$THRESH" --cache "$WORK/verdicts.log" | tee "$WORK/judge.txt"
+    --max-doc-tokens 192 --concurrency 4 --threshold "$THRESH" --cache "$WORK/verdicts.log" \
+    ${JUDGE_MAX_REQUESTS:+--max-requests "$JUDGE_MAX_REQUESTS"} | tee "$WORK/judge.txt"
 }
 
 run() { # name, train args...
