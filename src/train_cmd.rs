@@ -11,8 +11,8 @@ use sieve_trainer::loss::{FalseNegativePolicy, LossConfig};
 use sieve_trainer::schedule::Decay;
 use sieve_trainer::train::{Hooks, Objective, StepLog, TrainConfig, Trainer};
 
-/// Fine-tune an embedding model with an in-batch (or GradCache large-batch) softmax
-/// whose false negatives are masked.
+/// Fine-tune an embedding model with an in-batch, GradCache large-batch or exact
+/// whole-corpus softmax whose false negatives are masked.
 ///
 /// The training data is a pair file (JSONL/TSV/Parquet with query/positive and
 /// optional negative columns, as sentence-transformers names them), a BEIR directory
@@ -35,6 +35,7 @@ use sieve_trainer::train::{Hooks, Objective, StepLog, TrainConfig, Trainer};
 ///   sieve train --model models/all-MiniLM-L6-v2 --data ../shared/data/scifact --split train \
 ///       --output runs/scifact --epochs 1
 ///   sieve train --data labeled.parquet --batch-size 256 --mini-batch-size 32 --output runs/big
+///   sieve train --data labeled.parquet --objective exact --output runs/exact
 ///   sieve train --data pairs.jsonl.gz --output runs/x --resume
 #[derive(Debug, Clone, clap::Args)]
 #[command(verbatim_doc_comment)]

@@ -419,3 +419,90 @@ fn export_loads_back_to_the_same_embeddings() {
         .zip(&got.data)
         .any(|(a, b)| (a - b).abs() > 1e-4));
 }
+
+#[test]
+fn grad_cache_equals_full_batch_for_the_exact_softmax_too() {
+    use sieve_trainer::exact::{exact_loss, CorpusTable, ExactBatch};
+    use sieve_trainer::step::gradients_with;
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let data = TrainData::from_pairs(&pairs_file(tmp.path()), &DataOptions::default()).unwrap();
+    let load = LoadOptions {
+        dtype: DType::F64,
+        ..Default::default()
+    };
+    let (encoder, varmap) = Encoder::load_trainable(&model, &load).unwrap();
+    let params = varmap.all_vars();
+    let refs: Vec<&str> = data.texts.iter().map(String::as_str).collect();
+    let tokens = encoder.tokenize(&refs).unwrap();
+    // The corpus: every document text, embedded by the untrained model.
+    let corpus: Vec<&str> = data.corpus.iter().map(|&t| data.text(t)).collect();
+    let emb = encoder.encode(&corpus, 8, &|_| {}).unwrap();
+    let table = CorpusTable::new(emb.data, emb.dim);
+    let pos: HashMap<u32, usize> = data
+        .corpus
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| (t, i))
+        .collect();
+    let batch = Batch::build(
+        &data,
+        &epoch_batches(&data, 6, 1, 0)[0],
+        FalseNegativePolicy::Mask,
+        MaskSources::default(),
+    );
+    let eb = ExactBatch {
+        fresh: batch.documents.iter().map(|t| pos[t]).collect(),
+        positives: batch.documents[..batch.queries.len()]
+            .iter()
+            .map(|t| vec![pos[t]])
+            .collect(),
+        excluded: (0..batch.queries.len())
+            .map(|i| vec![(i * 7 + 3) % table.len()])
+            .collect(),
+    };
+    let q: Vec<&[u32]> = batch
+        .queries
+        .iter()
+        .map(|&t| tokens[t as usize].as_slice())
+        .collect();
+    let d: Vec<&[u32]> = batch
+        .documents
+        .iter()
+        .map(|&t| tokens[t as usize].as_slice())
+        .collect();
+    let loss = |qe: &Tensor, de: &Tensor| exact_loss(qe, de, &eb, &table, 20.0, 4);
+    let step = |grad_cache, mini| StepConfig {
+        loss: LossConfig::default(),
+        mini_batch_size: mini,
+        grad_cache,
+    };
+    let full = gradients_with(&encoder, &params, &q, &d, &loss, &step(false, 1000)).unwrap();
+    let cached = gradients_with(&encoder, &params, &q, &d, &loss, &step(true, 2)).unwrap();
+    assert!(
+        (full.loss - cached.loss).abs() < 1e-12,
+        "{} vs {}",
+        full.loss,
+        cached.loss
+    );
+    let mut compared = 0;
+    for p in &params {
+        if let (Some(a), Some(b)) = (
+            full.grads.get(p.as_tensor()),
+            cached.grads.get(p.as_tensor()),
+        ) {
+            let diff = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert!(diff < 1e-6, "gradient differs by {diff}");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, params.len() - 1);
+}
