@@ -42,9 +42,7 @@ fn describe(config: &str) -> &str {
         "exact-none" => "exact softmax, no masking",
         "exact-known" => "exact softmax, masking qrels / identical-question positives",
         "exact-judge" => "exact softmax, masking the calibrated judge's positives (+ qrels)",
-        "exact-judge-positive" => {
-            "exact softmax, judge's positives as extra positives (+ qrels masked)"
-        }
+        "exact-judge-positive" => "exact softmax, judge's and qrels positives counted as positives",
         other => other,
     }
 }
