@@ -7,9 +7,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${1:-examples/scifact-quick.toml}
-scripts/fetch-model.sh >&2
+# Downloads (model, judge server, GGUF weights) wait on the network, the build on the CPU:
+# run them side by side, and stop on the first failure.
+scripts/fetch-model.sh >&2 &
+FETCH=$!
+SERVER=
 if grep -q '^\[judge\]' "$CONFIG"; then
-  SIEVE_LLM_PORT=${SIEVE_LLM_PORT:-8089} SIEVE_LLM_MODEL=${SIEVE_LLM_MODEL:-qwen0.5b} scripts/llm-server.sh start >/dev/null
+  SIEVE_LLM_PORT=${SIEVE_LLM_PORT:-8089} SIEVE_LLM_MODEL=${SIEVE_LLM_MODEL:-qwen0.5b} scripts/llm-server.sh start >/dev/null &
+  SERVER=$!
 fi
 cargo build --release -q --bin sieve
+wait "$FETCH" || { echo "pipeline.sh: fetching the model failed (see above)" >&2; exit 1; }
+if [ -n "$SERVER" ]; then
+  wait "$SERVER" || { echo "pipeline.sh: starting the judge server failed (see above)" >&2; exit 1; }
+fi
 exec target/release/sieve pipeline "$CONFIG"

@@ -2,6 +2,7 @@
 //! resuming from its files.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -133,12 +134,26 @@ fn precision_target() -> f64 {
 
 /// Runs one `sieve` subcommand from an argument list (so that every stage is exactly
 /// what a user would type, with the same validation).
-fn run_stage(what: &str, argv: &[String]) -> Result<()> {
+fn run_stage(what: &str, argv: &[String], clock: &mut StageClock) -> Result<()> {
     eprintln!("\n== {what}: sieve {}", argv.join(" "));
     let mut full = vec!["sieve".to_string()];
     full.extend_from_slice(argv);
     let cli = Cli::try_parse_from(&full).with_context(|| format!("{what}: bad arguments"))?;
-    crate::run(cli).with_context(|| format!("pipeline stage `{what}`"))
+    let t0 = Instant::now();
+    let out = crate::run(cli).with_context(|| format!("pipeline stage `{what}`"));
+    clock.record(what, t0);
+    out
+}
+
+/// Wall time per stage, printed with the scores: where a run's minutes went is the
+/// first thing to know when it must fit a budget.
+#[derive(Default)]
+struct StageClock(Vec<(String, Duration)>);
+
+impl StageClock {
+    fn record(&mut self, what: &str, since: Instant) {
+        self.0.push((what.to_string(), since.elapsed()));
+    }
 }
 
 fn s(p: &Path) -> String {
@@ -164,6 +179,8 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
         cfg.model = s(&base.join(&cfg.model));
     }
     let work = &cfg.work_dir;
+    let started = Instant::now();
+    let mut clock = StageClock::default();
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let quiet: Vec<String> = if args.quiet {
         vec!["--quiet".into()]
@@ -193,12 +210,14 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
         ];
         a.extend(cfg.mine.extra_args.iter().cloned());
         a.extend(quiet.iter().cloned());
-        run_stage("mine", &a)?;
+        run_stage("mine", &a, &mut clock)?;
     }
 
     // 2. Judge (after calibrating it, when asked).
     let mut train_data = mined.clone();
     let mut threshold = None;
+    // (precision, recall) of the calibrated threshold on the human-graded pairs.
+    let mut operating_point = None;
     if let Some(j) = &cfg.judge {
         let server: Vec<String> = {
             let mut v = Vec::new();
@@ -238,7 +257,7 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
             }
             a.extend(server.iter().cloned());
             a.extend(quiet.iter().cloned());
-            run_stage("calibrate the judge", &a)?;
+            run_stage("calibrate the judge", &a, &mut clock)?;
             let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)
                 .with_context(|| format!("reading {}", json.display()))?;
             let op = &v["threshold_for_precision"];
@@ -250,11 +269,15 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
                     c.pairs.display()
                 );
             };
+            let pr = (
+                op["precision"].as_f64().unwrap_or(f64::NAN),
+                op["recall"].as_f64().unwrap_or(f64::NAN),
+            );
             eprintln!(
                 "judge threshold {t:.4} (precision {:.3}, recall {:.3} on the calibration pairs)",
-                op["precision"].as_f64().unwrap_or(f64::NAN),
-                op["recall"].as_f64().unwrap_or(f64::NAN)
+                pr.0, pr.1
             );
+            operating_point = Some(pr);
             threshold = Some(t as f32);
         }
         let labeled = work.join("labeled.parquet");
@@ -274,7 +297,7 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
         a.extend(server);
         a.extend(j.extra_args.iter().cloned());
         a.extend(quiet.iter().cloned());
-        run_stage("judge", &a)?;
+        run_stage("judge", &a, &mut clock)?;
         train_data = labeled;
     }
 
@@ -309,7 +332,9 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
         let Command::Train(targs) = Cli::try_parse_from(&full)?.command else {
             bail!("internal: train arguments did not parse as `train`");
         };
+        let t0 = Instant::now();
         crate::train_cmd::train(&targs, cfg.train.clone()).context("pipeline stage `train`")?;
+        clock.record("train", t0);
     }
 
     // 4. Evaluate base and trained model on the test split.
@@ -329,7 +354,7 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
             s(&results),
         ];
         a.extend(quiet.iter().cloned());
-        run_stage(&format!("evaluate the {name} model"), &a)?;
+        run_stage(&format!("evaluate the {name} model"), &a, &mut clock)?;
     }
     let score = |name: &str| -> Result<serde_json::Value> {
         let dir = results.join(name);
@@ -351,9 +376,26 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
             v["recall_at_100"].as_f64().unwrap_or(f64::NAN)
         );
     }
-    if let Some(t) = threshold {
-        println!("judge threshold: {t:.4}");
+    match (threshold, operating_point) {
+        (Some(t), Some((p, r))) => println!(
+            "judge threshold: {t:.4} (precision {p:.3}, recall {r:.3} on the calibration pairs)"
+        ),
+        (Some(t), None) => println!("judge threshold: {t:.4} (fixed in the config)"),
+        _ => {}
     }
+    println!("\n| stage | wall time |\n| --- | ---: |");
+    for (what, d) in &clock.0 {
+        println!("| {what} | {} |", minutes(*d));
+    }
+    println!(
+        "| whole run (reused stages not listed) | {} |",
+        minutes(started.elapsed())
+    );
     println!("work directory: {}", work.display());
     Ok(())
+}
+
+fn minutes(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}", s / 60, s % 60)
 }

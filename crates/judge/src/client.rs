@@ -145,10 +145,7 @@ pub async fn served_models(
     timeout: Duration,
 ) -> Result<Vec<String>> {
     let url = format!("{}/models", base.trim_end_matches('/'));
-    let http = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+    let http = http_client(timeout)?;
     let mut req = http.get(&url);
     if let Some(key) = api_key {
         req = req.bearer_auth(key.expose());
@@ -176,15 +173,26 @@ pub async fn served_models(
         .unwrap_or_default())
 }
 
+/// An HTTP client whose TLS runs on rustls with the *ring* provider.
+///
+/// reqwest's default provider is aws-lc-rs, whose C sources (cmake) add minutes to a
+/// clean build on a small machine; ring is in the tree anyway (hf-hub's ureq), and
+/// judge traffic needs no more than TLS 1.2/1.3 with the standard suites.
+fn http_client(timeout: Duration) -> Result<reqwest::Client> {
+    // A provider installed earlier (by us or by the embedding program) is kept.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| Error::Config(format!("HTTP client: {e}")))
+}
+
 impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Self> {
         if cfg.endpoints.is_empty() {
             return Err(Error::Config("no endpoint".into()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let http = http_client(cfg.timeout)?;
         let endpoints = cfg
             .endpoints
             .iter()
