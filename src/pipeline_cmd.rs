@@ -126,6 +126,20 @@ pub struct CalibrateStage {
     /// Judge a seeded sample of this many pairs (all when absent).
     #[serde(default)]
     pub sample: Option<usize>,
+    /// What to do when no threshold reaches `precision_target`: "stop" (the default),
+    /// or "skip-judge": train without judge labels (qrels and identical-text masks
+    /// only) and say so in the summary. A judge that misses the target must not mask
+    /// either way; "skip-judge" keeps a reduced or scheduled run going to its scores.
+    #[serde(default)]
+    pub if_unreachable: Unreachable,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unreachable {
+    #[default]
+    Stop,
+    SkipJudge,
 }
 
 fn precision_target() -> f64 {
@@ -218,7 +232,12 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
     let mut threshold = None;
     // (precision, recall) of the calibrated threshold on the human-graded pairs.
     let mut operating_point = None;
-    if let Some(j) = &cfg.judge {
+    // Why the judge's labels were not used, when they were not.
+    let mut judge_skipped: Option<String> = None;
+    'judge: {
+        let Some(j) = &cfg.judge else {
+            break 'judge;
+        };
         let server: Vec<String> = {
             let mut v = Vec::new();
             for e in &j.endpoints {
@@ -262,12 +281,21 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
                 .with_context(|| format!("reading {}", json.display()))?;
             let op = &v["threshold_for_precision"];
             let Some(t) = op["threshold"].as_f64() else {
-                bail!(
-                    "the judge reaches precision {} at no threshold on {}: it cannot be trusted to mask; \
-                     use a stronger judge or a lower precision_target",
+                let why = format!(
+                    "the judge reaches precision {} at no threshold on {} (AUC {:.3})",
                     c.precision_target,
-                    c.pairs.display()
+                    c.pairs.display(),
+                    v["auc"].as_f64().unwrap_or(f64::NAN)
                 );
+                if c.if_unreachable == Unreachable::Stop {
+                    bail!(
+                        "{why}: it cannot be trusted to mask; use a stronger judge, a lower \
+                         precision_target, or if_unreachable = \"skip-judge\""
+                    );
+                }
+                eprintln!("{why}: training without judge labels (if_unreachable = \"skip-judge\")");
+                judge_skipped = Some(why);
+                break 'judge;
             };
             let pr = (
                 op["precision"].as_f64().unwrap_or(f64::NAN),
@@ -383,6 +411,9 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
         (Some(t), None) => println!("judge threshold: {t:.4} (fixed in the config)"),
         _ => {}
     }
+    if let Some(why) = &judge_skipped {
+        println!("judge labels not used: {why}");
+    }
     println!("\n| stage | wall time |\n| --- | ---: |");
     for (what, d) in &clock.0 {
         println!("| {what} | {} |", minutes(*d));
@@ -398,4 +429,37 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
 fn minutes(d: Duration) -> String {
     let s = d.as_secs();
     format!("{}:{:02}", s / 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every example config parses (unknown keys are errors), so a typo in one is caught
+    /// here rather than an hour into a user's run.
+    #[test]
+    fn example_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let body = std::fs::read_to_string(&path).unwrap();
+                let cfg: PipelineConfig =
+                    toml::from_str(&body).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(cfg.judge.is_some(), "{}", path.display());
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "{seen} example configs");
+        let bad = "model = \"m\"\nwork_dir = \"w\"\ndataset = \"d\"\n[judge]\nendpoints = []\n\
+                   [judge.calibrate]\npairs = \"p\"\nif_unreachable = \"ignore\"\n";
+        let err = toml::from_str::<PipelineConfig>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("if_unreachable") || err.contains("ignore"),
+            "{err}"
+        );
+    }
 }

@@ -22,6 +22,11 @@ pub struct ReportArgs {
     /// The Markdown file; charts are written beside it as <stem>-<setting>.svg.
     #[arg(long, short)]
     pub out: PathBuf,
+
+    /// Seed of the paired randomization test (nDCG@10 per query of each recipe
+    /// against the in-batch recipe, 10,000 sign assignments): same seed, same p.
+    #[arg(long, default_value_t = 13)]
+    pub seed: u64,
 }
 
 pub fn run(args: &ReportArgs) -> Result<()> {
@@ -32,6 +37,13 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         rows.extend(
             ablation::parse_manifest(&body).map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?,
         );
+    }
+    for note in ablation::attach_paired_tests(
+        &mut rows,
+        sieve_eval::significance::DEFAULT_TRIALS,
+        args.seed,
+    ) {
+        eprintln!("{note}");
     }
     let dir = args.out.parent().map(PathBuf::from).unwrap_or_default();
     let stem = args

@@ -147,6 +147,13 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub refresh_every: u64,
 
+    /// Exact softmax, alternating coordinate ascent: train only the query side for N
+    /// steps (the documents and the corpus table held fixed), then only the document
+    /// side for N steps, and so on; AdamW's moments are reset at every switch.
+    /// 0: both sides every step.
+    #[arg(long, default_value_t = 0)]
+    pub alternate_every: u64,
+
     /// Cache of the first corpus table (the base model's embeddings), shared with
     /// `sieve eval` (default: $SIEVE_CACHE_DIR, $XDG_CACHE_HOME/sieve or ~/.cache/sieve).
     #[arg(long, env = "SIEVE_CACHE_DIR")]
@@ -227,6 +234,7 @@ impl TrainArgs {
             eval_every: self.eval_every,
             objective: self.objective,
             refresh_every: self.refresh_every,
+            alternate_every: self.alternate_every,
         })
     }
 }
@@ -384,7 +392,7 @@ pub fn train(args: &TrainArgs, config: TrainConfig) -> Result<()> {
     let summary = trainer.run(&mut hooks)?;
     hooks.pb.finish_and_clear();
     println!(
-        "trained {} steps in {:.1}s ({} pairs{}); final loss {}",
+        "trained {} steps in {:.1}s ({} pairs{}); loss over the last {} steps {}",
         summary.steps,
         summary.seconds,
         summary.pairs,
@@ -392,8 +400,9 @@ pub fn train(args: &TrainArgs, config: TrainConfig) -> Result<()> {
             Some(s) => format!(" this run, resumed from step {s}"),
             None => String::new(),
         },
+        sieve_trainer::train::RECENT_STEPS.min(summary.steps as usize),
         summary
-            .final_loss
+            .recent_loss
             .map_or("n/a".into(), |l| format!("{l:.4}"))
     );
     println!(

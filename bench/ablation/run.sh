@@ -12,7 +12,14 @@
 # Env: WORK (runs/ablation), TOPICS (600; 0 = the full MedQuAD task), EPOCHS (1),
 #      JUDGE_URL (http://127.0.0.1:8099/v1), JUDGE_K (candidates judged per query, 2),
 #      JUDGE_MAX_REQUESTS (a request budget for the judge: the rest stays unjudged, unmasked),
-#      PRECISION (calibration precision target, 0.4: the most Qwen2.5-Coder-0.5B reaches with margin), CAL_SAMPLE (200)
+#      PRECISION (calibration precision target, 0.4: the most Qwen2.5-Coder-0.5B reaches with margin), CAL_SAMPLE (200),
+#      EVAL_DATA (score on this BEIR directory's test split instead of the setting's own; the
+#                 models already trained are reused), TAG (the setting's name in the manifest and
+#                 results, default SETTING; give a new one with EVAL_DATA)
+# Example, the models trained on the 600-topic subset scored on the full MedQuAD test split
+# (no topic of the subset's train split is in it; see docs/ablation.md):
+#   python3 bench/medquad/make_task.py --out runs/ablation/medquad-full
+#   EVAL_DATA=runs/ablation/medquad-full TAG=medquad-fulltest bench/ablation/run.sh medquad
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SETTING=${1:?usage: run.sh medquad|scifact [CONFIGS...]}; shift
@@ -35,6 +42,8 @@ case "$SETTING" in
   *) echo "unknown setting $SETTING" >&2; exit 2 ;;
 esac
 TRAIN=("--data" "$DATA" "--split" "train")
+EVAL_DATA=${EVAL_DATA:-$DATA}
+TAG=${TAG:-$SETTING}
 
 # Judge stage (shared by the judge configs): calibrate, mine, label.
 judge_stage() {
@@ -65,9 +74,9 @@ run() { # name, train args...
     cmd="$SIEVE train --model $MODEL --output $out --epochs $EPOCHS $*"
   fi
   local model=$out; [ "$name" = base ] && model=$MODEL
-  $SIEVE eval --quiet --model "$model" --model-name "$SETTING-$name" --dataset "$DATA" --split test \
+  $SIEVE eval --quiet --model "$model" --model-name "$TAG-$name" --dataset "$EVAL_DATA" --split test \
     --output-dir "$WORK/results" > /dev/null
-  python3 - "$WORK" "$SETTING" "$name" "$cmd" "$DATA" >> "$WORK/manifest.jsonl" <<'PY'
+  python3 - "$WORK" "$TAG" "$name" "$cmd" "$EVAL_DATA" >> "$WORK/manifest.jsonl" <<'PY'
 import glob, json, os, sys
 work, setting, name, cmd, data = sys.argv[1:6]
 res = glob.glob(f"{work}/results/{setting}-{name}/*.json")[0]

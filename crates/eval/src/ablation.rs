@@ -6,7 +6,12 @@
 
 use std::fmt::Write as _;
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use serde::Deserialize;
+
+use crate::significance::PairedTest;
 
 /// One run of the ablation.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -31,7 +36,17 @@ pub struct AblationRow {
     pub judge: Option<Vec<String>>,
     #[serde(default)]
     pub judge_threshold: Option<serde_json::Value>,
+    /// The `sieve eval` result JSON (its `.per-query.jsonl` sits beside it).
+    #[serde(default)]
+    pub result: Option<String>,
+    /// nDCG@10 against the in-batch recipe, per query (filled by the caller).
+    #[serde(skip)]
+    pub vs_inbatch: Option<PairedTest>,
 }
+
+/// The recipe every other one is tested against: what a sentence-transformers user
+/// runs today.
+pub const REFERENCE_CONFIG: &str = "inbatch";
 
 /// What each recipe is, in the report's words.
 fn describe(config: &str) -> &str {
@@ -62,6 +77,53 @@ pub fn parse_manifest(body: &str) -> Result<Vec<AblationRow>, String> {
     Ok(rows)
 }
 
+/// Per-query nDCG@10 of one run, or why it could not be read.
+type Scores = Result<BTreeMap<String, f64>, String>;
+
+/// Tests every trained recipe's per-query nDCG@10 against the in-batch recipe of its
+/// setting (paired randomization, [`crate::significance`]). Rows without per-query
+/// scores (older manifests) are skipped; returns a note for each one skipped.
+pub fn attach_paired_tests(rows: &mut [AblationRow], trials: usize, seed: u64) -> Vec<String> {
+    let mut notes = Vec::new();
+    let load = |r: &AblationRow| -> Scores {
+        let res = r
+            .result
+            .as_ref()
+            .ok_or_else(|| format!("{}/{}: no result path in the manifest", r.setting, r.config))?;
+        let path = crate::report::per_query_path(Path::new(res));
+        crate::report::read_per_query(&path, "ndcg_at_10").map_err(|e| e.to_string())
+    };
+    let references: Vec<(String, Scores)> = rows
+        .iter()
+        .filter(|r| r.config == REFERENCE_CONFIG)
+        .map(|r| (r.setting.clone(), load(r)))
+        .collect();
+    for r in rows.iter_mut() {
+        if r.config == REFERENCE_CONFIG {
+            continue;
+        }
+        let Some((_, reference)) = references.iter().find(|(s, _)| *s == r.setting) else {
+            continue;
+        };
+        let pair = reference.as_ref().map_err(|e| e.clone()).and_then(|b| {
+            let a = load(r)?;
+            crate::significance::paired_scores(&a, b).map_err(|e| e.to_string())
+        });
+        match pair {
+            Ok((a, b)) => {
+                r.vs_inbatch = Some(crate::significance::paired_randomization(
+                    &a, &b, trials, seed,
+                ))
+            }
+            Err(e) => notes.push(format!(
+                "{}/{}: no significance test: {e}",
+                r.setting, r.config
+            )),
+        }
+    }
+    notes
+}
+
 /// The Markdown body; `chart` names the SVG written beside it for each setting.
 pub fn render(rows: &[AblationRow], chart: &dyn Fn(&str) -> String) -> String {
     let mut md = String::new();
@@ -70,17 +132,25 @@ pub fn render(rows: &[AblationRow], chart: &dyn Fn(&str) -> String) -> String {
     for setting in settings {
         let rs: Vec<&AblationRow> = rows.iter().filter(|r| r.setting == setting).collect();
         let base = rs.iter().find(|r| r.config == "base").map(|r| r.ndcg_at_10);
+        let tested = rs.iter().any(|r| r.vs_inbatch.is_some());
         let _ = writeln!(md, "### {setting}\n");
         let _ = writeln!(
             md,
-            "| recipe | nDCG@10 | Δ vs base | Recall@100 | training s | steps | pairs masked / made positive | identical masked |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            "| recipe | nDCG@10 | Δ vs base | Recall@100 | training s | steps | pairs masked / made positive | identical masked |{}\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |{}",
+            if tested { " Δ vs in-batch (p) |" } else { "" },
+            if tested { " ---: |" } else { "" }
         );
         for r in &rs {
             let delta = base.map_or(String::new(), |b| format!("{:+.4}", r.ndcg_at_10 - b));
             let opt = |v: Option<u64>| v.map_or("—".into(), |x| x.to_string());
+            let test = match (&r.vs_inbatch, tested) {
+                (Some(t), _) => format!(" {:+.4} (p = {:.3}) |", t.mean_difference, t.p_value),
+                (None, true) => " — |".to_string(),
+                (None, false) => String::new(),
+            };
             let _ = writeln!(
                 md,
-                "| {} | {:.4} | {} | {:.4} | {} | {} | {} | {} |",
+                "| {} | {:.4} | {} | {:.4} | {} | {} | {} | {} |{test}",
                 describe(&r.config),
                 r.ndcg_at_10,
                 if r.config == "base" {
@@ -196,6 +266,15 @@ mod tests {
         assert!(md.contains("sieve train Y") && !md.contains("sieve train X"));
         assert!(md.contains("![nDCG@10 per recipe, m](m.svg)"));
         assert_eq!(bar_svg(&rows, "m").matches("<rect x=").count(), 2);
+        let mut rows = rows;
+        rows[0].vs_inbatch = Some(PairedTest {
+            queries: 3,
+            mean_difference: -0.06,
+            p_value: 0.25,
+        });
+        let md = render(&rows, &|s| format!("{s}.svg"));
+        assert!(md.contains("| Δ vs in-batch (p) |"), "{md}");
+        assert!(md.contains("| -0.0600 (p = 0.250) |"), "{md}");
         assert!(parse_manifest("{\"setting\": 1}")
             .unwrap_err()
             .starts_with("line 1"));

@@ -24,6 +24,7 @@ pub mod ablation;
 mod error;
 pub mod metrics;
 pub mod report;
+pub mod significance;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -120,6 +121,7 @@ fn model_result(
         num_documents: 0,
         model_fingerprint: Some(encoder.fingerprint().to_string()),
         max_seq_length: Some(encoder.max_seq_length()),
+        per_query: Default::default(),
     }
 }
 
@@ -145,6 +147,7 @@ fn finish(ds: &BeirDataset, run: &Run, base: TaskResult, start: Instant) -> Task
     let eval = metrics::evaluate(&ds.qrels, run, &MTEB_K_VALUES);
     TaskResult {
         scores: eval.mean,
+        per_query: eval.per_query,
         evaluation_time: start.elapsed().as_secs_f64(),
         num_queries: ds.queries.len(),
         num_documents: ds.corpus.len(),
@@ -207,6 +210,7 @@ pub fn evaluate_bm25(
         num_documents: 0,
         model_fingerprint: None,
         max_seq_length: None,
+        per_query: Default::default(),
     };
     Ok(finish(ds, &run, base, start))
 }

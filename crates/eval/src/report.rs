@@ -26,6 +26,8 @@ pub struct TaskResult {
     pub num_documents: usize,
     pub model_fingerprint: Option<String>,
     pub max_seq_length: Option<usize>,
+    /// query id -> metric -> value, for significance tests between runs.
+    pub per_query: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 impl TaskResult {
@@ -96,7 +98,9 @@ impl TaskResult {
         s
     }
 
-    /// Writes `<dir>/<model>/<Task>.json` and `.md`; returns the JSON path.
+    /// Writes `<dir>/<model>/<Task>.json`, `.md` and, when there are per-query
+    /// scores, `<Task>.per-query.jsonl` (one `{"query_id": …, metric: value, …}` per
+    /// query, as pytrec_eval reports them); returns the JSON path.
     pub fn write(&self, dir: &Path) -> Result<PathBuf> {
         let model_dir = dir.join(sanitize(&self.model_name));
         std::fs::create_dir_all(&model_dir).map_err(|e| Error::io(&model_dir, e))?;
@@ -108,8 +112,49 @@ impl TaskResult {
             &model_dir.join(format!("{}.md", self.task_name)),
             self.markdown().as_bytes(),
         )?;
+        if !self.per_query.is_empty() {
+            let mut body = String::new();
+            for (qid, metrics) in &self.per_query {
+                let mut row = serde_json::Map::new();
+                row.insert("query_id".into(), json!(qid));
+                for (k, v) in metrics {
+                    row.insert(k.clone(), json!(v));
+                }
+                body += &Value::Object(row).to_string();
+                body.push('\n');
+            }
+            write_atomic(&per_query_path(&json_path), body.as_bytes())?;
+        }
         Ok(json_path)
     }
+}
+
+/// Where [`TaskResult::write`] puts the per-query scores of the result at `json_path`.
+pub fn per_query_path(json_path: &Path) -> PathBuf {
+    json_path.with_extension("per-query.jsonl")
+}
+
+/// Reads one metric per query from a `.per-query.jsonl` file.
+pub fn read_per_query(path: &Path, metric: &str) -> Result<BTreeMap<String, f64>> {
+    let body = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = BTreeMap::new();
+    for (i, line) in body.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |m: &str| Error::Invalid(format!("{}:{}: {m}", path.display(), i + 1));
+        let v: Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
+        let qid = v["query_id"]
+            .as_str()
+            .ok_or_else(|| bad("no string field `query_id`"))?;
+        let x = v[metric]
+            .as_f64()
+            .ok_or_else(|| bad(&format!("no number field `{metric}`")))?;
+        if out.insert(qid.to_string(), x).is_some() {
+            return Err(bad(&format!("query {qid} appears twice")));
+        }
+    }
+    Ok(out)
 }
 
 /// MTEB spells hub ids `org__name` in result paths.
@@ -174,6 +219,7 @@ mod tests {
             num_documents: 10,
             model_fingerprint: None,
             max_seq_length: Some(256),
+            per_query: [("q1".to_string(), [("ndcg_at_10".to_string(), 0.25)].into())].into(),
         };
         let v = r.mteb_json();
         assert_eq!(v["scores"]["test"][0]["main_score"], 0.5);
@@ -182,6 +228,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = r.write(tmp.path()).unwrap();
         assert!(path.ends_with("org__model/SciFact.json"));
+        let pq = read_per_query(&per_query_path(&path), "ndcg_at_10").unwrap();
+        assert_eq!(pq, [("q1".to_string(), 0.25)].into());
+        let err = read_per_query(&per_query_path(&path), "map_at_10").unwrap_err();
+        assert!(
+            err.to_string().contains("SciFact.per-query.jsonl:1"),
+            "{err}"
+        );
         assert!(r.markdown().contains("| ndcg | 0.50000 |") || r.markdown().contains("0.50000"));
         assert_eq!(task_name_for(Path::new("/x/scifact")), "SciFact");
         assert_eq!(task_name_for(Path::new("/x/mine")), "mine");

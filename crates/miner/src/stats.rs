@@ -101,7 +101,13 @@ impl MineStats {
                 Some(sum / with_pos.len() as f64)
             };
         let deepest = opts.bm25_k.max(opts.dense_k);
-        let recall = RECALL_KS
+        // The standard cut-offs plus the run's own depths, so that a shallow run
+        // (k < 10) still reports how many positives its lists hold.
+        let mut ks: Vec<usize> = RECALL_KS.to_vec();
+        ks.extend([opts.bm25_k, opts.dense_k].into_iter().filter(|&k| k > 0));
+        ks.sort_unstable();
+        ks.dedup();
+        let recall = ks
             .iter()
             .map(|&k| Recall {
                 k,

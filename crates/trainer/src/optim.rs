@@ -77,6 +77,9 @@ struct Param {
 pub struct AdamW {
     params: Vec<Param>,
     step: u64,
+    /// The step count at the last [`AdamW::reset`]: bias correction restarts from it,
+    /// while `step` keeps counting the run's steps (checkpoints line up on it).
+    reset_at: u64,
     pub config: AdamWConfig,
 }
 
@@ -107,6 +110,7 @@ impl AdamW {
         Ok(Self {
             params,
             step: 0,
+            reset_at: 0,
             config,
         })
     }
@@ -138,6 +142,18 @@ impl AdamW {
         self.step
     }
 
+    /// Forgets the moments, as a fresh optimiser would, while the step count goes on.
+    ///
+    /// Alternating coordinate ascent switches which side of the loss moves; the moments
+    /// of the previous phase describe gradients of a different function.
+    pub fn reset(&mut self) -> Result<()> {
+        for p in &mut self.params {
+            p.moments = zero_moments(&p.var)?;
+        }
+        self.reset_at = self.step;
+        Ok(())
+    }
+
     pub fn set_lr(&mut self, lr: f64) {
         self.config.lr = lr;
     }
@@ -153,7 +169,7 @@ impl AdamW {
     pub fn step(&mut self, grads: &dyn GradSource) -> Result<()> {
         self.step += 1;
         let c = &self.config;
-        let t = self.step as i32;
+        let t = (self.step - self.reset_at) as i32;
         let coeffs = Coeffs {
             decay: 1.0 - c.lr * c.weight_decay,
             beta1: c.beta1,
@@ -198,6 +214,7 @@ impl AdamW {
         }
         let meta: HashMap<String, String> = [
             ("step".to_string(), self.step.to_string()),
+            ("reset_at".to_string(), self.reset_at.to_string()),
             (
                 "config".to_string(),
                 serde_json::to_string(&self.config).map_err(|e| ckpt(path, e))?,
@@ -226,6 +243,15 @@ impl AdamW {
             .get("step")
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| ckpt(path, "no step count in the metadata"))?;
+        // Files written before resets existed have no `reset_at`: never reset.
+        let reset_at: u64 = match meta.get("reset_at") {
+            Some(s) => s
+                .parse()
+                .ok()
+                .filter(|&r| r <= step)
+                .ok_or_else(|| ckpt(path, format!("reset_at {s:?} is not a step <= {step}")))?,
+            None => 0,
+        };
         let config: AdamWConfig = match meta.get("config") {
             Some(s) => serde_json::from_str(s).map_err(|e| ckpt(path, e))?,
             None => self.config,
@@ -266,6 +292,7 @@ impl AdamW {
             ));
         }
         self.step = step;
+        self.reset_at = reset_at;
         self.config = config;
         Ok(())
     }
@@ -573,6 +600,61 @@ mod tests {
         let a: Vec<f32> = straight.to_vec1().unwrap();
         let b: Vec<f32> = resumed.to_vec1().unwrap();
         assert_eq!(a, b, "resumed run must reach the same weights bit for bit");
+    }
+
+    #[test]
+    fn reset_continues_as_a_fresh_optimiser_and_survives_a_restart() {
+        let config = AdamWConfig {
+            lr: 0.05,
+            ..Default::default()
+        };
+        let n = 40;
+        let init: Vec<f32> = (0..n).map(|i| i as f32 / 40.0).collect();
+        let grads = grads_for(n, 6);
+        let var_of = |x: &Tensor| Var::from_tensor(x).unwrap();
+        let start = Tensor::from_slice(&init, n, &Device::Cpu).unwrap();
+
+        // Three steps, a reset, three more.
+        let w = var_of(&start);
+        let mut opt = AdamW::new(vec![("layer.w".into(), w.clone())], config).unwrap();
+        run_steps(&mut opt, &w, &grads[..3]);
+        let after_three = w.as_tensor().copy().unwrap();
+        opt.reset().unwrap();
+        run_steps(&mut opt, &w, &grads[3..]);
+        assert_eq!(opt.step_count(), 6);
+
+        // A fresh optimiser from the weights at the reset takes the same last three steps.
+        let fresh = var_of(&after_three);
+        let mut opt_fresh = AdamW::new(vec![("layer.w".into(), fresh.clone())], config).unwrap();
+        run_steps(&mut opt_fresh, &fresh, &grads[3..]);
+        let a: Vec<f32> = w.to_vec1().unwrap();
+        let b: Vec<f32> = fresh.to_vec1().unwrap();
+        assert_eq!(
+            a, b,
+            "after a reset the moments and bias correction start over"
+        );
+        // And the reset mattered: without it the steps differ.
+        let kept = var_of(&start);
+        let mut opt_kept = AdamW::new(vec![("layer.w".into(), kept.clone())], config).unwrap();
+        run_steps(&mut opt_kept, &kept, &grads);
+        let c: Vec<f32> = kept.to_vec1().unwrap();
+        assert_ne!(a, c);
+
+        // Saved one step after a reset, loaded into a new optimiser: same end.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("optimizer.safetensors");
+        let w1 = var_of(&start);
+        let mut opt1 = AdamW::new(vec![("layer.w".into(), w1.clone())], config).unwrap();
+        run_steps(&mut opt1, &w1, &grads[..3]);
+        opt1.reset().unwrap();
+        run_steps(&mut opt1, &w1, &grads[3..4]);
+        opt1.save(&path).unwrap();
+        let w2 = var_of(w1.as_tensor());
+        let mut opt2 = AdamW::new(vec![("layer.w".into(), w2.clone())], config).unwrap();
+        opt2.load(&path).unwrap();
+        run_steps(&mut opt2, &w2, &grads[4..]);
+        let d: Vec<f32> = w2.to_vec1().unwrap();
+        assert_eq!(a, d, "the reset point is part of the saved state");
     }
 
     #[test]

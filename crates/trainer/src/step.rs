@@ -155,6 +155,40 @@ impl crate::optim::GradSource for ParamGrads {
     }
 }
 
+/// Which side of the loss a step moves the model through.
+///
+/// With one encoder for queries and documents, "freezing" a side means its embeddings
+/// enter the loss as constants (detached): the step's gradient is the part that flows
+/// through the other side only, and the two parts add up to the full gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Side {
+    Both,
+    /// Gradient through the queries; the documents (and the corpus table) held fixed.
+    Queries,
+    /// Gradient through the batch's documents; the queries held fixed.
+    Documents,
+}
+
+impl Side {
+    /// (queries, documents) with the frozen side detached.
+    pub fn apply(self, queries: &Tensor, documents: &Tensor) -> (Tensor, Tensor) {
+        match self {
+            Side::Both => (queries.clone(), documents.clone()),
+            Side::Queries => (queries.clone(), documents.detach()),
+            Side::Documents => (queries.detach(), documents.clone()),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Both => "both",
+            Side::Queries => "query",
+            Side::Documents => "document",
+        }
+    }
+}
+
 /// How to run one batch.
 #[derive(Debug, Clone, Copy)]
 pub struct StepConfig {

@@ -33,7 +33,7 @@ use crate::exact::{exact_loss, CorpusTable, ExactBatch};
 use crate::loss::{FalseNegativePolicy, LossConfig};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::schedule::{Decay, Schedule};
-use crate::step::{batch_gradients, gradients_with, Embed, StepConfig};
+use crate::step::{batch_gradients, gradients_with, Embed, Side, StepConfig};
 use crate::{Error, Result};
 
 /// Most texts embedded in one forward when GradCache is off (chunks also break where
@@ -96,6 +96,10 @@ pub struct TrainConfig {
     /// Exact softmax: re-embed the whole corpus every N steps (0: only at the start;
     /// between refreshes each batch's documents are written back).
     pub refresh_every: u64,
+    /// Exact softmax, alternating coordinate ascent: move only the query side for N
+    /// steps (documents and table fixed), then only the document side for N, and so
+    /// on, resetting AdamW's moments at every switch (0: both sides every step).
+    pub alternate_every: u64,
 }
 
 impl Default for TrainConfig {
@@ -120,11 +124,21 @@ impl Default for TrainConfig {
             eval_every: 0,
             objective: Objective::InBatch,
             refresh_every: 0,
+            alternate_every: 0,
         }
     }
 }
 
 impl TrainConfig {
+    /// The side step `step` (0-based) trains.
+    pub fn side_at(&self, step: u64) -> Side {
+        match self.alternate_every {
+            0 => Side::Both,
+            n if (step / n).is_multiple_of(2) => Side::Queries,
+            _ => Side::Documents,
+        }
+    }
+
     /// The settings a resumed run must share with the run it resumes: anything that
     /// changes which batches are seen or what a step computes.
     fn trajectory_key(&self) -> serde_json::Value {
@@ -160,6 +174,9 @@ pub struct TrainState {
 #[derive(Debug, Clone, Serialize)]
 pub struct StepLog {
     pub step: u64,
+    /// The side this step trained, when sides alternate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub side: Option<Side>,
     pub total_steps: u64,
     pub epoch: u64,
     pub loss: f64,
@@ -194,11 +211,17 @@ pub trait Hooks {
 pub struct NoHooks;
 impl Hooks for NoHooks {}
 
+/// Steps averaged into [`Summary::recent_loss`].
+pub const RECENT_STEPS: usize = 10;
+
 /// The summary of a finished run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub steps: u64,
     pub final_loss: Option<f64>,
+    /// Mean loss of the last [`RECENT_STEPS`] steps (fewer in a short run): the last
+    /// step alone can be a tail batch of one pair, whose in-batch loss is 0.
+    pub recent_loss: Option<f64>,
     pub best: Option<(f64, u64)>,
     pub seconds: f64,
     pub pairs: usize,
@@ -256,6 +279,11 @@ impl Trainer {
         }
         if config.mini_batch_size == Some(0) {
             return Err(Error::Config("mini_batch_size must be at least 1".into()));
+        }
+        if config.alternate_every > 0 && config.objective != Objective::Exact {
+            return Err(Error::Config(
+                "alternate_every (alternating sides) needs the exact objective".into(),
+            ));
         }
         if config.objective == Objective::Exact && config.loss.symmetric {
             return Err(Error::Config(
@@ -751,6 +779,15 @@ impl Trainer {
                     .iter()
                     .map(|&t| self.tokens[t as usize].as_slice())
                     .collect();
+                let side = self.config.side_at(self.state.step);
+                if self.state.step > 0 && side != self.config.side_at(self.state.step - 1) {
+                    self.opt.reset()?;
+                    hooks.on_message(&format!(
+                        "step {}: training the {} side now; optimizer moments reset",
+                        self.state.step + 1,
+                        side.name()
+                    ));
+                }
                 let lr = self.schedule.lr_at(self.state.step);
                 self.opt.set_lr(lr);
                 let indices = &batches[self.state.batch];
@@ -775,7 +812,8 @@ impl Trainer {
                             .ok_or_else(|| Error::Config("no corpus table".into()))?;
                         let scale = self.config.loss.scale;
                         let loss = |qe: &Tensor, de: &Tensor| {
-                            exact_loss(qe, de, &eb, table, scale, crate::exact::DEFAULT_CHUNK)
+                            let (qe, de) = side.apply(qe, de);
+                            exact_loss(&qe, &de, &eb, table, scale, crate::exact::DEFAULT_CHUNK)
                         };
                         let model: &dyn Embed = &self.encoder;
                         let out = gradients_with(model, &self.params, &q, &d, &loss, &step_config)?;
@@ -807,6 +845,7 @@ impl Trainer {
                 let seconds = t0.elapsed().as_secs_f64();
                 let log = StepLog {
                     step: self.state.step,
+                    side: (self.config.alternate_every > 0).then_some(side),
                     total_steps: self.state.total_steps,
                     epoch: self.state.epoch,
                     loss: out.loss,
@@ -852,6 +891,11 @@ impl Trainer {
         Ok(Summary {
             steps: self.state.step,
             final_loss: last_loss,
+            recent_loss: {
+                let tail = &self.losses[self.losses.len().saturating_sub(RECENT_STEPS)..];
+                (!tail.is_empty())
+                    .then(|| tail.iter().map(|(_, l)| l).sum::<f64>() / tail.len() as f64)
+            },
             best: self.state.best,
             seconds: start.elapsed().as_secs_f64(),
             pairs,

@@ -218,14 +218,7 @@ fn grad_cache_gradients_equal_full_batch_in_f64() {
                 );
                 continue;
             };
-            let diff = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
+            let diff = max_abs_diff(a, b);
             let scale = a
                 .abs()
                 .unwrap()
@@ -254,36 +247,45 @@ impl Hooks for CrashAt {
     }
 }
 
+/// max |a − b| over two tensors of one shape, in f64.
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
 fn weights(path: &Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
 }
 
-#[test]
-fn resumed_run_ends_at_the_uninterrupted_weights() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("tiny");
-    tiny_model(&model);
-    let pairs = pairs_file(tmp.path());
-    let config = TrainConfig {
-        epochs: 2,
-        batch_size: 8,
-        lr: 1e-3,
-        save_every: 3,
-        keep_checkpoints: 2,
-        ..Default::default()
-    };
+/// Trains `config` straight through, and again with a crash after step 5 and a
+/// resume from checkpoint 3; asserts both end at the same weights and log the same
+/// losses, and returns the straight run's (step, loss) log.
+fn resume_equals_straight(
+    model: &Path,
+    pairs: &Path,
+    root: &Path,
+    config: &TrainConfig,
+) -> Vec<(u64, f64)> {
     let load = LoadOptions::default();
-    let data = || TrainData::from_pairs(&pairs, &DataOptions::default()).unwrap();
+    let data = || TrainData::from_pairs(pairs, &DataOptions::default()).unwrap();
 
-    let straight = tmp.path().join("straight");
-    let mut t = Trainer::new(&model, &load, data(), config.clone(), &straight).unwrap();
+    let straight = root.join("straight");
+    let mut t = Trainer::new(model, &load, data(), config.clone(), &straight).unwrap();
     let total = t.state().total_steps;
     assert!(total >= 8, "{total} steps");
     let summary = t.run(&mut NoHooks).unwrap();
     assert_eq!(summary.steps, total);
 
-    let crashed = tmp.path().join("crashed");
-    let mut t = Trainer::new(&model, &load, data(), config.clone(), &crashed).unwrap();
+    let crashed = root.join("crashed");
+    let mut t = Trainer::new(model, &load, data(), config.clone(), &crashed).unwrap();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.run(&mut CrashAt(5))));
     assert!(r.is_err(), "the run should have crashed");
     drop(t);
@@ -294,7 +296,7 @@ fn resumed_run_ends_at_the_uninterrupted_weights() {
         .map(|c| c.0)
         .collect();
     assert_eq!(ckpts, vec![3]);
-    let mut t = Trainer::new(&model, &load, data(), config.clone(), &crashed).unwrap();
+    let mut t = Trainer::new(model, &load, data(), config.clone(), &crashed).unwrap();
     assert!(t.resume().unwrap());
     assert_eq!(t.state().step, 3);
     let summary = t.run(&mut NoHooks).unwrap();
@@ -308,23 +310,9 @@ fn resumed_run_ends_at_the_uninterrupted_weights() {
     let mut moved = 0f32;
     for (name, ta) in &a {
         let tb = &b[name];
-        let diff = (ta - tb)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(ta, tb) as f32;
         assert!(diff <= 1e-6, "{name}: resumed run differs by {diff}");
-        let d0 = (ta - &base[name])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d0 = max_abs_diff(ta, &base[name]) as f32;
         moved = moved.max(d0);
     }
     assert!(
@@ -332,14 +320,7 @@ fn resumed_run_ends_at_the_uninterrupted_weights() {
         "training did not change the weights ({moved})"
     );
     // The unused pooler is exported unchanged.
-    let p = (&a["pooler.dense.weight"] - &base["pooler.dense.weight"])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let p = max_abs_diff(&a["pooler.dense.weight"], &base["pooler.dense.weight"]) as f32;
     assert_eq!(p, 0.0);
 
     // The metrics log holds each step once, and the same losses.
@@ -361,11 +342,72 @@ fn resumed_run_ends_at_the_uninterrupted_weights() {
         assert_eq!(sa, sb);
         assert!((xa - xb).abs() < 1e-6, "step {sa}: loss {xa} vs {xb}");
     }
+    assert!(straight.join("loss.svg").exists());
+    la
+}
+
+#[test]
+fn alternating_exact_run_resumes_across_a_side_switch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let pairs = pairs_file(tmp.path());
+    // Sides switch before steps 3, 5 and 7 (1-based); the crash loses steps 4–5 and
+    // the resume from checkpoint 3 must redo the switch at step 5, moment reset included.
+    let config = TrainConfig {
+        epochs: 2,
+        batch_size: 8,
+        lr: 1e-3,
+        save_every: 3,
+        keep_checkpoints: 2,
+        objective: sieve_trainer::train::Objective::Exact,
+        refresh_every: 4,
+        alternate_every: 2,
+        ..Default::default()
+    };
+    let la = resume_equals_straight(&model, &pairs, tmp.path(), &config);
+    let sides: Vec<String> = std::fs::read_to_string(tmp.path().join("straight/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| v["side"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(sides.len(), la.len());
+    assert_eq!(
+        &sides[..6],
+        [
+            "queries",
+            "queries",
+            "documents",
+            "documents",
+            "queries",
+            "queries"
+        ]
+    );
+}
+
+#[test]
+fn resumed_run_ends_at_the_uninterrupted_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let pairs = pairs_file(tmp.path());
+    let config = TrainConfig {
+        epochs: 2,
+        batch_size: 8,
+        lr: 1e-3,
+        save_every: 3,
+        keep_checkpoints: 2,
+        ..Default::default()
+    };
+    let la = resume_equals_straight(&model, &pairs, tmp.path(), &config);
     assert!(
         la.last().unwrap().1 < la.first().unwrap().1,
         "loss went down: {la:?}"
     );
-    assert!(straight.join("loss.svg").exists());
+    let load = LoadOptions::default();
+    let data = || TrainData::from_pairs(&pairs, &DataOptions::default()).unwrap();
+    let crashed = tmp.path().join("crashed");
 
     // A different setting refuses to resume.
     let other = TrainConfig { lr: 5e-4, ..config };
@@ -492,17 +534,44 @@ fn grad_cache_equals_full_batch_for_the_exact_softmax_too() {
             full.grads.get(p.as_tensor()),
             cached.grads.get(p.as_tensor()),
         ) {
-            let diff = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
+            let diff = max_abs_diff(a, b);
             assert!(diff < 1e-6, "gradient differs by {diff}");
             compared += 1;
         }
     }
     assert_eq!(compared, params.len() - 1);
+    // Alternating sides: the query-side and the document-side gradients (the other
+    // side's embeddings held constant) add up to the full gradient, each differs from
+    // it, and GradCache gives them too.
+    use sieve_trainer::step::Side;
+    let sided = |side: Side, grad_cache| {
+        let f = |qe: &Tensor, de: &Tensor| {
+            let (qe, de) = side.apply(qe, de);
+            exact_loss(&qe, &de, &eb, &table, 20.0, 4)
+        };
+        gradients_with(&encoder, &params, &q, &d, &f, &step(grad_cache, 2)).unwrap()
+    };
+    let by_queries = sided(Side::Queries, true);
+    let by_documents = sided(Side::Documents, false);
+    assert!((by_queries.loss - full.loss).abs() < 1e-12);
+    let (mut compared, mut q_share, mut d_share) = (0, 0f64, 0f64);
+    for p in &params {
+        let Some(total) = full.grads.get(p.as_tensor()) else {
+            continue;
+        };
+        let zero = total.zeros_like().unwrap();
+        let gq = by_queries.grads.get(p.as_tensor()).unwrap_or(&zero);
+        let gd = by_documents.grads.get(p.as_tensor()).unwrap_or(&zero);
+        let sum = (gq + gd).unwrap();
+        let diff = max_abs_diff(total, &sum);
+        assert!(
+            diff < 1e-6,
+            "query + document gradients miss the full one by {diff}"
+        );
+        q_share = q_share.max(max_abs_diff(gq, &zero));
+        d_share = d_share.max(max_abs_diff(gd, &zero));
+        compared += 1;
+    }
+    assert_eq!(compared, params.len() - 1);
+    assert!(q_share > 1e-6 && d_share > 1e-6, "{q_share} {d_share}");
 }
