@@ -88,3 +88,89 @@ objective = "exact"
         "{err}"
     );
 }
+
+/// A judge that reaches the precision target at no threshold never masks: by default
+/// the pipeline stops and says why; with `if_unreachable = "skip-judge"` it trains
+/// without judge labels and says so in the summary.
+#[test]
+fn an_untrustworthy_judge_stops_the_run_or_is_skipped() {
+    let Some(url) = llm_server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-beir");
+    // Every human grade says "irrelevant": no threshold has any precision.
+    let graded = tmp.path().join("graded.jsonl");
+    std::fs::write(
+        &graded,
+        [
+            ("What causes scurvy?", "The Eiffel Tower is in Paris."),
+            ("Is aspirin an anticoagulant?", "Tides follow the moon."),
+            ("How is malaria spread?", "Granite is an igneous rock."),
+        ]
+        .iter()
+        .map(|(q, d)| format!("{{\"question_summary\": {q:?}, \"answer\": {d:?}, \"grade\": 1}}\n"))
+        .collect::<String>(),
+    )
+    .unwrap();
+    let config = tmp.path().join("pipeline.toml");
+    let write = |policy: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"model = {model:?}
+work_dir = "work"
+dataset = {fixture:?}
+train_split = "test"
+test_split = "test"
+
+[mine]
+bm25_k = 2
+dense_k = 2
+
+[judge]
+endpoints = [{url:?}]
+max_doc_tokens = 64
+
+[judge.calibrate]
+pairs = "graded.jsonl"
+precision_target = 0.5
+{policy}
+
+[train]
+epochs = 1
+batch_size = 2
+"#,
+                model = model_dir().display().to_string(),
+                fixture = fixture.display().to_string(),
+            ),
+        )
+        .unwrap()
+    };
+    let run = || {
+        sieve()
+            .args(["pipeline", "--quiet"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    write("");
+    let stopped = run();
+    let err = String::from_utf8_lossy(&stopped.stderr);
+    assert!(!stopped.status.success());
+    assert!(
+        err.contains("precision 0.5 at no threshold") && err.contains("skip-judge"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("work/model").exists(), "it trained anyway");
+
+    write("if_unreachable = \"skip-judge\"");
+    let skipped = run();
+    let err = String::from_utf8_lossy(&skipped.stderr);
+    assert!(skipped.status.success(), "{err}");
+    let out = String::from_utf8_lossy(&skipped.stdout);
+    assert!(
+        out.contains("judge labels not used") && out.contains("| trained |"),
+        "{out}"
+    );
+    assert!(!tmp.path().join("work/labeled.parquet").exists());
+    assert!(tmp.path().join("work/model/model.safetensors").exists());
+}

@@ -8,7 +8,7 @@
 #     SETTING  medquad  MedQuAD task (bench/medquad/make_task.py, seed 13, TOPICS topic groups)
 #              scifact  SciFact train -> test (the control)
 #     CONFIGS  any of: base inbatch gradcache exact-none exact-known exact-judge exact-judge-positive
-#              (default: all)
+#              exact-alternate (default: all)
 # Env: WORK (runs/ablation), TOPICS (600; 0 = the full MedQuAD task), EPOCHS (1),
 #      JUDGE_URL (http://127.0.0.1:8099/v1), JUDGE_K (candidates judged per query, 2),
 #      JUDGE_MAX_REQUESTS (a request budget for the judge: the rest stays unjudged, unmasked),
@@ -23,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SETTING=${1:?usage: run.sh medquad|scifact [CONFIGS...]}; shift
-CONFIGS=${*:-base inbatch gradcache exact-none exact-known exact-judge exact-judge-positive}
+CONFIGS=${*:-base inbatch gradcache exact-none exact-known exact-judge exact-judge-positive exact-alternate}
 WORK=${WORK:-runs/ablation}/$SETTING
 TOPICS=${TOPICS:-600}
 EPOCHS=${EPOCHS:-1}
@@ -109,6 +109,7 @@ for c in $CONFIGS; do
     exact-known) run exact-known "${TRAIN[@]}" --objective exact --false-negatives mask --ignore-judge --batch-size 32 ;;
     exact-judge) judge_stage; run exact-judge --data "$WORK/labeled.parquet" --num-negatives 0 --objective exact --false-negatives mask --batch-size 32 ;;
     exact-judge-positive) judge_stage; run exact-judge-positive --data "$WORK/labeled.parquet" --num-negatives 0 --objective exact --false-negatives positive --batch-size 32 ;;
+    exact-alternate) run exact-alternate "${TRAIN[@]}" --objective exact --false-negatives mask --ignore-judge --batch-size 32 --alternate-every 10 ;;
     *) echo "unknown config $c" >&2; exit 2 ;;
   esac
 done

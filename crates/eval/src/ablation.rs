@@ -58,6 +58,9 @@ fn describe(config: &str) -> &str {
         "exact-known" => "exact softmax, masking qrels / identical-question positives",
         "exact-judge" => "exact softmax, masking the calibrated judge's positives (+ qrels)",
         "exact-judge-positive" => "exact softmax, judge's and qrels positives counted as positives",
+        "exact-alternate" => {
+            "exact softmax, qrels masks, sides alternating every 10 steps (AdamW reset)"
+        }
         other => other,
     }
 }
@@ -144,6 +147,10 @@ pub fn render(rows: &[AblationRow], chart: &dyn Fn(&str) -> String) -> String {
             let delta = base.map_or(String::new(), |b| format!("{:+.4}", r.ndcg_at_10 - b));
             let opt = |v: Option<u64>| v.map_or("—".into(), |x| x.to_string());
             let test = match (&r.vs_inbatch, tested) {
+                // The smallest p a randomization test can give is 1/(trials + 1).
+                (Some(t), _) if t.p_value < 0.001 => {
+                    format!(" {:+.4} (p < 0.001) |", t.mean_difference)
+                }
                 (Some(t), _) => format!(" {:+.4} (p = {:.3}) |", t.mean_difference, t.p_value),
                 (None, true) => " — |".to_string(),
                 (None, false) => String::new(),
