@@ -65,6 +65,33 @@ fn describe(config: &str) -> &str {
     }
 }
 
+/// Recipes in the order the report lists them (others after, in manifest order).
+const RECIPE_ORDER: [&str; 8] = [
+    "base",
+    "inbatch",
+    "gradcache",
+    "exact-none",
+    "exact-known",
+    "exact-judge",
+    "exact-judge-positive",
+    "exact-alternate",
+];
+
+/// The rows of `setting`, base first and the known recipes in [`RECIPE_ORDER`], so a
+/// recipe re-run later does not move in the table.
+fn in_recipe_order<'a>(rows: &'a [AblationRow], setting: &str) -> Vec<&'a AblationRow> {
+    let mut rs: Vec<&AblationRow> = rows.iter().filter(|r| r.setting == setting).collect();
+    let rank = |c: &str| {
+        RECIPE_ORDER
+            .iter()
+            .position(|&k| k == c)
+            .unwrap_or(RECIPE_ORDER.len())
+    };
+    // Stable: unknown recipes keep their manifest order.
+    rs.sort_by_key(|r| rank(&r.config));
+    rs
+}
+
 /// Parses manifest lines, keeping the last run of each (setting, config).
 pub fn parse_manifest(body: &str) -> Result<Vec<AblationRow>, String> {
     let mut rows: Vec<AblationRow> = Vec::new();
@@ -133,7 +160,7 @@ pub fn render(rows: &[AblationRow], chart: &dyn Fn(&str) -> String) -> String {
     let mut settings: Vec<&str> = rows.iter().map(|r| r.setting.as_str()).collect();
     settings.dedup();
     for setting in settings {
-        let rs: Vec<&AblationRow> = rows.iter().filter(|r| r.setting == setting).collect();
+        let rs = in_recipe_order(rows, setting);
         let base = rs.iter().find(|r| r.config == "base").map(|r| r.ndcg_at_10);
         let tested = rs.iter().any(|r| r.vs_inbatch.is_some());
         let _ = writeln!(md, "### {setting}\n");
@@ -208,7 +235,7 @@ pub fn render(rows: &[AblationRow], chart: &dyn Fn(&str) -> String) -> String {
 
 /// Horizontal bars of nDCG@10, one per recipe of `setting`.
 pub fn bar_svg(rows: &[AblationRow], setting: &str) -> String {
-    let rs: Vec<&AblationRow> = rows.iter().filter(|r| r.setting == setting).collect();
+    let rs = in_recipe_order(rows, setting);
     let (w, bar_h, left) = (760.0, 26.0, 430.0);
     let h = 40.0 + bar_h * rs.len() as f64;
     let lo = rs
@@ -265,6 +292,10 @@ mod tests {
 "#;
         let rows = parse_manifest(body).unwrap();
         assert_eq!(rows.len(), 2);
+        // A recipe re-run after another keeps its place in the table.
+        let reversed: Vec<AblationRow> = rows.iter().rev().cloned().collect();
+        let md_rev = render(&reversed, &|s| format!("{s}.svg"));
+        assert!(md_rev.find("| base model").unwrap() < md_rev.find("| in-batch").unwrap());
         let md = render(&rows, &|s| format!("{s}.svg"));
         assert!(
             md.contains("| in-batch softmax (MNRL recipe), batch 32 | 0.5600 | +0.0600 |"),
