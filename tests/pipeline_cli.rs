@@ -8,26 +8,36 @@ use std::path::Path;
 mod common;
 use common::{llm_server, model_dir, sieve};
 
-#[test]
-fn every_stage_runs_then_resumes_from_its_files() {
-    let Some(url) = llm_server() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
+/// What every config here shares: the real model, the tiny fixture (its one split is
+/// both train and test: these tests check the plumbing, not quality), shallow mining.
+fn config_head() -> String {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-beir");
-    let config = tmp.path().join("pipeline.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"model = {model:?}
+    format!(
+        r#"model = {model:?}
 work_dir = "work"
 dataset = {fixture:?}
-train_split = "test"   # the fixture has one split: this checks the plumbing, not quality
+train_split = "test"
 test_split = "test"
 
 [mine]
 bm25_k = 2
 dense_k = 2
+"#,
+        model = model_dir().display().to_string(),
+        fixture = fixture.display().to_string(),
+    )
+}
 
+#[test]
+fn every_stage_runs_then_resumes_from_its_files() {
+    let Some(url) = llm_server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    let config = tmp.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{head}
 [judge]
 endpoints = [{url:?}]
 threshold = 0.5
@@ -39,8 +49,7 @@ batch_size = 2
 save_every = 1
 objective = "exact"
 "#,
-            model = model_dir().display().to_string(),
-            fixture = fixture.display().to_string(),
+            head = config_head(),
         ),
     )
     .unwrap();
@@ -96,7 +105,6 @@ objective = "exact"
 fn an_untrustworthy_judge_stops_the_run_or_is_skipped() {
     let Some(url) = llm_server() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-beir");
     // Every human grade says "irrelevant": no threshold has any precision.
     let graded = tmp.path().join("graded.jsonl");
     std::fs::write(
@@ -116,16 +124,7 @@ fn an_untrustworthy_judge_stops_the_run_or_is_skipped() {
         std::fs::write(
             &config,
             format!(
-                r#"model = {model:?}
-work_dir = "work"
-dataset = {fixture:?}
-train_split = "test"
-test_split = "test"
-
-[mine]
-bm25_k = 2
-dense_k = 2
-
+                r#"{head}
 [judge]
 endpoints = [{url:?}]
 max_doc_tokens = 64
@@ -139,8 +138,7 @@ precision_target = 0.5
 epochs = 1
 batch_size = 2
 "#,
-                model = model_dir().display().to_string(),
-                fixture = fixture.display().to_string(),
+                head = config_head(),
             ),
         )
         .unwrap()

@@ -563,36 +563,39 @@ mod tests {
         }
     }
 
-    #[test]
-    fn save_and_load_resume_exactly() {
+    /// The small problem of the save and reset tests: settings, a 40-element parameter's
+    /// starting values, and six steps of gradients.
+    fn small_problem() -> (AdamWConfig, Tensor, Vec<Vec<f64>>) {
+        let n = 40;
+        let init: Vec<f32> = (0..n).map(|i| i as f32 / 40.0).collect();
         let config = AdamWConfig {
             lr: 0.05,
             ..Default::default()
         };
-        let n = 40;
-        let init: Vec<f32> = (0..n).map(|i| i as f32 / 40.0).collect();
-        let grads = grads_for(n, 6);
-        let make = || {
-            let var =
-                Var::from_tensor(&Tensor::from_slice(&init, n, &Device::Cpu).unwrap()).unwrap();
-            let opt = AdamW::new(vec![("layer.w".into(), var.clone())], config).unwrap();
-            (var, opt)
-        };
-        let (straight, mut opt) = make();
+        let start = Tensor::from_slice(&init, n, &Device::Cpu).unwrap();
+        (config, start, grads_for(n, 6))
+    }
+
+    /// A fresh variable holding `x`, and an optimiser over it.
+    fn optimiser_over(x: &Tensor, config: AdamWConfig) -> (Var, AdamW) {
+        let var = Var::from_tensor(x).unwrap();
+        let opt = AdamW::new(vec![("layer.w".into(), var.clone())], config).unwrap();
+        (var, opt)
+    }
+
+    #[test]
+    fn save_and_load_resume_exactly() {
+        let (config, start, grads) = small_problem();
+        let (straight, mut opt) = optimiser_over(&start, config);
         run_steps(&mut opt, &straight, &grads);
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("optimizer.safetensors");
-        let (first, mut opt1) = make();
+        let (first, mut opt1) = optimiser_over(&start, config);
         run_steps(&mut opt1, &first, &grads[..3]);
         opt1.save(&path).unwrap();
         // A fresh optimiser over the saved weights, as after a restart.
-        let resumed = Var::from_tensor(first.as_tensor()).unwrap();
-        let mut opt2 = AdamW::new(
-            vec![("layer.w".into(), resumed.clone())],
-            Default::default(),
-        )
-        .unwrap();
+        let (resumed, mut opt2) = optimiser_over(first.as_tensor(), Default::default());
         opt2.load(&path).unwrap();
         assert_eq!(opt2.step_count(), 3);
         assert_eq!(opt2.config, config);
@@ -604,19 +607,10 @@ mod tests {
 
     #[test]
     fn reset_continues_as_a_fresh_optimiser_and_survives_a_restart() {
-        let config = AdamWConfig {
-            lr: 0.05,
-            ..Default::default()
-        };
-        let n = 40;
-        let init: Vec<f32> = (0..n).map(|i| i as f32 / 40.0).collect();
-        let grads = grads_for(n, 6);
-        let var_of = |x: &Tensor| Var::from_tensor(x).unwrap();
-        let start = Tensor::from_slice(&init, n, &Device::Cpu).unwrap();
+        let (config, start, grads) = small_problem();
 
         // Three steps, a reset, three more.
-        let w = var_of(&start);
-        let mut opt = AdamW::new(vec![("layer.w".into(), w.clone())], config).unwrap();
+        let (w, mut opt) = optimiser_over(&start, config);
         run_steps(&mut opt, &w, &grads[..3]);
         let after_three = w.as_tensor().copy().unwrap();
         opt.reset().unwrap();
@@ -624,8 +618,7 @@ mod tests {
         assert_eq!(opt.step_count(), 6);
 
         // A fresh optimiser from the weights at the reset takes the same last three steps.
-        let fresh = var_of(&after_three);
-        let mut opt_fresh = AdamW::new(vec![("layer.w".into(), fresh.clone())], config).unwrap();
+        let (fresh, mut opt_fresh) = optimiser_over(&after_three, config);
         run_steps(&mut opt_fresh, &fresh, &grads[3..]);
         let a: Vec<f32> = w.to_vec1().unwrap();
         let b: Vec<f32> = fresh.to_vec1().unwrap();
@@ -634,8 +627,7 @@ mod tests {
             "after a reset the moments and bias correction start over"
         );
         // And the reset mattered: without it the steps differ.
-        let kept = var_of(&start);
-        let mut opt_kept = AdamW::new(vec![("layer.w".into(), kept.clone())], config).unwrap();
+        let (kept, mut opt_kept) = optimiser_over(&start, config);
         run_steps(&mut opt_kept, &kept, &grads);
         let c: Vec<f32> = kept.to_vec1().unwrap();
         assert_ne!(a, c);
@@ -643,14 +635,12 @@ mod tests {
         // Saved one step after a reset, loaded into a new optimiser: same end.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("optimizer.safetensors");
-        let w1 = var_of(&start);
-        let mut opt1 = AdamW::new(vec![("layer.w".into(), w1.clone())], config).unwrap();
+        let (w1, mut opt1) = optimiser_over(&start, config);
         run_steps(&mut opt1, &w1, &grads[..3]);
         opt1.reset().unwrap();
         run_steps(&mut opt1, &w1, &grads[3..4]);
         opt1.save(&path).unwrap();
-        let w2 = var_of(w1.as_tensor());
-        let mut opt2 = AdamW::new(vec![("layer.w".into(), w2.clone())], config).unwrap();
+        let (w2, mut opt2) = optimiser_over(w1.as_tensor(), config);
         opt2.load(&path).unwrap();
         run_steps(&mut opt2, &w2, &grads[4..]);
         let d: Vec<f32> = w2.to_vec1().unwrap();

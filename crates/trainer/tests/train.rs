@@ -265,6 +265,28 @@ fn weights(path: &Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
 }
 
+/// The lines of a run's `metrics.jsonl`.
+fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Settings of the crash-and-resume tests: 2 epochs of batches of 8, a checkpoint
+/// every 3 steps.
+fn resume_config() -> TrainConfig {
+    TrainConfig {
+        epochs: 2,
+        batch_size: 8,
+        lr: 1e-3,
+        save_every: 3,
+        keep_checkpoints: 2,
+        ..Default::default()
+    }
+}
+
 /// Trains `config` straight through, and again with a crash after step 5 and a
 /// resume from checkpoint 3; asserts both end at the same weights and log the same
 /// losses, and returns the straight run's (step, loss) log.
@@ -325,10 +347,8 @@ fn resume_equals_straight(
 
     // The metrics log holds each step once, and the same losses.
     let log = |dir: &Path| -> Vec<(u64, f64)> {
-        std::fs::read_to_string(dir.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        metrics(dir)
+            .iter()
             .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()?)))
             .collect()
     };
@@ -355,21 +375,14 @@ fn alternating_exact_run_resumes_across_a_side_switch() {
     // Sides switch before steps 3, 5 and 7 (1-based); the crash loses steps 4–5 and
     // the resume from checkpoint 3 must redo the switch at step 5, moment reset included.
     let config = TrainConfig {
-        epochs: 2,
-        batch_size: 8,
-        lr: 1e-3,
-        save_every: 3,
-        keep_checkpoints: 2,
         objective: sieve_trainer::train::Objective::Exact,
         refresh_every: 4,
         alternate_every: 2,
-        ..Default::default()
+        ..resume_config()
     };
     let la = resume_equals_straight(&model, &pairs, tmp.path(), &config);
-    let sides: Vec<String> = std::fs::read_to_string(tmp.path().join("straight/metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let sides: Vec<String> = metrics(&tmp.path().join("straight"))
+        .iter()
         .filter_map(|v| v["side"].as_str().map(str::to_string))
         .collect();
     assert_eq!(sides.len(), la.len());
@@ -392,14 +405,7 @@ fn resumed_run_ends_at_the_uninterrupted_weights() {
     let model = tmp.path().join("tiny");
     tiny_model(&model);
     let pairs = pairs_file(tmp.path());
-    let config = TrainConfig {
-        epochs: 2,
-        batch_size: 8,
-        lr: 1e-3,
-        save_every: 3,
-        keep_checkpoints: 2,
-        ..Default::default()
-    };
+    let config = resume_config();
     let la = resume_equals_straight(&model, &pairs, tmp.path(), &config);
     assert!(
         la.last().unwrap().1 < la.first().unwrap().1,
