@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[global_allocator]
 static GLOBAL: sieve_encoder::alloc::Allocator = sieve_encoder::alloc::ALLOCATOR;
 
+mod dose_cmd;
 mod encode_cmd;
 mod eval_cmd;
 mod judge_cmd;
@@ -46,6 +47,7 @@ enum Command {
     Merge(mine_cmd::MergeArgs),
     Judge(Box<judge_cmd::JudgeArgs>),
     Train(Box<train_cmd::TrainArgs>),
+    Dose(Box<dose_cmd::DoseArgs>),
     Pipeline(pipeline_cmd::PipelineArgs),
     Report(report_cmd::ReportArgs),
 }
@@ -136,6 +138,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Merge(args) => mine_cmd::merge(&args),
         Command::Judge(args) => judge_cmd::run(&args),
         Command::Train(args) => train_cmd::run(&args),
+        Command::Dose(args) => dose_cmd::run(&args),
         Command::Pipeline(args) => pipeline_cmd::run(&args),
         Command::Report(args) => report_cmd::run(&args),
     }

@@ -9,7 +9,8 @@ use sieve_eval::EvalOptions;
 use sieve_trainer::data::{DataOptions, TrainData};
 use sieve_trainer::loss::{FalseNegativePolicy, LossConfig};
 use sieve_trainer::schedule::Decay;
-use sieve_trainer::train::{Hooks, Objective, StepLog, TrainConfig, Trainer};
+use sieve_trainer::batch::Batching;
+use sieve_trainer::train::{ClusterOn, Hooks, Objective, StepLog, TrainConfig, Trainer};
 
 /// Fine-tune an embedding model with an in-batch, GradCache large-batch or exact
 /// whole-corpus softmax whose false negatives are masked.
@@ -56,6 +57,18 @@ pub struct TrainArgs {
     /// BEIR data: the qrels split to train on.
     #[arg(long, default_value = "train")]
     pub split: String,
+
+    /// BEIR data: qrels pairs scored at least this are training positives; pairs
+    /// scored above 0 but below it are known to answer their query without being
+    /// trained on (graded qrels; a benchmark's hidden positives): masked like other
+    /// known positives and measured in the false-negative dose.
+    #[arg(long, default_value_t = 1)]
+    pub min_positive_score: i32,
+
+    /// BEIR data: a qrels TSV of the (query, document) pairs a judge labeled relevant
+    /// (a judge run elsewhere, or a simulated one): the judge's false negatives.
+    #[arg(long)]
+    pub judged_qrels: Option<PathBuf>,
 
     /// Labeled Parquet: the corpus, when not the one named in the file.
     #[arg(long)]
@@ -154,6 +167,21 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub alternate_every: u64,
 
+    /// random: a seeded shuffle. clustered: each batch drawn from one k-means cluster
+    /// of the base model's query (or positive, --cluster-on) embeddings, so its
+    /// negatives, and its false negatives, share a topic (TAS-B, CDE). Works with every
+    /// objective and with GradCache; no text repeats in a batch either way.
+    #[arg(long, default_value = "random")]
+    pub batching: Batching,
+
+    /// Clustered batching: number of k-means clusters (default: examples ÷ batch size).
+    #[arg(long)]
+    pub clusters: Option<usize>,
+
+    /// Clustered batching: cluster the queries' embeddings or the positives'.
+    #[arg(long, default_value = "queries")]
+    pub cluster_on: ClusterOn,
+
     /// Cache of the first corpus table (the base model's embeddings), shared with
     /// `sieve eval` (default: $SIEVE_CACHE_DIR, $XDG_CACHE_HOME/sieve or ~/.cache/sieve).
     #[arg(long, env = "SIEVE_CACHE_DIR")]
@@ -235,6 +263,9 @@ impl TrainArgs {
             objective: self.objective,
             refresh_every: self.refresh_every,
             alternate_every: self.alternate_every,
+            batching: self.batching,
+            clusters: self.clusters,
+            cluster_on: self.cluster_on,
         })
     }
 }
@@ -260,8 +291,8 @@ impl Hooks for CliHooks {
         self.pb.set_length(log.total_steps);
         self.pb.set_position(log.step);
         self.pb.set_message(format!(
-            "loss {:.4}  lr {:.2e}  {:.1} pairs/s",
-            log.loss, log.lr, log.pairs_per_s
+            "loss {:.4}  lr {:.2e}  {:.1} pairs/s  FN dose {:.4}",
+            log.loss, log.lr, log.pairs_per_s, log.dose.any.mean
         ));
     }
 
@@ -303,6 +334,8 @@ pub fn train(args: &TrainArgs, config: TrainConfig) -> Result<()> {
             judge_threshold: args.judge_threshold,
             corpus: args.corpus.clone(),
             split: args.split.clone(),
+            min_positive_score: args.min_positive_score,
+            judged_qrels: args.judged_qrels.clone(),
         },
     )
     .with_context(|| format!("reading training data {}", args.data.display()))?;
@@ -408,6 +441,19 @@ pub fn train(args: &TrainArgs, config: TrainConfig) -> Result<()> {
     println!(
         "false negatives masked or counted as positives: {} (query, document) pairs",
         summary.false_negatives
+    );
+    let d = |x: &sieve_trainer::dose::Dose| {
+        format!(
+            "{:.4} (known {:.4}, judged {:.4}; max {:.4})",
+            x.any.mean, x.known.mean, x.judged.mean, x.any.max
+        )
+    };
+    println!(
+        "false-negative dose (mean share of each query's softmax mass on known/judged positives, before masking): {}; first epoch {}, last epoch {}; the positive's own share {:.4}",
+        d(&summary.dose),
+        d(&summary.dose_first_epoch),
+        d(&summary.dose_last_epoch),
+        summary.dose.positive.mean
     );
     if let Some((metric, step)) = summary.best {
         println!(

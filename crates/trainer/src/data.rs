@@ -55,6 +55,15 @@ pub struct DataOptions {
     pub corpus: Option<PathBuf>,
     /// BEIR only: the split whose qrels are the training pairs.
     pub split: String,
+    /// BEIR only: qrels pairs with at least this score are training positives; pairs
+    /// scored above 0 but below it are known to answer the query without being trained
+    /// on (graded qrels, or a benchmark's hidden positives): masked with
+    /// `mask_known` and counted in the known false-negative dose.
+    pub min_positive_score: i32,
+    /// BEIR only: a qrels file (`query-id\tcorpus-id\tscore`, score > 0) of the
+    /// (query, document) pairs a judge labeled relevant: the judge's false negatives,
+    /// for judges run outside `sieve judge` (or simulated ones).
+    pub judged_qrels: Option<PathBuf>,
 }
 
 impl Default for DataOptions {
@@ -64,6 +73,8 @@ impl Default for DataOptions {
             judge_threshold: None,
             corpus: None,
             split: "train".into(),
+            min_positive_score: 1,
+            judged_qrels: None,
         }
     }
 }
@@ -202,32 +213,57 @@ impl TrainData {
                 data.corpus.push(t);
             }
         }
+        let judged_qrels = match &opts.judged_qrels {
+            Some(path) => {
+                let mut report = ValidationReport::default();
+                let q = sieve_datasets::read_qrels(path, &mut report)?;
+                warn_report(path, &report);
+                Some((path, q))
+            }
+            None => None,
+        };
+        let min_score = opts.min_positive_score.max(1);
+        let lookup = |data: &mut TrainData, doc_id: &str, qid: &str, file: &Path| {
+            docs.get(doc_id).map(|t| data.intern(t)).ok_or_else(|| {
+                Error::Data(format!(
+                    "{}: qrels of {qid:?} name document {doc_id:?}, which is not in the corpus",
+                    file.display(),
+                ))
+            })
+        };
         for q in &ds.queries {
             let Some(rels) = ds.qrels.get(&q.id) else {
                 continue;
             };
             let query = data.intern(&q.text);
-            let mut positives = Vec::new();
-            for (doc_id, score) in rels {
-                if *score <= 0 {
+            let (mut positives, mut relevant) = (Vec::new(), Vec::new());
+            for (doc_id, &score) in rels {
+                if score <= 0 {
                     continue;
                 }
-                let text = docs.get(doc_id.as_str()).ok_or_else(|| {
-                    Error::Data(format!(
-                        "{}: qrels of {:?} name document {doc_id:?}, which is not in the corpus",
-                        dir.display(),
-                        q.id
-                    ))
-                })?;
-                positives.push(data.intern(text));
+                let t = lookup(&mut data, doc_id, &q.id, dir)?;
+                relevant.push(t);
+                if score >= min_score {
+                    positives.push(t);
+                }
             }
+            let mut judged = Vec::new();
+            if let Some((path, jq)) = &judged_qrels {
+                for (doc_id, &score) in jq.get(&q.id).into_iter().flatten() {
+                    if score > 0 {
+                        judged.push(lookup(&mut data, doc_id, &q.id, path)?);
+                    }
+                }
+            }
+            judged.sort_unstable();
+            judged.dedup();
             for &positive in &positives {
                 data.examples.push(Example {
                     query,
                     positive,
                     negatives: Vec::new(),
-                    known: others(&positives, positive),
-                    judged: Vec::new(),
+                    known: others(&relevant, positive),
+                    judged: judged.iter().copied().filter(|&t| t != positive).collect(),
                 });
             }
         }
@@ -383,6 +419,52 @@ mod tests {
         assert_eq!(e2.known, vec![e0.positive]);
         assert!(data.examples[1].known.is_empty());
         assert_eq!(data.text(e2.positive), "a2");
+    }
+
+    #[test]
+    fn graded_qrels_split_positives_from_known_and_read_judged_qrels() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("qrels")).unwrap();
+        let mut corpus = String::new();
+        for (id, text) in [("d1", "kept"), ("d2", "hidden"), ("d3", "other"), ("d4", "judged")] {
+            corpus.push_str(&serde_json::json!({"_id": id, "title": "", "text": text}).to_string());
+            corpus.push('\n');
+        }
+        std::fs::write(root.join("corpus.jsonl"), corpus).unwrap();
+        std::fs::write(
+            root.join("queries.jsonl"),
+            "{\"_id\": \"q1\", \"text\": \"the query\"}\n{\"_id\": \"q2\", \"text\": \"another\"}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("qrels/train.tsv"),
+            "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t1\nq2\td3\t2\n",
+        )
+        .unwrap();
+        let judged = root.join("judged.tsv");
+        std::fs::write(&judged, "query-id\tcorpus-id\tscore\nq1\td4\t1\nq1\td1\t1\n").unwrap();
+        let opts = DataOptions {
+            min_positive_score: 2,
+            judged_qrels: Some(judged.clone()),
+            ..Default::default()
+        };
+        let d = TrainData::from_beir(root, &opts).unwrap();
+        assert_eq!(d.examples.len(), 2, "score-1 pairs are not trained on");
+        let e = &d.examples[0];
+        assert_eq!(d.text(e.positive), "kept");
+        let names = |v: &[TextId]| v.iter().map(|&t| d.text(t).to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&e.known), vec!["hidden"]);
+        assert_eq!(names(&e.judged), vec!["judged"], "the positive itself is not a false negative");
+        assert!(d.examples[1].known.is_empty() && d.examples[1].judged.is_empty());
+        assert_eq!(d.corpus.len(), 4);
+        // The default trains on every relevant pair.
+        let all = TrainData::from_beir(root, &DataOptions::default()).unwrap();
+        assert_eq!(all.examples.len(), 3);
+        // A judged pair naming an unknown document is an error that names the file.
+        std::fs::write(&judged, "query-id\tcorpus-id\tscore\nq1\tnope\t1\n").unwrap();
+        let err = TrainData::from_beir(root, &opts).unwrap_err().to_string();
+        assert!(err.contains("judged.tsv") && err.contains("nope"), "{err}");
     }
 
     #[test]

@@ -191,6 +191,19 @@ pub fn exact_loss(
     scale: f64,
     chunk: usize,
 ) -> Result<Tensor> {
+    Ok(exact_loss_parts(queries, fresh, batch, table, scale, chunk)?.0)
+}
+
+/// [`exact_loss`], and each query's denominator log-sum-exp (detached): the false-
+/// negative dose reads it instead of scoring the corpus a second time.
+pub fn exact_loss_parts(
+    queries: &Tensor,
+    fresh: &Tensor,
+    batch: &ExactBatch,
+    table: &CorpusTable,
+    scale: f64,
+    chunk: usize,
+) -> Result<(Tensor, Vec<f64>)> {
     let (b, _) = queries.dims2()?;
     let (m, _) = fresh.dims2()?;
     if batch.fresh.len() != m || batch.positives.len() != b || batch.excluded.len() != b {
@@ -283,7 +296,12 @@ pub fn exact_loss(
         num_terms.push(((qn.matmul(&rows.t()?)? * scale)? + bias)?);
     }
     let num = masked_logsumexp(&Tensor::cat(&num_terms, 1)?)?;
-    (den - num)?.mean_all()
+    let den_values = den
+        .detach()
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    Ok(((den - num)?.mean_all()?, den_values))
 }
 
 /// Dense reference in f64: all `B × N` logits at once, fresh rows (normalised here)

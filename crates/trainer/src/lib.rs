@@ -2,8 +2,11 @@
 //!
 //! - [`data`]: examples from pair files, BEIR train splits and the judge's labeled
 //!   Parquet, with the texts known to answer each query;
-//! - [`batch`]: seeded batches in which no text repeats, and each batch's loss table
-//!   (which pairs are positives, negatives, or masked false negatives);
+//! - [`batch`]: seeded batches in which no text repeats, random or topic-clustered
+//!   ([`cluster`]: k-means), and each batch's loss table (which pairs are positives,
+//!   negatives, or masked false negatives);
+//! - [`dose`]: the false-negative dose, the share of each query's softmax mass on
+//!   documents known to answer it: what masking can remove;
 //! - [`loss`]: the in-batch softmax with false-negative control, tested against a
 //!   dense f64 reference and finite differences;
 //! - [`step`]: one batch's gradients, directly or with GradCache;
@@ -29,7 +32,9 @@
 //! ```
 
 pub mod batch;
+pub mod cluster;
 pub mod data;
+pub mod dose;
 mod error;
 pub mod exact;
 pub mod loss;

@@ -1,5 +1,7 @@
-//! A loss curve as a standalone SVG: the raw per-step loss, its moving average and,
-//! when the run evaluated, the dev metric on a second axis.
+//! A loss curve as a standalone SVG: the raw per-step loss, its moving average, the
+//! false-negative dose (the batch's mean share of softmax mass on known/judged
+//! positives, its own scale, labelled at the left inside the plot) and, when the run
+//! evaluated, the dev metric on a second axis.
 //!
 //! Written by hand rather than with plotters: one polyline and a few labels need no
 //! font stack, and the file must be rewritten cheaply every time the log grows.
@@ -26,8 +28,15 @@ fn fmt(v: f64) -> String {
     }
 }
 
-/// `losses`: (step, loss); `evals`: (step, metric). Returns the SVG document.
-pub fn loss_svg(title: &str, losses: &[(u64, f64)], evals: &[(u64, f64)], metric: &str) -> String {
+/// `losses`: (step, loss); `evals`: (step, metric); `dose`: (step, mean dose).
+/// Returns the SVG document.
+pub fn loss_svg(
+    title: &str,
+    losses: &[(u64, f64)],
+    evals: &[(u64, f64)],
+    metric: &str,
+    dose: &[(u64, f64)],
+) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
@@ -134,6 +143,26 @@ pub fn loss_svg(title: &str, losses: &[(u64, f64)], evals: &[(u64, f64)], metric
         TOP + 14.0
     );
 
+    if dose.iter().any(|p| p.1 > 0.0) {
+        let dhi = dose.iter().map(|p| p.1).fold(0.0, f64::max) * 1.05;
+        let pts: Vec<(f64, f64)> = (0..dose.len())
+            .map(|i| {
+                let from = i.saturating_sub(SMOOTH - 1);
+                let w = &dose[from..=i];
+                let mean = w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64;
+                (x(dose[i].0 as f64), y(mean, 0.0, dhi))
+            })
+            .collect();
+        s.push_str(&line(&pts, "#1b9e77", 2.0));
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="{}" fill="#1b9e77">false-negative dose, mean share of softmax mass ({SMOOTH}-step mean; top = {:.4})</text>"##,
+            LEFT + 8.0,
+            TOP + 30.0,
+            dhi
+        );
+    }
+
     if !evals.is_empty() {
         let elo = evals.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
         let ehi = evals.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
@@ -188,12 +217,23 @@ mod tests {
     #[test]
     fn draws_every_point_and_escapes_the_title() {
         let losses: Vec<(u64, f64)> = (1..=50).map(|s| (s, 3.0 / s as f64)).collect();
-        let svg = loss_svg("a <b> & c", &losses, &[(25, 0.6), (50, 0.65)], "ndcg_at_10");
+        let dose: Vec<(u64, f64)> = (1..=50).map(|s| (s, 0.01 * s as f64)).collect();
+        let svg = loss_svg(
+            "a <b> & c",
+            &losses,
+            &[(25, 0.6), (50, 0.65)],
+            "ndcg_at_10",
+            &dose,
+        );
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("a &lt;b&gt; &amp; c"));
         let raw = svg.split("<path d=\"").nth(2).unwrap();
         let points = raw.split('"').next().unwrap().matches(['M', 'L']).count();
         assert_eq!(points, 50);
         assert_eq!(svg.matches("<circle").count(), 2);
+        let dose_path = svg.split("stroke=\"#1b9e77\"").next().unwrap();
+        let dose_path = dose_path.rsplit("<path d=\"").next().unwrap();
+        assert_eq!(dose_path.matches(['M', 'L']).count(), 50, "one dose point per step");
+        assert!(svg.contains("false-negative dose"));
     }
 }

@@ -83,6 +83,8 @@ pub struct BatchGrads {
     /// The documents' embeddings before the update (the exact softmax writes them back
     /// into its table).
     pub documents: Tensor,
+    /// The queries' embeddings before the update (the false-negative dose reads them).
+    pub queries: Tensor,
 }
 
 /// Gradients of the trained parameters only, which can be summed across backward
@@ -237,6 +239,7 @@ pub fn gradients_with(
             loss: value,
             grads: ParamGrads::from_store(all, params),
             documents: docs.detach(),
+            queries: e.narrow(0, 0, b)?.detach(),
         });
     }
 
@@ -284,5 +287,6 @@ pub fn gradients_with(
         loss: value,
         grads: total,
         documents: et.narrow(0, b, texts.len() - b)?.detach(),
+        queries: et.narrow(0, 0, b)?.detach(),
     })
 }

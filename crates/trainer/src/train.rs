@@ -27,9 +27,10 @@ use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 use sieve_encoder::{Encoder, LoadOptions};
 
-use crate::batch::{epoch_batches, Batch, MaskSources};
+use crate::batch::{clustered_batches, epoch_batches, Batch, Batching, MaskSources};
 use crate::data::{TextId, TrainData};
-use crate::exact::{exact_loss, CorpusTable, ExactBatch};
+use crate::dose::{Dose, QueryDose, Term, JUDGED, KNOWN};
+use crate::exact::{exact_loss_parts, CorpusTable, ExactBatch};
 use crate::loss::{FalseNegativePolicy, LossConfig};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::schedule::{Decay, Schedule};
@@ -100,6 +101,34 @@ pub struct TrainConfig {
     /// steps (documents and table fixed), then only the document side for N, and so
     /// on, resetting AdamW's moments at every switch (0: both sides every step).
     pub alternate_every: u64,
+    /// Random batches, or batches drawn from k-means clusters of the base model's
+    /// embeddings (topic-clustered: hard, and dense in false negatives).
+    pub batching: Batching,
+    /// Clustered batching: the number of k-means clusters (`None`: one per batch,
+    /// examples ÷ batch size, as CDE sizes its clusters).
+    pub clusters: Option<usize>,
+    /// Clustered batching: cluster the queries' embeddings, or the positives'.
+    pub cluster_on: ClusterOn,
+}
+
+/// What clustered batching clusters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterOn {
+    #[default]
+    Queries,
+    Positives,
+}
+
+impl std::str::FromStr for ClusterOn {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "queries" => Ok(Self::Queries),
+            "positives" => Ok(Self::Positives),
+            other => Err(format!("unknown cluster-on {other:?} (queries, positives)")),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -125,6 +154,9 @@ impl Default for TrainConfig {
             objective: Objective::InBatch,
             refresh_every: 0,
             alternate_every: 0,
+            batching: Batching::Random,
+            clusters: None,
+            cluster_on: ClusterOn::Queries,
         }
     }
 }
@@ -189,6 +221,9 @@ pub struct StepLog {
     pub false_negatives: usize,
     /// Pairs excluded as identical texts.
     pub identical: usize,
+    /// The false-negative dose of this batch's queries: the share of their softmax mass
+    /// on documents known or judged to answer them, as if unmasked (see [`crate::dose`]).
+    pub dose: Dose,
 }
 
 /// Callbacks from the loop: progress display and evaluation live with the caller.
@@ -227,6 +262,13 @@ pub struct Summary {
     pub pairs: usize,
     pub false_negatives: usize,
     pub resumed_from: Option<u64>,
+    /// The dose averaged over this run's steps (each step's batch mean), and its
+    /// largest single-query value.
+    pub dose: Dose,
+    /// The same over the first epoch's steps and the last epoch's, to show how training
+    /// moved it.
+    pub dose_first_epoch: Dose,
+    pub dose_last_epoch: Dose,
 }
 
 /// A training run over one model and one dataset.
@@ -249,6 +291,10 @@ pub struct Trainer {
     table_refreshed: u64,
     corpus_pos: HashMap<TextId, usize>,
     cache_dir: Option<PathBuf>,
+    /// Clustered batching: each example's cluster.
+    clusters: Option<Vec<u32>>,
+    /// Per step: (step, epoch, batch dose), for the summary and the plot.
+    doses: Vec<(u64, u64, Dose)>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -303,7 +349,11 @@ impl Trainer {
         let params = opt.vars();
         let refs: Vec<&str> = data.texts.iter().map(String::as_str).collect();
         let tokens = encoder.tokenize(&refs)?;
-        let total_steps = total_steps(&data, &config);
+        let clusters = match config.batching {
+            Batching::Random => None,
+            Batching::Clustered => Some(cluster_examples(&encoder, &data, &config)?.assignment),
+        };
+        let total_steps = total_steps_with(&data, &config, clusters.as_deref());
         let corpus_pos: HashMap<TextId, usize> = data
             .corpus
             .iter()
@@ -343,7 +393,19 @@ impl Trainer {
             table_refreshed: 0,
             corpus_pos,
             cache_dir: None,
+            clusters,
+            doses: Vec::new(),
         })
+    }
+
+    /// Clustered batching: each example's cluster (`None` for random batches).
+    pub fn clusters(&self) -> Option<&[u32]> {
+        self.clusters.as_deref()
+    }
+
+    /// The batches of `epoch`, as the configured batcher makes them.
+    pub fn epoch_plan(&self, epoch: u64) -> Vec<Vec<usize>> {
+        plan(&self.data, &self.config, self.clusters.as_deref(), epoch)
     }
 
     /// Where the first corpus table (the base model's embeddings) is cached between runs.
@@ -458,6 +520,30 @@ impl Trainer {
             });
             self.table_refreshed = refreshed.to_vec1::<i64>()?.first().copied().unwrap_or(0) as u64;
         }
+        // Clustered batching: the stored clusters are the ones the run was batched by
+        // (recomputing them on another machine could round differently).
+        let clusters_path = self.out.join("clusters.json");
+        if self.clusters.is_some() && clusters_path.exists() {
+            let body = std::fs::read(&clusters_path).map_err(io(&clusters_path))?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| ckpt_err(&clusters_path, e))?;
+            let stored: Vec<u32> = serde_json::from_value(v["assignment"].clone())
+                .map_err(|e| ckpt_err(&clusters_path, e))?;
+            if stored.len() != self.data.examples.len() {
+                return Err(ckpt_err(
+                    &clusters_path,
+                    format!(
+                        "clusters {} examples, the data has {}",
+                        stored.len(),
+                        self.data.examples.len()
+                    ),
+                ));
+            }
+            self.clusters = Some(stored);
+        }
+        self.schedule.total_steps = state.total_steps;
+        self.schedule.warmup_steps =
+            (self.config.warmup_ratio * state.total_steps as f64).ceil() as u64;
         self.state = state;
         self.resumed_from = Some(step);
         // Steps logged after the checkpoint will be taken again: drop them.
@@ -474,6 +560,7 @@ impl Trainer {
         let mut kept = String::new();
         self.losses.clear();
         self.evals.clear();
+        self.doses.clear();
         for line in body.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue; // a line cut by the crash
@@ -484,6 +571,9 @@ impl Trainer {
             }
             if let Some(l) = v["loss"].as_f64() {
                 self.losses.push((s, l));
+                if let Ok(d) = serde_json::from_value::<Dose>(v["dose"].clone()) {
+                    self.doses.push((s, v["epoch"].as_u64().unwrap_or(0), d));
+                }
             }
             if let Some(m) = v["eval"].as_f64() {
                 self.evals.push((s, m));
@@ -592,6 +682,11 @@ impl Trainer {
             &self.losses,
             &self.evals,
             "dev metric",
+            &self
+                .doses
+                .iter()
+                .map(|(step, _, d)| (*step, d.any.mean))
+                .collect::<Vec<_>>(),
         );
         let tmp = path.with_extension("svg.tmp");
         std::fs::write(&tmp, svg).map_err(io(&tmp))?;
@@ -642,7 +737,7 @@ impl Trainer {
     /// The exact softmax's view of a batch: fresh rows (positives, then negatives),
     /// numerator and excluded corpus rows per query, and how many (query, document)
     /// pairs the false-negative policy touched across the whole corpus.
-    fn exact_batch(&self, batch: &Batch, indices: &[usize]) -> Result<(ExactBatch, usize)> {
+    fn exact_batch(&self, batch: &Batch, indices: &[usize]) -> Result<(ExactBatch, usize, ExactDoseRows)> {
         let pos = |t: TextId| {
             self.corpus_pos.get(&t).copied().ok_or_else(|| {
                 Error::Data(format!(
@@ -657,6 +752,7 @@ impl Trainer {
             .map(|&t| pos(t))
             .collect::<Result<Vec<_>>>()?;
         let (mut positives, mut excluded, mut touched) = (Vec::new(), Vec::new(), 0);
+        let mut dose_rows = ExactDoseRows::default();
         for &i in indices {
             let e = &self.data.examples[i];
             let mut p = vec![pos(e.positive)?];
@@ -664,6 +760,21 @@ impl Trainer {
             if let Some(&q) = self.corpus_pos.get(&e.query) {
                 x.push(q); // the query's own text as a document: identical, never a negative
             }
+            // Every related row with its flags (the dose), whatever the policy masks.
+            let mut flagged: HashMap<usize, u8> = HashMap::new();
+            for (list, flag) in [(&e.known, KNOWN), (&e.judged, JUDGED)] {
+                for t in list {
+                    if *t == e.positive || *t == e.query {
+                        continue;
+                    }
+                    if let Some(&r) = self.corpus_pos.get(t) {
+                        *flagged.entry(r).or_default() |= flag;
+                    }
+                }
+            }
+            let mut flagged: Vec<(usize, u8)> = flagged.into_iter().collect();
+            flagged.sort_unstable();
+            let masked_before = x.len();
             let mut related: Vec<TextId> = Vec::new();
             if self.config.mask_known {
                 related.extend(&e.known);
@@ -684,6 +795,15 @@ impl Trainer {
                 }
                 touched += 1;
             }
+            dose_rows.positive.push(p[0]);
+            dose_rows.masked.push(
+                x[masked_before..]
+                    .iter()
+                    .copied()
+                    .filter(|&r| r != p[0])
+                    .collect(),
+            );
+            dose_rows.flagged.push(flagged);
             positives.push(p);
             excluded.push(x);
         }
@@ -694,7 +814,58 @@ impl Trainer {
                 excluded,
             },
             touched,
+            dose_rows,
         ))
+    }
+
+    /// The exact step's dose, from the loss's denominators (`lse`), the queries'
+    /// embeddings and each related row's current embedding (fresh or from the table).
+    fn exact_dose(
+        &self,
+        queries: &[f32],
+        fresh: &[f32],
+        eb: &ExactBatch,
+        rows: &ExactDoseRows,
+        lse: &[f64],
+    ) -> Vec<QueryDose> {
+        let Some(table) = self.table.as_ref() else {
+            return Vec::new();
+        };
+        let dim = table.dim;
+        let fresh_at: HashMap<usize, usize> =
+            eb.fresh.iter().enumerate().map(|(k, &r)| (r, k)).collect();
+        let unit = |v: &[f32]| -> Vec<f64> {
+            let n = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt().max(1e-30);
+            v.iter().map(|&x| x as f64 / n).collect()
+        };
+        let row = |r: usize| -> Vec<f64> {
+            match fresh_at.get(&r) {
+                Some(&k) => unit(&fresh[k * dim..(k + 1) * dim]),
+                None => unit(&table.data[r * dim..(r + 1) * dim]),
+            }
+        };
+        let scale = self.config.loss.scale;
+        (0..lse.len())
+            .map(|i| {
+                let q = unit(&queries[i * dim..(i + 1) * dim]);
+                let logit = |r: usize| scale * row(r).iter().zip(&q).map(|(a, b)| a * b).sum::<f64>();
+                let missing: Vec<f64> = rows.masked[i].iter().map(|&r| logit(r)).collect();
+                let mut flagged: Vec<Term> = rows.flagged[i]
+                    .iter()
+                    .map(|&(r, flags)| Term {
+                        logit: logit(r),
+                        flags,
+                        positive: false,
+                    })
+                    .collect();
+                flagged.push(Term {
+                    logit: logit(rows.positive[i]),
+                    flags: 0,
+                    positive: true,
+                });
+                QueryDose::from_lse(lse[i], &missing, &flagged)
+            })
+            .collect()
     }
 
     fn evaluate(&mut self, hooks: &mut dyn Hooks) -> Result<()> {
@@ -735,6 +906,30 @@ impl Trainer {
             std::fs::write(&cfg, body).map_err(io(&cfg))?;
             // A fresh run starts a fresh log.
             let _ = std::fs::remove_file(self.metrics_path());
+            if let Some(c) = &self.clusters {
+                let path = self.out.join("clusters.json");
+                let body = serde_json::json!({
+                    "cluster_on": self.config.cluster_on,
+                    "clusters": c.iter().map(|&a| a as usize + 1).max().unwrap_or(0),
+                    "assignment": c,
+                });
+                std::fs::write(&path, body.to_string()).map_err(io(&path))?;
+            }
+        }
+        if let Some(c) = &self.clusters {
+            let k = c.iter().map(|&a| a as usize + 1).max().unwrap_or(0);
+            let batches = self.epoch_plan(self.state.epoch);
+            let purity = cluster_purity(&batches, c);
+            hooks.on_message(&format!(
+                "clustered batches: {k} k-means clusters of the base model's {} embeddings ({} examples); {} batches this epoch, on average {:.0}% of a batch from its largest cluster",
+                match self.config.cluster_on {
+                    ClusterOn::Queries => "query",
+                    ClusterOn::Positives => "positive",
+                },
+                c.len(),
+                batches.len(),
+                100.0 * purity
+            ));
         }
         let start = Instant::now();
         let sources = MaskSources {
@@ -749,12 +944,7 @@ impl Trainer {
         let (mut pairs, mut false_negatives) = (0usize, 0usize);
         let mut last_loss = None;
         'epochs: while self.state.epoch < self.config.epochs {
-            let batches = epoch_batches(
-                &self.data,
-                self.config.batch_size,
-                self.config.seed,
-                self.state.epoch,
-            );
+            let batches = self.epoch_plan(self.state.epoch);
             while self.state.batch < batches.len() {
                 if self.state.step >= self.state.total_steps {
                     break 'epochs;
@@ -791,7 +981,7 @@ impl Trainer {
                 let lr = self.schedule.lr_at(self.state.step);
                 self.opt.set_lr(lr);
                 let indices = &batches[self.state.batch];
-                let (mut out, touched) = match self.config.objective {
+                let (mut out, touched, dose) = match self.config.objective {
                     Objective::InBatch => {
                         let model: &dyn Embed = &self.encoder;
                         let out = batch_gradients(
@@ -802,32 +992,51 @@ impl Trainer {
                             &batch.table,
                             &step_config,
                         )?;
-                        (out, batch.false_negatives)
+                        let qv = host_rows(&out.queries)?;
+                        let dv = host_rows(&out.documents)?;
+                        let dim = out.queries.dim(1)?;
+                        let dose = crate::dose::in_batch(
+                            &qv,
+                            &dv,
+                            dim,
+                            &batch,
+                            self.config.loss.scale,
+                        );
+                        (out, batch.false_negatives, dose)
                     }
                     Objective::Exact => {
-                        let (eb, touched) = self.exact_batch(&batch, indices)?;
+                        let (eb, touched, dose_rows) = self.exact_batch(&batch, indices)?;
                         let table = self
                             .table
                             .as_ref()
                             .ok_or_else(|| Error::Config("no corpus table".into()))?;
                         let scale = self.config.loss.scale;
+                        let lse = std::cell::RefCell::new(Vec::new());
                         let loss = |qe: &Tensor, de: &Tensor| {
                             let (qe, de) = side.apply(qe, de);
-                            exact_loss(&qe, &de, &eb, table, scale, crate::exact::DEFAULT_CHUNK)
+                            let (l, den) = exact_loss_parts(
+                                &qe,
+                                &de,
+                                &eb,
+                                table,
+                                scale,
+                                crate::exact::DEFAULT_CHUNK,
+                            )?;
+                            *lse.borrow_mut() = den;
+                            Ok(l)
                         };
                         let model: &dyn Embed = &self.encoder;
                         let out = gradients_with(model, &self.params, &q, &d, &loss, &step_config)?;
-                        let rows = out
-                            .documents
-                            .to_dtype(candle_core::DType::F32)?
-                            .flatten_all()?
-                            .to_vec1::<f32>()?;
+                        let rows = host_rows(&out.documents)?;
+                        let qv = host_rows(&out.queries)?;
+                        let dose = self.exact_dose(&qv, &rows, &eb, &dose_rows, &lse.borrow());
                         if let Some(table) = self.table.as_mut() {
                             table.write_back(&eb.fresh, &rows);
                         }
-                        (out, touched)
+                        (out, touched, dose)
                     }
                 };
+                let dose = Dose::of(&dose);
                 if !out.loss.is_finite() {
                     return Err(Error::Diverged {
                         step: self.state.step + 1,
@@ -856,7 +1065,9 @@ impl Trainer {
                     seconds,
                     false_negatives: touched,
                     identical: batch.identical,
+                    dose,
                 };
+                self.doses.push((log.step, log.epoch, dose));
                 pairs += q.len();
                 false_negatives += touched;
                 last_loss = Some(out.loss);
@@ -901,14 +1112,121 @@ impl Trainer {
             pairs,
             false_negatives,
             resumed_from: self.resumed_from,
+            dose: mean_dose(self.doses.iter().map(|d| &d.2)),
+            dose_first_epoch: mean_dose(self.doses.iter().filter(|d| d.1 == 0).map(|d| &d.2)),
+            dose_last_epoch: mean_dose(
+                self.doses
+                    .iter()
+                    .filter(|d| d.1 + 1 >= self.config.epochs)
+                    .map(|d| &d.2),
+            ),
         })
     }
 }
 
-/// Steps the whole run takes: batches over every epoch, capped by `max_steps`.
+/// Mean over batches of the share of a batch's examples in its largest cluster.
+pub fn cluster_purity(batches: &[Vec<usize>], clusters: &[u32]) -> f64 {
+    let mut total = 0.0;
+    for b in batches {
+        let mut count: HashMap<u32, usize> = HashMap::new();
+        for &i in b {
+            *count.entry(clusters[i]).or_default() += 1;
+        }
+        total += count.values().copied().max().unwrap_or(0) as f64 / b.len().max(1) as f64;
+    }
+    total / batches.len().max(1) as f64
+}
+
+/// Rows of a `(n, dim)` tensor on the host, in f32.
+fn host_rows(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
+}
+
+/// Per query of an exact step: its positive's row, the related rows the policy masked
+/// out of the loss, and every related row with its flags.
+#[derive(Debug, Default)]
+struct ExactDoseRows {
+    positive: Vec<usize>,
+    masked: Vec<Vec<usize>>,
+    flagged: Vec<Vec<(usize, u8)>>,
+}
+
+/// Step doses averaged: means of the batch means, maxima of the batch maxima.
+pub fn mean_dose<'a>(doses: impl Iterator<Item = &'a Dose>) -> Dose {
+    let all: Vec<&Dose> = doses.collect();
+    let n = all.len().max(1) as f64;
+    let share = |f: &dyn Fn(&Dose) -> crate::dose::Share| crate::dose::Share {
+        mean: all.iter().map(|d| f(d).mean).sum::<f64>() / n,
+        max: all.iter().map(|d| f(d).max).fold(0.0, f64::max),
+    };
+    Dose {
+        known: share(&|d| d.known),
+        judged: share(&|d| d.judged),
+        any: share(&|d| d.any),
+        positive: share(&|d| d.positive),
+    }
+}
+
+/// The batches of `epoch` for `config`'s batcher (`clusters` for clustered batching).
+pub fn plan(
+    data: &TrainData,
+    config: &TrainConfig,
+    clusters: Option<&[u32]>,
+    epoch: u64,
+) -> Vec<Vec<usize>> {
+    match (config.batching, clusters) {
+        (Batching::Clustered, Some(c)) => {
+            clustered_batches(data, config.batch_size, config.seed, epoch, c)
+        }
+        _ => epoch_batches(data, config.batch_size, config.seed, epoch),
+    }
+}
+
+/// Clusters the examples for clustered batching with `encoder` (the base model): each
+/// example's query (or positive) embedding, spherical k-means, seeded by the run's seed.
+pub fn cluster_examples(
+    encoder: &Encoder,
+    data: &TrainData,
+    config: &TrainConfig,
+) -> Result<crate::cluster::Clustering> {
+    let ids: Vec<TextId> = data
+        .examples
+        .iter()
+        .map(|e| match config.cluster_on {
+            ClusterOn::Queries => e.query,
+            ClusterOn::Positives => e.positive,
+        })
+        .collect();
+    let mut distinct: Vec<TextId> = ids.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let texts: Vec<&str> = distinct.iter().map(|&t| data.text(t)).collect();
+    let emb = encoder.encode(&texts, 64, &|_| {})?.data;
+    let dim = encoder.dim();
+    let at: HashMap<TextId, usize> = distinct.iter().enumerate().map(|(k, &t)| (t, k)).collect();
+    let mut rows = Vec::with_capacity(ids.len() * dim);
+    for t in &ids {
+        let k = at[t];
+        rows.extend_from_slice(&emb[k * dim..(k + 1) * dim]);
+    }
+    let k = config
+        .clusters
+        .unwrap_or_else(|| data.examples.len().div_ceil(config.batch_size.max(1)));
+    crate::cluster::kmeans(&rows, dim, k, 30, config.seed)
+}
+
+/// Steps the whole run takes with random batches: batches over every epoch, capped by
+/// `max_steps`.
 pub fn total_steps(data: &TrainData, config: &TrainConfig) -> u64 {
+    total_steps_with(data, config, None)
+}
+
+/// [`total_steps`] for `config`'s batcher.
+pub fn total_steps_with(data: &TrainData, config: &TrainConfig, clusters: Option<&[u32]>) -> u64 {
     let per_epoch: u64 = (0..config.epochs)
-        .map(|e| epoch_batches(data, config.batch_size, config.seed, e).len() as u64)
+        .map(|e| plan(data, config, clusters, e).len() as u64)
         .sum();
     config.max_steps.map_or(per_epoch, |m| m.min(per_epoch))
 }

@@ -581,3 +581,167 @@ fn grad_cache_equals_full_batch_for_the_exact_softmax_too() {
     assert_eq!(compared, params.len() - 1);
     assert!(q_share > 1e-6 && d_share > 1e-6, "{q_share} {d_share}");
 }
+
+/// Dense f64 reference of one query's dose: `logits` of every denominator term,
+/// `flags` (1 known, 2 judged), `own` the positive's index.
+fn reference_dose(logits: &[f64], flags: &[u8], own: usize) -> [f64; 4] {
+    let z: f64 = logits.iter().map(|l| l.exp()).sum();
+    let share = |f: &dyn Fn(usize) -> bool| {
+        (0..logits.len())
+            .filter(|&k| f(k))
+            .map(|k| logits[k].exp())
+            .sum::<f64>()
+            / z
+    };
+    [
+        share(&|k| flags[k] & 1 != 0),
+        share(&|k| flags[k] & 2 != 0),
+        share(&|k| flags[k] != 0),
+        share(&|k| k == own),
+    ]
+}
+
+fn unit(v: &[f32]) -> Vec<f64> {
+    let n = v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    v.iter().map(|&x| x as f64 / n).collect()
+}
+
+/// The dose logged at step 1 equals a dense recomputation from the base model's
+/// embeddings, for the in-batch and the exact softmax, with masks on (the dose is
+/// measured as if unmasked).
+#[test]
+fn logged_dose_equals_a_dense_reference() {
+    use sieve_trainer::train::{plan, Objective};
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let pairs = pairs_file(tmp.path());
+    for objective in [Objective::InBatch, Objective::Exact] {
+        let config = TrainConfig {
+            batch_size: 8,
+            max_steps: Some(1),
+            objective,
+            loss: LossConfig {
+                scale: 20.0,
+                symmetric: false,
+            },
+            save_every: 0,
+            ..Default::default()
+        };
+        let mut data = TrainData::from_pairs(&pairs, &DataOptions::default()).unwrap();
+        let first = plan(&data, &config, None, 0)[0].clone();
+        // Relations inside the first batch (and one to a document outside it, which
+        // only the exact softmax sees): known, judged, and both.
+        let pos = |k: usize, d: &TrainData| d.examples[first[k]].positive;
+        let outside = data
+            .examples
+            .iter()
+            .enumerate()
+            .find(|(i, _)| !first.contains(i))
+            .map(|(_, e)| e.positive)
+            .unwrap();
+        let (p1, p2, p3) = (pos(1, &data), pos(2, &data), pos(3, &data));
+        let e0 = &mut data.examples[first[0]];
+        e0.known = {
+            let mut v = vec![p1, p2, outside];
+            v.sort_unstable();
+            v
+        };
+        e0.judged = vec![p2, p3];
+        data.examples[first[4]].judged = vec![outside];
+        let texts = data.texts.clone();
+        let ex = data.examples.clone();
+        let corpus = data.corpus.clone();
+        let out = tmp.path().join(format!("{objective:?}"));
+        let mut t = Trainer::new(&model, &LoadOptions::default(), data, config, &out).unwrap();
+        t.run(&mut NoHooks).unwrap();
+        let logged = &metrics(&out)[0]["dose"];
+
+        // Reference: the base model's embeddings, every logit in f64.
+        let enc = Encoder::load_dir(&model, &LoadOptions::default()).unwrap();
+        let all: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let emb = enc.encode(&all, 16, &|_| {}).unwrap();
+        let row = |t: u32| unit(&emb.data[t as usize * emb.dim..(t as usize + 1) * emb.dim]);
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        let mut per_query = Vec::new();
+        for (k, &i) in first.iter().enumerate() {
+            let e = &ex[i];
+            // Denominator: the batch's documents (its positives; no hard negatives
+            // are loaded by default... the pairs file has one each) or the corpus.
+            let docs: Vec<u32> = match objective {
+                Objective::InBatch => {
+                    let mut d: Vec<u32> = first.iter().map(|&j| ex[j].positive).collect();
+                    d.extend(first.iter().flat_map(|&j| ex[j].negatives.clone()));
+                    d
+                }
+                Objective::Exact => corpus.clone(),
+            };
+            let (mut logits, mut flags, mut own) = (Vec::new(), Vec::new(), 0);
+            for (j, &d) in docs.iter().enumerate() {
+                let is_own = match objective {
+                    Objective::InBatch => j == k,
+                    Objective::Exact => d == e.positive,
+                };
+                if !is_own && (d == e.positive || d == e.query) {
+                    continue; // identical texts are never in a denominator
+                }
+                if is_own {
+                    own = logits.len();
+                }
+                logits.push(20.0 * dot(&row(e.query), &row(d)));
+                flags.push(
+                    (e.known.contains(&d) as u8) | ((e.judged.contains(&d) as u8) << 1),
+                );
+            }
+            per_query.push(reference_dose(&logits, &flags, own));
+        }
+        for (c, name) in ["known", "judged", "any", "positive"].iter().enumerate() {
+            let mean = per_query.iter().map(|q| q[c]).sum::<f64>() / per_query.len() as f64;
+            let max = per_query.iter().map(|q| q[c]).fold(0.0, f64::max);
+            let got_mean = logged[name]["mean"].as_f64().unwrap();
+            let got_max = logged[name]["max"].as_f64().unwrap();
+            assert!(
+                (got_mean - mean).abs() < 1e-5 && (got_max - max).abs() < 1e-5,
+                "{objective:?} {name}: logged {got_mean}/{got_max}, reference {mean}/{max}"
+            );
+        }
+        let any = per_query.iter().map(|q| q[2]).fold(0.0, f64::max);
+        assert!(any > 0.01, "{objective:?}: the test case must carry a dose ({any})");
+    }
+}
+
+/// Clustered batching: a crashed run resumes to the uninterrupted weights (the same
+/// batches), the clusters are stored, and batches differ from random ones.
+#[test]
+fn clustered_run_resumes_to_the_same_batches() {
+    use sieve_trainer::batch::Batching;
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let pairs = pairs_file(tmp.path());
+    let config = TrainConfig {
+        batching: Batching::Clustered,
+        clusters: Some(4),
+        ..resume_config()
+    };
+    resume_equals_straight(&model, &pairs, tmp.path(), &config);
+    let stored: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("straight/clusters.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored["assignment"].as_array().unwrap().len(), 30);
+    assert!(stored["clusters"].as_u64().unwrap() <= 4);
+    let data = TrainData::from_pairs(&pairs, &DataOptions::default()).unwrap();
+    let t = Trainer::new(&model, &LoadOptions::default(), data, config, &tmp.path().join("x"))
+        .unwrap();
+    let clustered = t.epoch_plan(0);
+    let random = epoch_batches(t.data(), 8, resume_config().seed, 0);
+    assert_ne!(clustered, random);
+    let c = t.clusters().unwrap();
+    let purity = sieve_trainer::train::cluster_purity(&clustered, c);
+    let random_purity = sieve_trainer::train::cluster_purity(&random, c);
+    assert!(
+        purity > random_purity,
+        "clustered batches {purity} vs random {random_purity}"
+    );
+}
