@@ -154,6 +154,9 @@ pub fn run(args: &DoseArgs) -> Result<()> {
             split: args.split.clone(),
             min_positive_score: args.min_positive_score,
             judged_qrels: args.judged_qrels.clone(),
+            // The dose is measured unmasked: the judge's positives stay wherever an
+            // unfiltered run would put them, hard negatives included.
+            judged_as_negatives: true,
         },
     )
     .with_context(|| format!("reading {}", args.data.display()))?;
@@ -218,8 +221,17 @@ pub fn run(args: &DoseArgs) -> Result<()> {
     let batches = plan(&data, &config, clusters.as_deref(), 0);
     let mut in_batch = Vec::with_capacity(data.examples.len());
     for idx in &batches {
-        let batch = Batch::build(&data, idx, FalseNegativePolicy::None, MaskSources::default());
-        let q: Vec<f32> = batch.queries.iter().flat_map(|&t| row(t).to_vec()).collect();
+        let batch = Batch::build(
+            &data,
+            idx,
+            FalseNegativePolicy::None,
+            MaskSources::default(),
+        );
+        let q: Vec<f32> = batch
+            .queries
+            .iter()
+            .flat_map(|&t| row(t).to_vec())
+            .collect();
         let d: Vec<f32> = batch
             .documents
             .iter()

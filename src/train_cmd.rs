@@ -6,10 +6,10 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use sieve_encoder::{Encoder, LoadOptions};
 use sieve_eval::EvalOptions;
+use sieve_trainer::batch::Batching;
 use sieve_trainer::data::{DataOptions, TrainData};
 use sieve_trainer::loss::{FalseNegativePolicy, LossConfig};
 use sieve_trainer::schedule::Decay;
-use sieve_trainer::batch::Batching;
 use sieve_trainer::train::{ClusterOn, Hooks, Objective, StepLog, TrainConfig, Trainer};
 
 /// Fine-tune an embedding model with an in-batch, GradCache large-batch or exact
@@ -130,7 +130,10 @@ pub struct TrainArgs {
     pub symmetric: bool,
 
     /// What to do with batch documents known to answer a query: mask (out of its
-    /// softmax), positive (into its numerator) or none (leave them as negatives).
+    /// softmax), positive (into its numerator) or none (leave them as negatives; a
+    /// labeled Parquet's judged-relevant candidates then stay among the hard negatives,
+    /// as they would without a judge). Either way metrics.jsonl logs the dose: the
+    /// share of each query's softmax mass on them.
     #[arg(long, default_value = "mask")]
     pub false_negatives: FalseNegativePolicy,
 
@@ -336,6 +339,8 @@ pub fn train(args: &TrainArgs, config: TrainConfig) -> Result<()> {
             split: args.split.clone(),
             min_positive_score: args.min_positive_score,
             judged_qrels: args.judged_qrels.clone(),
+            judged_as_negatives: config.false_negatives == FalseNegativePolicy::None
+                || !config.mask_judged,
         },
     )
     .with_context(|| format!("reading training data {}", args.data.display()))?;

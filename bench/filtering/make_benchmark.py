@@ -21,7 +21,7 @@ false negatives, the situation of sparse-label data. Writes a BEIR directory:
   hidden.tsv             query-id, doc-id, query, document of every hidden train pair
   benchmark.json         sizes and the command that made it
 
-MedQuAD: split by topic (`focus`, topics sharing a question text kept together) as
+MedQuAD: (--topics N: a seeded N topic groups and their answers only) split by topic (`focus`, topics sharing a question text kept together) as
 bench/medquad/make_task.py does, 80/20 train/test; train queries are the questions with two
 or more answers plus, with --train-queries N, a seeded sample of the single-answer ones up
 to N (for the scaling chart: more data, same test split). --partial-copies F adds, for a
@@ -40,6 +40,8 @@ ap.add_argument("--seed", type=int, default=13)
 ap.add_argument("--train-queries", type=int, default=0,
                 help="medquad: train questions in all (multi-answer ones first); 0 = multi-answer only")
 ap.add_argument("--partial-copies", type=float, default=0.0)
+ap.add_argument("--topics", type=int, default=0,
+                help="medquad: keep a seeded N topic groups (and only their answers) so that a grid fits a small machine")
 ap.add_argument("--test-fraction", type=float, default=0.3)
 a = ap.parse_args()
 
@@ -87,6 +89,10 @@ else:
         groups[find(f)].append(f)
     keys = sorted(groups)
     rng.shuffle(keys)
+    if a.topics:
+        keys = keys[: a.topics]
+        keep = {f for k in keys for f in groups[k]}
+        rows = [r for r in rows if r["focus"] in keep]
     split_of = {}
     for i, k in enumerate(keys):
         for f in groups[k]:
@@ -107,14 +113,18 @@ extra = max(0, a.train_queries - len(train_multi)) if a.train_queries else 0
 train = sorted(train_multi + train_single[:extra])
 test = sorted(q for q in rel if split[q] == "test")
 
-# Keep one labelled positive per query, seeded; the rest are hidden.
-kept = {q: rng.choice(rel[q]) for q in train + test}
+# Keep one labelled positive per query, seeded; the rest are hidden. MedQuAD draws it per
+# question (and the partial copies too), so that every --train-queries size shares the same
+# labels and test split.
+def qrng(q):
+    return random.Random(f"{a.seed}:{q}") if a.source == "medquad" else rng
+kept = {q: qrng(q).choice(rel[q]) for q in train + test}
 
 # Partial copies: first half of the sentences of the labelled answer.
 partial = {}
 if a.partial_copies > 0:
     for q in train:
-        if rng.random() >= a.partial_copies:
+        if qrng(q).random() >= a.partial_copies:
             continue
         title, text = docs[kept[q]]
         sents = re.split(r"(?<=[.!?])\s+", text.strip())

@@ -84,7 +84,12 @@ pub fn epoch_batches(
     let mut order: Vec<usize> = (0..n).collect();
     rng.shuffle(&mut order);
     let mult = multiplicities(data);
-    let key = |i: usize| texts(&data.examples[i]).map(|t| mult[&t]).max().unwrap_or(1);
+    let key = |i: usize| {
+        texts(&data.examples[i])
+            .map(|t| mult[&t])
+            .max()
+            .unwrap_or(1)
+    };
     // Stable: within one multiplicity the shuffled order stands.
     order.sort_by_key(|&i| std::cmp::Reverse(key(i)));
     let mut packer = Packer::new(data, batch_size, n.div_ceil(batch_size));
@@ -247,11 +252,9 @@ impl<'a> Packer<'a> {
                     let members = self.batches[b].0.clone();
                     if let Some(&y) = members.iter().find(|&&y| {
                         let e = &self.data.examples[y];
-                        texts(e).all(|t| !self.batches[last].1.contains(&t))
-                            && others_ok(y, self)
+                        texts(e).all(|t| !self.batches[last].1.contains(&t)) && others_ok(y, self)
                     }) {
-                        let keep: Vec<usize> =
-                            members.into_iter().filter(|&z| z != y).collect();
+                        let keep: Vec<usize> = members.into_iter().filter(|&z| z != y).collect();
                         self.batches[b] = Default::default();
                         for z in keep {
                             self.put(b, z);
@@ -350,8 +353,8 @@ impl Batch {
                 }
                 let known = e.known.binary_search(&doc).is_ok();
                 let judged = e.judged.contains(&doc);
-                related[i * m + j] = (known as u8 * crate::dose::KNOWN)
-                    | (judged as u8 * crate::dose::JUDGED);
+                related[i * m + j] =
+                    (known as u8 * crate::dose::KNOWN) | (judged as u8 * crate::dose::JUDGED);
                 if (sources.known && known) || (sources.judged && judged) {
                     match policy {
                         FalseNegativePolicy::Mask => *cell = Cell::Excluded,

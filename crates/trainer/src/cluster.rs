@@ -32,7 +32,13 @@ fn normalize(rows: &mut [f32], dim: usize) {
 }
 
 /// Clusters the `n × dim` row-major `rows` into at most `k` clusters.
-pub fn kmeans(rows: &[f32], dim: usize, k: usize, max_iter: usize, seed: u64) -> Result<Clustering> {
+pub fn kmeans(
+    rows: &[f32],
+    dim: usize,
+    k: usize,
+    max_iter: usize,
+    seed: u64,
+) -> Result<Clustering> {
     let n = rows.len().checked_div(dim).unwrap_or(0);
     let k = k.clamp(1, n.max(1));
     if n == 0 {
@@ -92,7 +98,10 @@ pub fn kmeans(rows: &[f32], dim: usize, k: usize, max_iter: usize, seed: u64) ->
             let (best, sim) = s
                 .iter()
                 .enumerate()
-                .fold((0, f32::NEG_INFINITY), |acc, (j, &v)| if v > acc.1 { (j, v) } else { acc });
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |acc, (j, &v)| if v > acc.1 { (j, v) } else { acc },
+                );
             best_sim[i] = sim;
             total += sim as f64;
             if assignment[i] != best as u32 {

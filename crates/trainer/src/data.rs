@@ -64,6 +64,12 @@ pub struct DataOptions {
     /// (query, document) pairs a judge labeled relevant: the judge's false negatives,
     /// for judges run outside `sieve judge` (or simulated ones).
     pub judged_qrels: Option<PathBuf>,
+    /// Labeled Parquet only: keep candidates the judge labeled relevant among the hard
+    /// negatives (in rank order), as a run without a judge would use them; they are
+    /// still flagged as judged, so the dose measures them. Set when the judge's
+    /// verdicts are not acted on (`--false-negatives none` or `--ignore-judge`): the
+    /// unfiltered baseline of mined hard negatives (RocketQA's setting).
+    pub judged_as_negatives: bool,
 }
 
 impl Default for DataOptions {
@@ -75,6 +81,7 @@ impl Default for DataOptions {
             split: "train".into(),
             min_positive_score: 1,
             judged_qrels: None,
+            judged_as_negatives: false,
         }
     }
 }
@@ -349,7 +356,11 @@ impl TrainData {
                     None => stats.unjudged += 1,
                     Some(true) => {
                         stats.judged_relevant += 1;
-                        judged.push(data.intern(text));
+                        let t = data.intern(text);
+                        judged.push(t);
+                        if opts.judged_as_negatives {
+                            negatives.push(t);
+                        }
                     }
                     Some(false) => {
                         stats.judged_irrelevant += 1;
@@ -427,7 +438,12 @@ mod tests {
         let root = dir.path();
         std::fs::create_dir_all(root.join("qrels")).unwrap();
         let mut corpus = String::new();
-        for (id, text) in [("d1", "kept"), ("d2", "hidden"), ("d3", "other"), ("d4", "judged")] {
+        for (id, text) in [
+            ("d1", "kept"),
+            ("d2", "hidden"),
+            ("d3", "other"),
+            ("d4", "judged"),
+        ] {
             corpus.push_str(&serde_json::json!({"_id": id, "title": "", "text": text}).to_string());
             corpus.push('\n');
         }
@@ -443,7 +459,11 @@ mod tests {
         )
         .unwrap();
         let judged = root.join("judged.tsv");
-        std::fs::write(&judged, "query-id\tcorpus-id\tscore\nq1\td4\t1\nq1\td1\t1\n").unwrap();
+        std::fs::write(
+            &judged,
+            "query-id\tcorpus-id\tscore\nq1\td4\t1\nq1\td1\t1\n",
+        )
+        .unwrap();
         let opts = DataOptions {
             min_positive_score: 2,
             judged_qrels: Some(judged.clone()),
@@ -455,7 +475,11 @@ mod tests {
         assert_eq!(d.text(e.positive), "kept");
         let names = |v: &[TextId]| v.iter().map(|&t| d.text(t).to_string()).collect::<Vec<_>>();
         assert_eq!(names(&e.known), vec!["hidden"]);
-        assert_eq!(names(&e.judged), vec!["judged"], "the positive itself is not a false negative");
+        assert_eq!(
+            names(&e.judged),
+            vec!["judged"],
+            "the positive itself is not a false negative"
+        );
         assert!(d.examples[1].known.is_empty() && d.examples[1].judged.is_empty());
         assert_eq!(d.corpus.len(), 4);
         // The default trains on every relevant pair.
@@ -541,5 +565,19 @@ mod tests {
         let (data, _) = TrainData::load(&path, &opts).unwrap();
         assert_eq!(data.examples[0].judged.len(), 2);
         assert_eq!(data.examples[0].negatives.len(), 1);
+        // Unfiltered: the judge's positives stay hard negatives, in rank order.
+        let opts = DataOptions {
+            num_negatives: 5,
+            judged_as_negatives: true,
+            ..Default::default()
+        };
+        let (data, _) = TrainData::load(&path, &opts).unwrap();
+        let negs: Vec<&str> = data.examples[0]
+            .negatives
+            .iter()
+            .map(|&t| data.text(t))
+            .collect();
+        assert_eq!(negs, vec!["fn", "neg a", "neg b"]);
+        assert_eq!(data.examples[0].judged.len(), 1);
     }
 }

@@ -233,7 +233,11 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 2);
         let dose_path = svg.split("stroke=\"#1b9e77\"").next().unwrap();
         let dose_path = dose_path.rsplit("<path d=\"").next().unwrap();
-        assert_eq!(dose_path.matches(['M', 'L']).count(), 50, "one dose point per step");
+        assert_eq!(
+            dose_path.matches(['M', 'L']).count(),
+            50,
+            "one dose point per step"
+        );
         assert!(svg.contains("false-negative dose"));
     }
 }

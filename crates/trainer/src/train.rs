@@ -737,7 +737,11 @@ impl Trainer {
     /// The exact softmax's view of a batch: fresh rows (positives, then negatives),
     /// numerator and excluded corpus rows per query, and how many (query, document)
     /// pairs the false-negative policy touched across the whole corpus.
-    fn exact_batch(&self, batch: &Batch, indices: &[usize]) -> Result<(ExactBatch, usize, ExactDoseRows)> {
+    fn exact_batch(
+        &self,
+        batch: &Batch,
+        indices: &[usize],
+    ) -> Result<(ExactBatch, usize, ExactDoseRows)> {
         let pos = |t: TextId| {
             self.corpus_pos.get(&t).copied().ok_or_else(|| {
                 Error::Data(format!(
@@ -835,7 +839,12 @@ impl Trainer {
         let fresh_at: HashMap<usize, usize> =
             eb.fresh.iter().enumerate().map(|(k, &r)| (r, k)).collect();
         let unit = |v: &[f32]| -> Vec<f64> {
-            let n = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt().max(1e-30);
+            let n = v
+                .iter()
+                .map(|&x| x as f64 * x as f64)
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-30);
             v.iter().map(|&x| x as f64 / n).collect()
         };
         let row = |r: usize| -> Vec<f64> {
@@ -848,7 +857,8 @@ impl Trainer {
         (0..lse.len())
             .map(|i| {
                 let q = unit(&queries[i * dim..(i + 1) * dim]);
-                let logit = |r: usize| scale * row(r).iter().zip(&q).map(|(a, b)| a * b).sum::<f64>();
+                let logit =
+                    |r: usize| scale * row(r).iter().zip(&q).map(|(a, b)| a * b).sum::<f64>();
                 let missing: Vec<f64> = rows.masked[i].iter().map(|&r| logit(r)).collect();
                 let mut flagged: Vec<Term> = rows.flagged[i]
                     .iter()
@@ -995,13 +1005,8 @@ impl Trainer {
                         let qv = host_rows(&out.queries)?;
                         let dv = host_rows(&out.documents)?;
                         let dim = out.queries.dim(1)?;
-                        let dose = crate::dose::in_batch(
-                            &qv,
-                            &dv,
-                            dim,
-                            &batch,
-                            self.config.loss.scale,
-                        );
+                        let dose =
+                            crate::dose::in_batch(&qv, &dv, dim, &batch, self.config.loss.scale);
                         (out, batch.false_negatives, dose)
                     }
                     Objective::Exact => {

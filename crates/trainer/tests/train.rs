@@ -689,9 +689,7 @@ fn logged_dose_equals_a_dense_reference() {
                     own = logits.len();
                 }
                 logits.push(20.0 * dot(&row(e.query), &row(d)));
-                flags.push(
-                    (e.known.contains(&d) as u8) | ((e.judged.contains(&d) as u8) << 1),
-                );
+                flags.push((e.known.contains(&d) as u8) | ((e.judged.contains(&d) as u8) << 1));
             }
             per_query.push(reference_dose(&logits, &flags, own));
         }
@@ -706,7 +704,10 @@ fn logged_dose_equals_a_dense_reference() {
             );
         }
         let any = per_query.iter().map(|q| q[2]).fold(0.0, f64::max);
-        assert!(any > 0.01, "{objective:?}: the test case must carry a dose ({any})");
+        assert!(
+            any > 0.01,
+            "{objective:?}: the test case must carry a dose ({any})"
+        );
     }
 }
 
@@ -725,15 +726,20 @@ fn clustered_run_resumes_to_the_same_batches() {
         ..resume_config()
     };
     resume_equals_straight(&model, &pairs, tmp.path(), &config);
-    let stored: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(tmp.path().join("straight/clusters.json")).unwrap(),
-    )
-    .unwrap();
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("straight/clusters.json")).unwrap())
+            .unwrap();
     assert_eq!(stored["assignment"].as_array().unwrap().len(), 30);
     assert!(stored["clusters"].as_u64().unwrap() <= 4);
     let data = TrainData::from_pairs(&pairs, &DataOptions::default()).unwrap();
-    let t = Trainer::new(&model, &LoadOptions::default(), data, config, &tmp.path().join("x"))
-        .unwrap();
+    let t = Trainer::new(
+        &model,
+        &LoadOptions::default(),
+        data,
+        config,
+        &tmp.path().join("x"),
+    )
+    .unwrap();
     let clustered = t.epoch_plan(0);
     let random = epoch_batches(t.data(), 8, resume_config().seed, 0);
     assert_ne!(clustered, random);
