@@ -161,9 +161,9 @@ for r in "$@"; do
     for a in none oracle-mask oracle-positive sim0.95-0.9 sim0.7-0.6 sim0.4-0.35; do RUNS+=("exact:20:$a"); done
     for d in clustered random gradcache; do for a in none oracle-mask; do RUNS+=("$d:20:$a"); done; done
     for d in exact clustered; do for a in none oracle-mask; do RUNS+=("$d:50:$a"); done; done
+    for a in none oracle-mask oracle-positive sim0.95-0.9 sim0.7-0.6 sim0.4-0.35; do RUNS+=("hardneg:20:$a"); done
     for a in sim0.7-0.6 sim0.4-0.35; do RUNS+=("exact:50:$a"); done
     for d in clustered random gradcache; do for a in oracle-positive sim0.95-0.9 sim0.7-0.6 sim0.4-0.35; do RUNS+=("$d:20:$a"); done; done
-    for a in none oracle-mask oracle-positive sim0.95-0.9 sim0.7-0.6 sim0.4-0.35; do RUNS+=("hardneg:20:$a"); done
   elif [ "$r" = long ]; then
     # The long regime (run with EPOCHS=4 LR=1e-4): more pressure on every false negative.
     RUNS+=(base)
