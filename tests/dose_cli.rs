@@ -47,7 +47,7 @@ fn dose_matches_a_dense_recomputation() {
     let json = tmp.path().join("dose.json");
     let out = sieve()
         .args(["dose", "--batch-size", "4", "--num-negatives", "0"])
-        .args(["--min-positive-score", "2", "--scale", "20", "--model"])
+        .args(["--min-positive-score", "2", "--scale", "5", "--model"])
         .arg(model_dir())
         .arg("--data")
         .arg(&data)
@@ -99,7 +99,7 @@ fn dose_matches_a_dense_recomputation() {
     let q = unit(0);
     let s = |id: &str| {
         let k = docs.iter().position(|(d, _)| d == id).unwrap() + 1;
-        20.0 * unit(k).iter().zip(&q).map(|(a, b)| a * b).sum::<f64>()
+        5.0 * unit(k).iter().zip(&q).map(|(a, b)| a * b).sum::<f64>()
     };
     // In-batch: q1 against the four positives d1, d4, d3, d5; its known dose is d3's share.
     let batch: f64 = ["d1", "d4", "d3", "d5"].iter().map(|d| s(d).exp()).sum();

@@ -117,8 +117,8 @@ pub fn kmeans(
         // farthest from its centre.
         let mut sums = vec![0f32; k * dim];
         let mut counts = vec![0usize; k];
-        for i in 0..n {
-            let a = assignment[i] as usize;
+        for (i, &a) in assignment.iter().enumerate() {
+            let a = a as usize;
             counts[a] += 1;
             for (s, v) in sums[a * dim..(a + 1) * dim].iter_mut().zip(row(i)) {
                 *s += v;
