@@ -556,6 +556,20 @@ fn calibrate_cmd(args: &CalibrateArgs) -> Result<()> {
             "best_accuracy": op(&best),
             "precision_target": args.precision_target,
             "threshold_for_precision": target.as_ref().map(op),
+            // Every judged pair's P(relevant) and human label, in input order (failed
+            // ones left out): for curves, other thresholds, and fusing two judges.
+            "scores": pairs
+                .iter()
+                .zip(&outcomes)
+                .enumerate()
+                .filter_map(|(i, (p, o))| match o {
+                    Outcome::Judged(e) => Some(serde_json::json!({
+                        "index": i, "p_relevant": e.p_relevant,
+                        "relevant": p.grade >= args.relevant_grade,
+                    })),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("writing {}", path.display()))?;

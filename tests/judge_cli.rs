@@ -379,3 +379,72 @@ fn injected_instructions_rarely_flip_the_judge() {
     let rate = r["flip_rate"].as_f64().unwrap();
     assert!(rate <= 0.10, "flip rate {rate}\n{stdout}");
 }
+
+/// `sieve judge calibrate --json` writes every judged pair's P(relevant) beside its
+/// human label, in input order, so that curves, other thresholds and fused judges can be
+/// computed from one run.
+#[test]
+fn calibrate_json_lists_every_score() {
+    let Some(url) = server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = dir.path().join("pairs.jsonl");
+    let rows = [
+        (
+            "Does aspirin prevent heart attacks?",
+            "Aspirin lowers the risk of a first heart attack.",
+            1,
+        ),
+        (
+            "Does aspirin prevent heart attacks?",
+            "The Eiffel tower is in Paris.",
+            0,
+        ),
+        (
+            "Is coffee linked to diabetes?",
+            "Coffee drinkers have a lower risk of type 2 diabetes.",
+            1,
+        ),
+        (
+            "Is coffee linked to diabetes?",
+            "Penguins live in the southern hemisphere.",
+            0,
+        ),
+    ];
+    let body: String = rows
+        .iter()
+        .map(|(q, d, g)| serde_json::json!({"q": q, "d": d, "g": g}).to_string() + "\n")
+        .collect();
+    std::fs::write(&pairs, body).unwrap();
+    let json = dir.path().join("cal.json");
+    let out = sieve()
+        .args([
+            "judge",
+            "calibrate",
+            "--query-field",
+            "q",
+            "--doc-field",
+            "d",
+        ])
+        .args(["--grade-field", "g", "--relevant-grade", "1", "--pairs"])
+        .arg(&pairs)
+        .arg("--json")
+        .arg(&json)
+        .args(["--endpoint", &url, "--cache"])
+        .arg(dir.path().join("verdicts.log"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let scores = v["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), rows.len());
+    for (k, s) in scores.iter().enumerate() {
+        assert_eq!(s["index"], k);
+        assert_eq!(s["relevant"], rows[k].2 == 1);
+        let p = s["p_relevant"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p), "{p}");
+    }
+}

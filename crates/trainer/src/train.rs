@@ -1119,12 +1119,11 @@ impl Trainer {
             resumed_from: self.resumed_from,
             dose: mean_dose(self.doses.iter().map(|d| &d.2)),
             dose_first_epoch: mean_dose(self.doses.iter().filter(|d| d.1 == 0).map(|d| &d.2)),
-            dose_last_epoch: mean_dose(
-                self.doses
-                    .iter()
-                    .filter(|d| d.1 + 1 >= self.config.epochs)
-                    .map(|d| &d.2),
-            ),
+            dose_last_epoch: {
+                // The last epoch that ran (a --max-steps run can stop inside an earlier one).
+                let last = self.doses.iter().map(|d| d.1).max().unwrap_or(0);
+                mean_dose(self.doses.iter().filter(|d| d.1 == last).map(|d| &d.2))
+            },
         })
     }
 }
@@ -1162,8 +1161,9 @@ struct ExactDoseRows {
 pub fn mean_dose<'a>(doses: impl Iterator<Item = &'a Dose>) -> Dose {
     let all: Vec<&Dose> = doses.collect();
     let n = all.len().max(1) as f64;
+    // `+ 0.0`: an empty f64 sum is −0.0, which would print as "-0.0000".
     let share = |f: &dyn Fn(&Dose) -> crate::dose::Share| crate::dose::Share {
-        mean: all.iter().map(|d| f(d).mean).sum::<f64>() / n,
+        mean: all.iter().map(|d| f(d).mean).sum::<f64>() / n + 0.0,
         max: all.iter().map(|d| f(d).max).fold(0.0, f64::max),
     };
     Dose {
