@@ -99,6 +99,10 @@ for setting in sorted({r["group"] for r in rows}, key=lambda g: (g.startswith("m
                   f"| {r['dose_known_first_epoch']:.4f} → {r['dose_known_last_epoch']:.4f} | {r['dose_judged']:.4f} "
                   f"| {r['dose_positive']:.4f} | {r['masked_pairs']} | {r['train_seconds']:.0f} |")
     md.append("")
+    md.append("Dose: the mean over steps of each batch's mean share of softmax mass, before masking, on the oracle's "
+              "hidden positives (known) and on the judge's labels (judged); first → last epoch for the known dose. "
+              "`hardneg` rows get their labels from a mined file, so there the oracle (no-mask and oracle rows) or the "
+              "simulated judge (judge rows) is the judged column, measured on the documents still in the batch.\n")
     md.append("<details><summary>commands</summary>\n")
     for r in ([base] if base else []) + trained:
         md.append(f"- `{r['run']}`: `{r['train_command'] or '(no training)'}`; `{r['eval_command']}`")
