@@ -46,8 +46,12 @@ if [ ! -f "$DATA/qrels/test.tsv" ]; then
   esac
 fi
 MINED=$WORK/mined.parquet
-[ -f "$MINED" ] || $SIEVE mine --quiet --dataset "$DATA" --split train --bm25-k 20 --dense-k 20 \
-  --max-seq-length "$MAXLEN" --out "$MINED" > "$WORK/mined.txt"
+# Mined candidates (every known positive kept apart): where simulated judges draw their
+# wrong verdicts. Mined only when a run needs them.
+ensure_mined() {
+  [ -f "$MINED" ] || $SIEVE mine --quiet --dataset "$DATA" --split train --bm25-k 20 --dense-k 20 \
+    --max-seq-length "$MAXLEN" --out "$MINED" > "$WORK/mined.txt"
+}
 
 done_already() { [ -f "$WORK/manifest.jsonl" ] && grep -q "\"run\": \"$1\"" "$WORK/manifest.jsonl"; }
 
@@ -73,6 +77,7 @@ one() { # RUN
         --max-seq-length "$MAXLEN" --out "$sparse" > "$WORK/mined-sparse.txt"
       case "$arm" in sim*) relevant=$WORK/judged-$arm.tsv ;; esac
       if [ "$relevant" != "$DATA/hidden.tsv" ] && [ ! -f "$relevant" ]; then
+        ensure_mined
         local pr=${arm#sim}
         python3 bench/filtering/simulate_judge.py --benchmark "$DATA" --mined "$MINED" \
           --precision "${pr%-*}" --recall "${pr#*-}" --out "$relevant" > "$relevant.json"
@@ -94,6 +99,7 @@ one() { # RUN
       hardneg-handled) ;;
       sim*)
         local pr=${arm#sim} judged=$WORK/judged-$arm.tsv
+        ensure_mined
         [ -f "$judged" ] || python3 bench/filtering/simulate_judge.py --benchmark "$DATA" --mined "$MINED" \
           --precision "${pr%-*}" --recall "${pr#*-}" --out "$judged" > "$judged.json"
         extra+=(--judged-qrels "$judged" --ignore-known-positives --false-negatives mask) ;;
