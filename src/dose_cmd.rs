@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use sieve_encoder::LoadOptions;
 use sieve_trainer::batch::{Batch, Batching, MaskSources};
-use sieve_trainer::data::{DataOptions, TextId, TrainData};
-use sieve_trainer::dose::{self, CorpusQuery, QueryDose, Spread, JUDGED, KNOWN};
+use sieve_trainer::data::TextId;
+use sieve_trainer::dose::{self, CorpusQuery, QueryDose, Spread};
 use sieve_trainer::loss::FalseNegativePolicy;
 use sieve_trainer::train::{cluster_examples, cluster_purity, plan, ClusterOn, TrainConfig};
 
@@ -46,35 +46,9 @@ pub struct DoseArgs {
     )]
     pub model: String,
 
-    /// Training data, as `sieve train --data` takes it: pair file, BEIR directory, or
-    /// labeled Parquet.
-    #[arg(long, short)]
-    pub data: PathBuf,
-
-    /// BEIR data: the qrels split.
-    #[arg(long, default_value = "train")]
-    pub split: String,
-
-    /// Labeled Parquet: the corpus, when not the one named in the file.
-    #[arg(long)]
-    pub corpus: Option<PathBuf>,
-
-    /// BEIR data: pairs scored at least this are positives; lower positive scores are
-    /// known false negatives.
-    #[arg(long, default_value_t = 1)]
-    pub min_positive_score: i32,
-
-    /// BEIR data: a qrels TSV of pairs a judge labeled relevant.
-    #[arg(long)]
-    pub judged_qrels: Option<PathBuf>,
-
-    /// Labeled Parquet: P(relevant) at or above which a candidate is a false negative.
-    #[arg(long)]
-    pub judge_threshold: Option<f32>,
-
-    /// Hard negatives per example (they join the in-batch denominator, as in training).
-    #[arg(long, default_value_t = 1)]
-    pub num_negatives: usize,
+    /// The training data, read exactly as `sieve train` reads it.
+    #[command(flatten)]
+    pub input: crate::data_args::DataArgs,
 
     /// Queries per in-batch denominator, as in `sieve train`.
     #[arg(long, default_value_t = 32)]
@@ -145,21 +119,9 @@ pub fn run(args: &DoseArgs) -> Result<()> {
     if args.scale <= 0.0 {
         bail!("--scale must be positive, got {}", args.scale);
     }
-    let (data, _) = TrainData::load(
-        &args.data,
-        &DataOptions {
-            num_negatives: args.num_negatives,
-            judge_threshold: args.judge_threshold,
-            corpus: args.corpus.clone(),
-            split: args.split.clone(),
-            min_positive_score: args.min_positive_score,
-            judged_qrels: args.judged_qrels.clone(),
-            // The dose is measured unmasked: the judge's positives stay wherever an
-            // unfiltered run would put them, hard negatives included.
-            judged_as_negatives: true,
-        },
-    )
-    .with_context(|| format!("reading {}", args.data.display()))?;
+    // The dose is measured unmasked: the judge's positives stay wherever an unfiltered
+    // run would put them, hard negatives included.
+    let (data, _) = args.input.load(true)?;
     let model_dir = sieve_encoder::hub::resolve(&args.model)
         .with_context(|| format!("finding model {}", args.model))?;
     let load = LoadOptions {
@@ -258,22 +220,11 @@ pub fn run(args: &DoseArgs) -> Result<()> {
             let Some(&positive) = corpus_at.get(&e.positive) else {
                 continue;
             };
-            let mut flagged: HashMap<usize, u8> = HashMap::new();
-            for (list, flag) in [(&e.known, KNOWN), (&e.judged, JUDGED)] {
-                for t in list {
-                    if *t == e.positive || *t == e.query {
-                        continue;
-                    }
-                    if let Some(&r) = corpus_at.get(t) {
-                        *flagged.entry(r).or_default() |= flag;
-                    }
-                }
-            }
             items.push(CorpusQuery {
                 query: e.query as usize,
                 own_text: corpus_at.get(&e.query).copied(),
                 positive,
-                flagged: flagged.into_iter().collect(),
+                flagged: dose::related_rows(e, |t| corpus_at.get(&t).copied()),
             });
         }
         let d = dose::whole_corpus(&emb, &corpus, dim, &items, args.scale)

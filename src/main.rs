@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[global_allocator]
 static GLOBAL: sieve_encoder::alloc::Allocator = sieve_encoder::alloc::ALLOCATOR;
 
+mod data_args;
 mod dose_cmd;
 mod encode_cmd;
 mod eval_cmd;

@@ -7,7 +7,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sieve_encoder::{Encoder, LoadOptions};
 use sieve_eval::EvalOptions;
 use sieve_trainer::batch::Batching;
-use sieve_trainer::data::{DataOptions, TrainData};
 use sieve_trainer::loss::{FalseNegativePolicy, LossConfig};
 use sieve_trainer::schedule::Decay;
 use sieve_trainer::train::{ClusterOn, Hooks, Objective, StepLog, TrainConfig, Trainer};
@@ -50,29 +49,8 @@ pub struct TrainArgs {
     )]
     pub model: String,
 
-    /// Training data: pair file, BEIR directory, or labeled Parquet.
-    #[arg(long, short)]
-    pub data: PathBuf,
-
-    /// BEIR data: the qrels split to train on.
-    #[arg(long, default_value = "train")]
-    pub split: String,
-
-    /// BEIR data: qrels pairs scored at least this are training positives; pairs
-    /// scored above 0 but below it are known to answer their query without being
-    /// trained on (graded qrels; a benchmark's hidden positives): masked like other
-    /// known positives and measured in the false-negative dose.
-    #[arg(long, default_value_t = 1)]
-    pub min_positive_score: i32,
-
-    /// BEIR data: a qrels TSV of the (query, document) pairs a judge labeled relevant
-    /// (a judge run elsewhere, or a simulated one): the judge's false negatives.
-    #[arg(long)]
-    pub judged_qrels: Option<PathBuf>,
-
-    /// Labeled Parquet: the corpus, when not the one named in the file.
-    #[arg(long)]
-    pub corpus: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: crate::data_args::DataArgs,
 
     /// Output directory: the model, checkpoints, metrics.jsonl, loss.svg.
     #[arg(long, short)]
@@ -146,11 +124,6 @@ pub struct TrainArgs {
     #[arg(long)]
     pub ignore_judge: bool,
 
-    /// Labeled Parquet: P(relevant) at or above which a candidate is a false negative
-    /// (default: the label the judge wrote).
-    #[arg(long)]
-    pub judge_threshold: Option<f32>,
-
     /// in-batch: each query against the batch's documents (sentence-transformers'
     /// MNRL). exact: each query against the whole corpus, from a table of corpus
     /// embeddings refreshed every --refresh-every steps; affordable because the judge
@@ -189,11 +162,6 @@ pub struct TrainArgs {
     /// `sieve eval` (default: $SIEVE_CACHE_DIR, $XDG_CACHE_HOME/sieve or ~/.cache/sieve).
     #[arg(long, env = "SIEVE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-
-    /// Hard negatives per example (the best-ranked), from the pair file's negative
-    /// columns or the judge's irrelevant candidates.
-    #[arg(long, default_value_t = 1)]
-    pub num_negatives: usize,
 
     /// Token limit per text (default: the model's).
     #[arg(long)]
@@ -330,20 +298,10 @@ pub fn train(args: &TrainArgs, config: TrainConfig) -> Result<()> {
     crate::ensure_positive("batch-size", config.batch_size)?;
     let model_dir = sieve_encoder::hub::resolve(&args.model)
         .with_context(|| format!("finding model {}", args.model))?;
-    let (data, stats) = TrainData::load(
-        &args.data,
-        &DataOptions {
-            num_negatives: args.num_negatives,
-            judge_threshold: args.judge_threshold,
-            corpus: args.corpus.clone(),
-            split: args.split.clone(),
-            min_positive_score: args.min_positive_score,
-            judged_qrels: args.judged_qrels.clone(),
-            judged_as_negatives: config.false_negatives == FalseNegativePolicy::None
-                || !config.mask_judged,
-        },
-    )
-    .with_context(|| format!("reading training data {}", args.data.display()))?;
+    // Judge verdicts not acted on stay hard negatives, as they would without a judge.
+    let (data, stats) = args
+        .input
+        .load(config.false_negatives == FalseNegativePolicy::None || !config.mask_judged)?;
     let with_negatives = data
         .examples
         .iter()

@@ -58,18 +58,7 @@ impl QueryDose {
         for t in terms {
             let w = (t.logit - max).exp();
             z += w;
-            if t.positive {
-                d.positive += w;
-            }
-            if t.flags & KNOWN != 0 {
-                d.known += w;
-            }
-            if t.flags & JUDGED != 0 {
-                d.judged += w;
-            }
-            if t.flags != 0 {
-                d.any += w;
-            }
+            d.add(t, w);
         }
         d.scale(1.0 / z);
         d
@@ -89,22 +78,26 @@ impl QueryDose {
         let z = (lse - max).exp() + missing.iter().map(|l| (l - max).exp()).sum::<f64>();
         let mut d = Self::default();
         for t in flagged {
-            let w = (t.logit - max).exp();
-            if t.positive {
-                d.positive += w;
-            }
-            if t.flags & KNOWN != 0 {
-                d.known += w;
-            }
-            if t.flags & JUDGED != 0 {
-                d.judged += w;
-            }
-            if t.flags != 0 {
-                d.any += w;
-            }
+            d.add(t, (t.logit - max).exp());
         }
         d.scale(1.0 / z);
         d
+    }
+
+    /// Adds term `t`'s (unnormalised) weight `w` to the shares it counts in.
+    fn add(&mut self, t: &Term, w: f64) {
+        if t.positive {
+            self.positive += w;
+        }
+        if t.flags & KNOWN != 0 {
+            self.known += w;
+        }
+        if t.flags & JUDGED != 0 {
+            self.judged += w;
+        }
+        if t.flags != 0 {
+            self.any += w;
+        }
     }
 
     fn scale(&mut self, f: f64) {
@@ -208,6 +201,27 @@ pub fn in_batch(
         out.push(QueryDose::from_terms(&terms));
     }
     out
+}
+
+/// Every document known or judged to answer `e`'s query (never its own positive or its
+/// own text), as `row(text)` positions with their [`KNOWN`]/[`JUDGED`] flags, sorted by
+/// position; texts with no row are left out.
+pub fn related_rows(
+    e: &crate::data::Example,
+    row: impl Fn(crate::data::TextId) -> Option<usize>,
+) -> Vec<(usize, u8)> {
+    let mut flagged: std::collections::BTreeMap<usize, u8> = Default::default();
+    for (list, flag) in [(&e.known, KNOWN), (&e.judged, JUDGED)] {
+        for &t in list {
+            if t == e.positive || t == e.query {
+                continue;
+            }
+            if let Some(r) = row(t) {
+                *flagged.entry(r).or_default() |= flag;
+            }
+        }
+    }
+    flagged.into_iter().collect()
 }
 
 /// One query of the whole-corpus estimate: its embedding's row in `queries`, the

@@ -29,7 +29,7 @@ use sieve_encoder::{Encoder, LoadOptions};
 
 use crate::batch::{clustered_batches, epoch_batches, Batch, Batching, MaskSources};
 use crate::data::{TextId, TrainData};
-use crate::dose::{Dose, QueryDose, Term, JUDGED, KNOWN};
+use crate::dose::{Dose, QueryDose, Term};
 use crate::exact::{exact_loss_parts, CorpusTable, ExactBatch};
 use crate::loss::{FalseNegativePolicy, LossConfig};
 use crate::optim::{AdamW, AdamWConfig};
@@ -765,19 +765,7 @@ impl Trainer {
                 x.push(q); // the query's own text as a document: identical, never a negative
             }
             // Every related row with its flags (the dose), whatever the policy masks.
-            let mut flagged: HashMap<usize, u8> = HashMap::new();
-            for (list, flag) in [(&e.known, KNOWN), (&e.judged, JUDGED)] {
-                for t in list {
-                    if *t == e.positive || *t == e.query {
-                        continue;
-                    }
-                    if let Some(&r) = self.corpus_pos.get(t) {
-                        *flagged.entry(r).or_default() |= flag;
-                    }
-                }
-            }
-            let mut flagged: Vec<(usize, u8)> = flagged.into_iter().collect();
-            flagged.sort_unstable();
+            let flagged = crate::dose::related_rows(e, |t| self.corpus_pos.get(&t).copied());
             let masked_before = x.len();
             let mut related: Vec<TextId> = Vec::new();
             if self.config.mask_known {
