@@ -131,21 +131,13 @@ pub fn run(args: &DoseArgs) -> Result<()> {
     };
     let encoder = sieve_encoder::Encoder::load_dir(&model_dir, &load)
         .with_context(|| format!("loading model {}", model_dir.display()))?;
-    let with_known = data.examples.iter().filter(|e| !e.known.is_empty()).count();
-    let with_judged = data
+    eprintln!("{}", data.summary());
+    let related = data
         .examples
         .iter()
-        .filter(|e| !e.judged.is_empty())
+        .filter(|e| !e.known.is_empty() || !e.judged.is_empty())
         .count();
-    eprintln!(
-        "{}: {} examples over {} texts; {} with other known positives, {} with judge-found false negatives",
-        data.source,
-        data.examples.len(),
-        data.texts.len(),
-        with_known,
-        with_judged
-    );
-    if with_known + with_judged == 0 {
+    if related == 0 {
         eprintln!("note: no example has a known or judged false negative, so every dose is 0");
     }
     let cache_dir = args

@@ -302,26 +302,7 @@ pub fn train(args: &TrainArgs, config: TrainConfig) -> Result<()> {
     let (data, stats) = args
         .input
         .load(config.false_negatives == FalseNegativePolicy::None || !config.mask_judged)?;
-    let with_negatives = data
-        .examples
-        .iter()
-        .filter(|e| !e.negatives.is_empty())
-        .count();
-    let with_known = data.examples.iter().filter(|e| !e.known.is_empty()).count();
-    let with_judged = data
-        .examples
-        .iter()
-        .filter(|e| !e.judged.is_empty())
-        .count();
-    eprintln!(
-        "{}: {} examples, {} distinct texts; {} with hard negatives, {} with other known positives, {} with judge-found false negatives",
-        data.source,
-        data.examples.len(),
-        data.texts.len(),
-        with_negatives,
-        with_known,
-        with_judged
-    );
+    eprintln!("{}", data.summary());
     if stats.judged_relevant + stats.judged_irrelevant + stats.unjudged > 0 {
         eprintln!(
             "judge labels: {} relevant (false negatives), {} irrelevant (hard negatives), {} unjudged or failed (unused)",

@@ -137,6 +137,21 @@ impl TrainData {
             .collect();
     }
 
+    /// One line for logs: sizes, and how many examples have hard negatives, other known
+    /// positives and judge-found false negatives.
+    pub fn summary(&self) -> String {
+        let count = |f: fn(&Example) -> bool| self.examples.iter().filter(|e| f(e)).count();
+        format!(
+            "{}: {} examples, {} distinct texts; {} with hard negatives, {} with other known positives, {} with judge-found false negatives",
+            self.source,
+            self.examples.len(),
+            self.texts.len(),
+            count(|e| !e.negatives.is_empty()),
+            count(|e| !e.known.is_empty()),
+            count(|e| !e.judged.is_empty()),
+        )
+    }
+
     pub fn text(&self, id: TextId) -> &str {
         &self.texts[id as usize]
     }
