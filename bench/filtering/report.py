@@ -162,6 +162,9 @@ if scaling:
         pts = sorted(scaling.get(run, []))
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    bases = [r["ndcg_at_10"] for r in rows if r["setting"].startswith("medquad") and r["run"] == "base"]
+    if bases:
+        ax.axhline(bases[0], color="#888", ls="--", lw=1, label="all-MiniLM-L6-v2, no training")
     ax.set_xscale("log")
     ax.set_xlabel("training questions (MedQuAD hidden-positive benchmark)")
     ax.set_ylabel("test nDCG@10 (all relevant answers)")
