@@ -132,7 +132,7 @@ if points:
     ax.axhline(0, color="#888", lw=0.8)
     ax.set_xlabel("false-negative dose of the no-mask run (mean share of softmax mass)")
     ax.set_ylabel("Δ nDCG@10, oracle mask − no mask")
-    ax.set_title("Masking pays in proportion to the dose (o: p < 0.05, x: not significant)", fontsize=9)
+    ax.set_title("Oracle mask vs no mask, against the no-mask run's dose (o: p < 0.05, x: not significant)", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     chart = os.path.join(os.path.dirname(a.out), "filtering-dose.png")
