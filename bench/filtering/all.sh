@@ -12,9 +12,10 @@ phase bench/filtering/run.sh climate-fever base exact:20:{none,oracle-mask,oracl
 phase bench/filtering/run.sh climate-fever hardneg:20:{none,oracle-mask,oracle-positive,sim0.95-0.9,sim0.7-0.6,sim0.4-0.35}
 phase bench/filtering/run.sh climate-fever {clustered,random,gradcache}:20:{none,oracle-mask}
 # 2. Scale 50 (temperature 0.02): more of every query's mass on its hardest documents.
-phase bench/filtering/run.sh climate-fever {exact,hardneg,clustered}:50:{none,oracle-mask}
+phase bench/filtering/run.sh climate-fever {exact,hardneg,clustered}:50:{none,oracle-mask} hardneg:50:{sim0.7-0.6,sim0.4-0.35}
 # 3. The scaling chart: MedQuAD hidden positives (1,500 topic groups), exact softmax, with
 #    and without the oracle's masks, for three training-set sizes.
+phase bench/filtering/run.sh medquad-multi base
 for s in medquad-multi medquad-1000 medquad-3098; do
   phase bench/filtering/run.sh "$s" exact:20:none exact:20:oracle-mask
 done
