@@ -9,7 +9,7 @@ use sieve_trainer::batch::{Batch, Batching, MaskSources};
 use sieve_trainer::data::TextId;
 use sieve_trainer::dose::{self, CorpusQuery, QueryDose, Spread};
 use sieve_trainer::loss::FalseNegativePolicy;
-use sieve_trainer::train::{cluster_examples, cluster_purity, plan, ClusterOn, TrainConfig};
+use sieve_trainer::train::{cluster_embedded, cluster_purity, plan, ClusterOn, TrainConfig};
 
 /// Estimate, before any judge or training run, how much of each query's softmax mass
 /// sits on its false negatives: the share filtering can remove.
@@ -167,7 +167,7 @@ pub fn run(args: &DoseArgs) -> Result<()> {
     let clusters = match args.batching {
         Batching::Random => None,
         Batching::Clustered => Some(
-            cluster_examples(&encoder, &data, &config)
+            cluster_embedded(&data, &config, dim, &row)
                 .context("clustering the examples")?
                 .assignment,
         ),

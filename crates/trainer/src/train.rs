@@ -1199,10 +1199,27 @@ pub fn cluster_examples(
     let emb = encoder.encode(&texts, 64, &|_| {})?.data;
     let dim = encoder.dim();
     let at: HashMap<TextId, usize> = distinct.iter().enumerate().map(|(k, &t)| (t, k)).collect();
-    let mut rows = Vec::with_capacity(ids.len() * dim);
-    for t in &ids {
-        let k = at[t];
-        rows.extend_from_slice(&emb[k * dim..(k + 1) * dim]);
+    cluster_embedded(data, config, dim, &|t| {
+        let k = at[&t];
+        &emb[k * dim..(k + 1) * dim]
+    })
+}
+
+/// [`cluster_examples`] from embeddings already at hand: `row(text)` is a text's
+/// `dim`-wide embedding (`sieve dose` has every text embedded and need not encode the
+/// queries again).
+pub fn cluster_embedded<'a>(
+    data: &TrainData,
+    config: &TrainConfig,
+    dim: usize,
+    row: &dyn Fn(TextId) -> &'a [f32],
+) -> Result<crate::cluster::Clustering> {
+    let mut rows = Vec::with_capacity(data.examples.len() * dim);
+    for e in &data.examples {
+        rows.extend_from_slice(row(match config.cluster_on {
+            ClusterOn::Queries => e.query,
+            ClusterOn::Positives => e.positive,
+        }));
     }
     let k = config
         .clusters
