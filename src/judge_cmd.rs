@@ -9,9 +9,9 @@ use sieve_judge::cache::VerdictCache;
 use sieve_judge::calibrate;
 use sieve_judge::client::{served_models, Client, ClientConfig, Secret};
 use sieve_judge::label::{label_file, write_requests, LabelOptions};
-use sieve_judge::prompt::{Template, DEFAULT_MAX_DOC_TOKENS};
+use sieve_judge::prompt::{fused_hash, Template, DEFAULT_MAX_DOC_TOKENS};
 use sieve_judge::retry::RetryPolicy;
-use sieve_judge::{adversarial, judge_jobs, Budget, Job, Outcome, RunReport};
+use sieve_judge::{adversarial, judge_fused, Budget, Job, Outcome, RunReport};
 
 /// Label every mined candidate with an LLM judge over any OpenAI-compatible server.
 ///
@@ -33,6 +33,8 @@ use sieve_judge::{adversarial, judge_jobs, Budget, Job, Outcome, RunReport};
 ///   sieve judge calibrate --pairs ../shared/data/judge-calibration/liveqa-med/judged_pairs.jsonl.gz
 ///   sieve judge injection --threshold 0.28      # how often injected instructions flip verdicts
 ///   sieve judge --mined m.parquet --write-requests batch.jsonl   # OpenAI Batch input, nothing sent
+///   sieve judge --mined m.parquet --out l.parquet --template default --template document-first
+///       # two wordings fused (mean P): a steadier small judge, two requests per pair
 #[derive(Debug, Clone, clap::Args)]
 #[command(
     subcommand_negates_reqs = true,
@@ -137,9 +139,13 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 6)]
     pub max_attempts: u32,
 
-    /// Prompt template file ([system] and [user] sections, {query} and {document}).
-    #[arg(long)]
-    pub template: Option<PathBuf>,
+    /// Prompt template: a built-in one (`default`, `document-first`) or a file with
+    /// [system] and [user] sections and {query} / {document} placeholders. Repeat to
+    /// fuse: each pair is asked once per template and P(relevant) is their mean, which
+    /// steadies a small judge's wording-sensitive verdicts at the cost of one request
+    /// per template (e.g. `--template default --template document-first`).
+    #[arg(long = "template", value_name = "NAME|FILE")]
+    pub templates: Vec<String>,
 
     /// Documents are cut to about this many tokens (recorded as truncated).
     #[arg(long, default_value_t = DEFAULT_MAX_DOC_TOKENS)]
@@ -288,11 +294,15 @@ impl ServerArgs {
         }
     }
 
-    fn template(&self) -> Result<Template> {
-        Ok(match &self.template {
-            Some(p) => Template::load(p)?,
-            None => Template::default_template(),
-        })
+    /// The templates to ask, in order (the built-in default when none is given).
+    fn templates(&self) -> Result<Vec<Template>> {
+        if self.templates.is_empty() {
+            return Ok(vec![Template::default_template()]);
+        }
+        self.templates
+            .iter()
+            .map(|spec| Ok(Template::resolve(spec)?))
+            .collect()
     }
 
     fn cache(&self) -> Result<VerdictCache> {
@@ -350,14 +360,14 @@ pub fn run(args: &JudgeArgs) -> Result<()> {
     };
     let s = &args.server;
     let client = s.client()?;
-    let template = s.template()?;
+    let templates = s.templates()?;
     let mut cache = s.cache()?;
     if let Some(path) = &args.write_requests {
         let n = write_requests(
             mined,
             args.corpus.as_deref(),
             &client,
-            &template,
+            &templates,
             &cache,
             s.max_doc_tokens,
             path,
@@ -374,7 +384,7 @@ pub fn run(args: &JudgeArgs) -> Result<()> {
         mined,
         out,
         client,
-        &template,
+        &templates,
         &mut cache,
         &LabelOptions {
             threshold: args.threshold,
@@ -393,21 +403,22 @@ pub fn run(args: &JudgeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs `jobs` through the judge on a fresh runtime, with a progress bar.
-/// Also returns the template and the model name used.
-fn judge_all(s: &ServerArgs, jobs: &[Job]) -> Result<(Vec<Outcome>, RunReport, Template, String)> {
+/// Runs `jobs` through the judge on a fresh runtime, with a progress bar (fusing the
+/// templates' verdicts when there are several). Also returns the prompt hash (fused
+/// when several) and the model name used.
+fn judge_all(s: &ServerArgs, jobs: &[Job]) -> Result<(Vec<Outcome>, RunReport, String, String)> {
     let client = std::sync::Arc::new(s.client()?);
     let model = client.model().to_string();
-    let template = s.template()?;
+    let templates = s.templates()?;
     let mut cache = s.cache()?;
     let pb = bar(s.quiet);
-    pb.set_length(jobs.len() as u64);
+    pb.set_length((jobs.len() * templates.len()) as u64);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (outcomes, report) = rt.block_on(judge_jobs(
+    let (outcomes, report) = rt.block_on(judge_fused(
         client,
-        &template,
+        &templates,
         s.max_doc_tokens,
         jobs,
         &mut cache,
@@ -416,13 +427,13 @@ fn judge_all(s: &ServerArgs, jobs: &[Job]) -> Result<(Vec<Outcome>, RunReport, T
         &|n| pb.inc(n as u64),
     ))?;
     pb.finish_and_clear();
-    Ok((outcomes, report, template, model))
+    Ok((outcomes, report, fused_hash(&templates), model))
 }
 
 fn injection_cmd(args: &InjectionArgs) -> Result<()> {
     let bases = adversarial::base_pairs();
     let (ids, jobs): (Vec<_>, Vec<_>) = adversarial::probe_jobs(&bases).into_iter().unzip();
-    let (outcomes, report, template, model) = judge_all(&args.server, &jobs)?;
+    let (outcomes, report, prompt_hash, model) = judge_all(&args.server, &jobs)?;
     let scores: Vec<Option<f32>> = outcomes
         .iter()
         .map(|o| match o {
@@ -436,12 +447,12 @@ fn injection_cmd(args: &InjectionArgs) -> Result<()> {
         "requests {} ({} from the cache), prompt {}",
         report.requests,
         report.from_cache,
-        &template.hash[..12]
+        &prompt_hash[..12]
     );
     if let Some(path) = &args.json {
         let json = serde_json::json!({
             "judge_model": model,
-            "prompt_hash": template.hash,
+            "prompt_hash": prompt_hash,
             "threshold": args.threshold,
             "flips": flips.flips(),
             "pairs": flips.pairs(),
@@ -482,7 +493,7 @@ fn calibrate_cmd(args: &CalibrateArgs) -> Result<()> {
             document: p.document.clone(),
         })
         .collect();
-    let (outcomes, report, template, model) = judge_all(s, &jobs)?;
+    let (outcomes, report, prompt_hash, model) = judge_all(s, &jobs)?;
     let scores: Vec<(f32, bool)> = pairs
         .iter()
         .zip(&outcomes)
@@ -547,7 +558,7 @@ fn calibrate_cmd(args: &CalibrateArgs) -> Result<()> {
         let json = serde_json::json!({
             "pairs": args.pairs.display().to_string(),
             "judge_model": model,
-            "prompt_hash": template.hash,
+            "prompt_hash": prompt_hash,
             "relevant_grade": args.relevant_grade,
             "judged": scores.len(),
             "relevant": positives,

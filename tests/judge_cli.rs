@@ -448,3 +448,63 @@ fn calibrate_json_lists_every_score() {
         assert!((0.0..=1.0).contains(&p), "{p}");
     }
 }
+
+/// `--template default --template document-first` asks each pair once per template and
+/// scores it with the mean P(relevant): equal to the mean of the two single-template runs,
+/// which it reuses from the cache (no new request), and recorded in the labeled file's
+/// metadata with both templates' hashes.
+#[test]
+fn fused_judge_is_the_mean_of_its_templates_and_reuses_their_verdicts() {
+    let Some(url) = server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (mined, _) = write_fixture(dir.path(), 6);
+    let cache = dir.path().join("verdicts.log");
+    let label = |name: &str, templates: &[&str]| {
+        let out = dir.path().join(format!("{name}.parquet"));
+        let mut c = judge_cmd(&mined, &out, &cache, &url);
+        for t in templates {
+            c.args(["--template", t]);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (rows, meta) = read_mined(&out).unwrap();
+        let p: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| &r.candidates)
+            .map(|c| c.p_relevant.expect("every pair judged"))
+            .collect();
+        (p, meta, String::from_utf8_lossy(&o.stdout).to_string())
+    };
+    let (d, dmeta, _) = label("default", &[]);
+    let (f, fmeta, _) = label("first", &["document-first"]);
+    let (both, meta, stdout) = label("fused", &["default", "document-first"]);
+    assert_eq!(both.len(), 6);
+    for i in 0..6 {
+        let want = (d[i] + f[i]) / 2.0;
+        assert!(
+            (both[i] - want).abs() < 1e-6,
+            "pair {i}: {} vs {want}",
+            both[i]
+        );
+    }
+    // The two wordings are different prompts: at least one pair scores differently.
+    assert!(
+        d.iter().zip(&f).any(|(a, b)| (a - b).abs() > 1e-4),
+        "{d:?} {f:?}"
+    );
+    assert!(
+        stdout.contains("requests: 0 ("),
+        "the fused run sent requests:\n{stdout}"
+    );
+    let hashes = meta
+        .get("sieve.prompt_hashes")
+        .expect("both hashes recorded");
+    assert_eq!(
+        hashes,
+        &format!(
+            "{},{}",
+            dmeta["sieve.prompt_hash"], fmeta["sieve.prompt_hash"]
+        )
+    );
+    assert_ne!(meta["sieve.prompt_hash"], dmeta["sieve.prompt_hash"]);
+}

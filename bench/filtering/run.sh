@@ -16,7 +16,9 @@
 #                       candidates are labelled relevant: none keeps the oracle's as negatives)
 #              SCALE  20 | 50 (1/temperature)
 #              ARM    none | oracle-mask | oracle-positive | simP-R (a simulated judge of
-#                     precision P and recall R, e.g. sim0.7-0.6)
+#                     precision P and recall R, e.g. sim0.7-0.6) | judge-default, judge-doc-first,
+#                     judge-fused (the real local judge's verdicts at its LiveQA-Med threshold,
+#                     from bench/filtering/judge_train.sh)
 #   bench/filtering/run.sh climate-fever grid    # the grid of docs/filtering.md
 # Env: WORK (runs/filtering), EPOCHS (2), LR (2e-5, peak), MAXLEN (128 tokens, training and evaluation),
 #      SIEVE (target/release/sieve), MODEL (models/all-MiniLM-L6-v2),
@@ -53,6 +55,13 @@ ensure_mined() {
     --max-seq-length "$MAXLEN" --out "$MINED" > "$WORK/mined.txt"
 }
 
+# A real judge's verdicts (judge-<prompt> arms) come from bench/filtering/judge_train.sh.
+need_judged() {
+  case "$1" in judge-*) [ -f "$WORK/judged-$1.tsv" ] || {
+    echo "$WORK/judged-$1.tsv is missing: run bench/filtering/judge_train.sh $SETTING first" >&2; exit 2; } ;;
+  esac
+}
+
 done_already() { [ -f "$WORK/manifest.jsonl" ] && grep -q "\"run\": \"$1\"" "$WORK/manifest.jsonl"; }
 
 one() { # RUN
@@ -75,7 +84,8 @@ one() { # RUN
       local sparse=$WORK/mined-sparse.parquet relevant=$DATA/hidden.tsv
       [ -f "$sparse" ] || $SIEVE mine --quiet --dataset "$DATA" --split train-sparse --bm25-k 20 --dense-k 20 \
         --max-seq-length "$MAXLEN" --out "$sparse" > "$WORK/mined-sparse.txt"
-      case "$arm" in sim*) relevant=$WORK/judged-$arm.tsv ;; esac
+      case "$arm" in sim*|judge-*) relevant=$WORK/judged-$arm.tsv ;; esac
+      need_judged "$arm"
       if [ "$relevant" != "$DATA/hidden.tsv" ] && [ ! -f "$relevant" ]; then
         ensure_mined
         local pr=${arm#sim}
@@ -87,7 +97,7 @@ one() { # RUN
         --out "$data" > "$data.json"
       case "$arm" in
         none) extra+=(--false-negatives none) ;;
-        oracle-mask|sim*) extra+=(--false-negatives mask) ;;
+        oracle-mask|sim*|judge-*) extra+=(--false-negatives mask) ;;
         oracle-positive) extra+=(--false-negatives positive) ;;
       esac
       arm=hardneg-handled
@@ -103,6 +113,9 @@ one() { # RUN
         [ -f "$judged" ] || python3 bench/filtering/simulate_judge.py --benchmark "$DATA" --mined "$MINED" \
           --precision "${pr%-*}" --recall "${pr#*-}" --out "$judged" > "$judged.json"
         extra+=(--judged-qrels "$judged" --ignore-known-positives --false-negatives mask) ;;
+      judge-*)
+        need_judged "$arm"
+        extra+=(--judged-qrels "$WORK/judged-$arm.tsv" --ignore-known-positives --false-negatives mask) ;;
       *) echo "unknown arm $arm" >&2; exit 2 ;;
     esac
     train_cmd="$SIEVE train --quiet --model $MODEL --data $data --min-positive-score 2 --num-negatives $negs --epochs $EPOCHS --lr $LR --max-seq-length $MAXLEN --scale $scale --save-every 10 --output $out ${extra[*]}"
@@ -152,7 +165,7 @@ if run != "base":
                dose_known_max=max(l["dose"]["known"]["max"] for l in logs),
                dose_positive=mean(l["dose"]["positive"]["mean"] for l in logs),
                final_loss=logs[-1]["loss"])
-    if row["arm"].startswith("sim"):
+    if row["arm"].startswith(("sim", "judge-")):
         row["judge"] = json.load(open(f"{work}/judged-{row['arm']}.tsv.json"))
 print(json.dumps(row))
 PY

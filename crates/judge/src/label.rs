@@ -13,8 +13,8 @@ use sieve_datasets::ValidationReport;
 
 use crate::cache::VerdictCache;
 use crate::client::Client;
-use crate::prompt::Template;
-use crate::{judge_jobs, Budget, Error, Job, Outcome, Result, RunReport};
+use crate::prompt::{fused_hash, Template};
+use crate::{judge_fused, Budget, Error, Job, Outcome, Result, RunReport};
 
 /// Rank buckets of the statistics (1-based fused ranks, upper bounds inclusive).
 pub const RANK_BUCKETS: [u32; 5] = [5, 10, 20, 50, 100];
@@ -158,14 +158,14 @@ fn load_jobs(mined: &Path, corpus: Option<&Path>) -> Result<Loaded> {
 }
 
 /// Writes the chat-completion requests that judging `mined` would send (pairs
-/// already in `cache` left out, each pair once) as an OpenAI Batch API input file:
+/// already in `cache` left out, each pair once per template) as an OpenAI Batch API input file:
 /// one `{"custom_id", "method", "url", "body"}` per line, the pair's cache key as
 /// `custom_id`. Nothing is sent. Returns the number of requests written.
 pub fn write_requests(
     mined: &Path,
     corpus: Option<&Path>,
     client: &Client,
-    template: &Template,
+    templates: &[Template],
     cache: &VerdictCache,
     max_doc_tokens: usize,
     out: &Path,
@@ -175,7 +175,10 @@ pub fn write_requests(
     let file = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
     let mut w = std::io::BufWriter::new(file);
     let mut seen = std::collections::HashSet::new();
-    for job in &jobs {
+    for (template, job) in templates
+        .iter()
+        .flat_map(|t| jobs.iter().map(move |j| (t, j)))
+    {
         let key = crate::cache::pair_key(
             client.model(),
             &template.hash,
@@ -199,29 +202,30 @@ pub fn write_requests(
     Ok(seen.len())
 }
 
-/// Labels every candidate of `mined` and writes `out`.
+/// Labels every candidate of `mined` and writes `out`. With several templates, each
+/// candidate's P(relevant) is their mean ([`crate::judge_fused`]).
 #[allow(clippy::too_many_arguments)]
 pub fn label_file(
     mined: &Path,
     out: &Path,
     client: Client,
-    template: &Template,
+    templates: &[Template],
     cache: &mut VerdictCache,
     opts: &LabelOptions,
     progress: &(dyn Fn(usize) + Sync),
     total: &dyn Fn(usize),
 ) -> Result<LabelStats> {
     let (mut rows, mut meta, jobs, slots) = load_jobs(mined, opts.corpus.as_deref())?;
-    total(jobs.len());
+    total(jobs.len() * templates.len());
     let model = client.model().to_string();
     let client = Arc::new(client);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Config(format!("async runtime: {e}")))?;
-    let (outcomes, run) = rt.block_on(judge_jobs(
+    let (outcomes, run) = rt.block_on(judge_fused(
         client,
-        template,
+        templates,
         opts.max_doc_tokens,
         &jobs,
         cache,
@@ -280,7 +284,17 @@ pub fn label_file(
     stats.run = run;
     meta.insert("sieve.stage".into(), "labeled".into());
     meta.insert("sieve.judge_model".into(), model);
-    meta.insert("sieve.prompt_hash".into(), template.hash.clone());
+    meta.insert("sieve.prompt_hash".into(), fused_hash(templates));
+    if templates.len() > 1 {
+        meta.insert(
+            "sieve.prompt_hashes".into(),
+            templates
+                .iter()
+                .map(|t| t.hash.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
     meta.insert("sieve.judge_threshold".into(), opts.threshold.to_string());
     meta.insert(
         "sieve.judge_max_doc_tokens".into(),

@@ -54,6 +54,19 @@ impl Budget {
             / 1e6
     }
 
+    /// What is left of this budget after `spent`.
+    fn after(&self, spent: &RunReport) -> Budget {
+        let cost = self.cost(spent.prompt_tokens, spent.completion_tokens);
+        Budget {
+            max_requests: self.max_requests.map(|m| m.saturating_sub(spent.requests)),
+            max_tokens: self
+                .max_tokens
+                .map(|m| m.saturating_sub(spent.prompt_tokens + spent.completion_tokens)),
+            max_cost: self.max_cost.map(|m| (m - cost).max(0.0)),
+            ..*self
+        }
+    }
+
     fn exhausted(&self, requests: u64, prompt: u64, completion: u64) -> bool {
         self.max_requests.is_some_and(|m| requests >= m)
             || self.max_tokens.is_some_and(|m| prompt + completion >= m)
@@ -234,6 +247,99 @@ pub async fn judge_jobs(
     report.completion_tokens = c;
     report.retries = client.usage.retries.load(Ordering::Relaxed);
     Ok((outcomes, report))
+}
+
+/// Judges `jobs` with every template in `templates` and fuses the verdicts: a pair's
+/// P(relevant) is the mean over the templates (with one template, exactly
+/// [`judge_jobs`]). Each template's verdicts are cached under its own hash, so a fused
+/// run reuses single-prompt runs and the reverse. A pair is judged only when every
+/// template judged it; one failure makes it `Failed`, one budget stop `Skipped`. The
+/// budget covers all templates together; `progress` counts template verdicts
+/// (`jobs.len() × templates.len()` in all).
+#[allow(clippy::too_many_arguments)]
+pub async fn judge_fused(
+    client: Arc<Client>,
+    templates: &[Template],
+    max_doc_tokens: usize,
+    jobs: &[Job],
+    cache: &mut VerdictCache,
+    concurrency: usize,
+    budget: Budget,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<(Vec<Outcome>, RunReport)> {
+    let Some((first, rest)) = templates.split_first() else {
+        return Err(Error::Config("no prompt template".into()));
+    };
+    let (mut fused, mut total) = judge_jobs(
+        client.clone(),
+        first,
+        max_doc_tokens,
+        jobs,
+        cache,
+        concurrency,
+        budget,
+        progress,
+    )
+    .await?;
+    if rest.is_empty() {
+        return Ok((fused, total));
+    }
+    for t in rest {
+        let (outcomes, report) = judge_jobs(
+            client.clone(),
+            t,
+            max_doc_tokens,
+            jobs,
+            cache,
+            concurrency,
+            budget.after(&total),
+            progress,
+        )
+        .await?;
+        total.from_cache += report.from_cache;
+        total.judged += report.judged;
+        total.requests += report.requests;
+        total.prompt_tokens += report.prompt_tokens;
+        total.completion_tokens += report.completion_tokens;
+        total.truncated += report.truncated;
+        total.stopped_by_budget |= report.stopped_by_budget;
+        // Retries come from the shared client's running total.
+        total.retries = report.retries;
+        for (f, o) in fused.iter_mut().zip(outcomes) {
+            *f = match (std::mem::replace(f, Outcome::Skipped), o) {
+                (Outcome::Judged(mut a), Outcome::Judged(b)) => {
+                    // Summed here, divided by the number of templates below.
+                    a.p_relevant += b.p_relevant;
+                    a.prompt_tokens += b.prompt_tokens;
+                    a.completion_tokens += b.completion_tokens;
+                    a.truncated |= b.truncated;
+                    Outcome::Judged(a)
+                }
+                (Outcome::Failed(e), _) | (_, Outcome::Failed(e)) => Outcome::Failed(e),
+                _ => Outcome::Skipped,
+            };
+        }
+    }
+    let k = templates.len() as f32;
+    let hash = prompt::fused_hash(templates);
+    for (o, job) in fused.iter_mut().zip(jobs) {
+        if let Outcome::Judged(e) = o {
+            e.p_relevant /= k;
+            e.key = pair_key(
+                client.model(),
+                &hash,
+                max_doc_tokens,
+                &job.query,
+                &job.document,
+            );
+        }
+    }
+    total.failed = fused
+        .iter()
+        .filter(|o| matches!(o, Outcome::Failed(_)))
+        .count();
+    total.skipped = fused.iter().filter(|o| **o == Outcome::Skipped).count();
+    Ok((fused, total))
 }
 
 fn client_model(client: &Client) -> String {

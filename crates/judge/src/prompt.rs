@@ -15,6 +15,18 @@ use crate::{Error, Result};
 /// The built-in template (`crates/judge/prompts/default.txt`).
 pub const DEFAULT_TEMPLATE: &str = include_str!("../prompts/default.txt");
 
+/// The same instructions with the document before the query
+/// (`crates/judge/prompts/document-first.txt`). A second wording for a fused judge: a
+/// small model's verdicts hinge on wording and order, and averaging two wordings
+/// cancels part of that noise (Gecko fuses two prompts' rankings the same way).
+pub const DOCUMENT_FIRST_TEMPLATE: &str = include_str!("../prompts/document-first.txt");
+
+/// The built-in templates, by the name `--template` accepts.
+pub const BUILT_IN_TEMPLATES: [(&str, &str); 2] = [
+    ("default", DEFAULT_TEMPLATE),
+    ("document-first", DOCUMENT_FIRST_TEMPLATE),
+];
+
 /// Characters per token assumed when truncating documents: English text averages
 /// about four characters per token in the tokenizers of current LLMs. Truncation is
 /// approximate by design (no tokenizer for an arbitrary remote model), and recorded.
@@ -53,6 +65,36 @@ impl Template {
     pub fn default_template() -> Self {
         // The built-in template is valid; a failure here is a build defect.
         Self::parse(DEFAULT_TEMPLATE, Path::new("<built-in>")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A built-in template by name ([`BUILT_IN_TEMPLATES`]).
+    pub fn built_in(name: &str) -> Option<Self> {
+        let (_, text) = BUILT_IN_TEMPLATES.iter().find(|(n, _)| *n == name)?;
+        // Built-in templates are valid; a failure here is a build defect.
+        Some(
+            Self::parse(text, Path::new(&format!("<built-in {name}>")))
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
+    /// A built-in template's name, or else a template file. The names are reserved:
+    /// a file called `default` is `./default`.
+    pub fn resolve(spec: &str) -> Result<Self> {
+        match Self::built_in(spec) {
+            Some(t) => Ok(t),
+            None => Self::load(Path::new(spec)).map_err(|e| match e {
+                Error::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
+                    Error::Template {
+                        path,
+                        message: format!(
+                            "no such file, and not a built-in template ({})",
+                            BUILT_IN_TEMPLATES.map(|(n, _)| n).join(", ")
+                        ),
+                    }
+                }
+                other => other,
+            }),
+        }
     }
 
     pub fn load(path: &Path) -> Result<Self> {
@@ -222,9 +264,66 @@ fn truncate_chars(text: &str, limit: usize) -> (&str, bool) {
     }
 }
 
+/// The hash a set of templates is recorded under: one template's own hash, or for
+/// several (a fused judge, P averaged over them) a SHA-256 over their hashes in order,
+/// so that a labeled file says exactly which prompts made its scores.
+pub fn fused_hash(templates: &[Template]) -> String {
+    match templates {
+        [one] => one.hash.clone(),
+        many => {
+            let mut h = Sha256::new();
+            h.update(b"sieve-fused-mean-1\n");
+            for t in many {
+                h.update(t.hash.as_bytes());
+                h.update(b"\n");
+            }
+            format!("{:x}", h.finalize())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn built_in_templates_resolve_by_name_and_files_by_path() {
+        let d = Template::resolve("default").unwrap();
+        assert_eq!(d, Template::default_template());
+        let f = Template::resolve("document-first").unwrap();
+        assert_ne!(f.hash, d.hash);
+        // The document comes before the query in the second wording.
+        let p = f.render("the query", "the document", 100);
+        assert!(p.user.find("the document").unwrap() < p.user.find("the query").unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mine.txt");
+        std::fs::write(&path, DOCUMENT_FIRST_TEMPLATE).unwrap();
+        // A file with the same text is the same template (and shares its cached verdicts).
+        assert_eq!(
+            Template::resolve(path.to_str().unwrap()).unwrap().hash,
+            f.hash
+        );
+        let missing = dir.path().join("nope.txt");
+        let e = Template::resolve(missing.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nope.txt") && e.contains("document-first"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_fused_hash_names_its_templates_in_order() {
+        let d = Template::default_template();
+        let f = Template::built_in("document-first").unwrap();
+        assert_eq!(fused_hash(std::slice::from_ref(&d)), d.hash);
+        let df = fused_hash(&[d.clone(), f.clone()]);
+        assert_eq!(df.len(), 64);
+        assert_ne!(df, d.hash);
+        assert_ne!(df, f.hash);
+        assert_ne!(df, fused_hash(&[f, d]));
+    }
 
     #[test]
     fn default_template_delimits_the_document_and_says_it_is_data() {
