@@ -22,9 +22,16 @@ done
 # 4. The long regime: 4 epochs at lr 1e-4.
 WORK=runs/filtering-long EPOCHS=4 LR=1e-4 phase bench/filtering/run.sh climate-fever \
   base exact:20:{none,oracle-mask,oracle-positive} hardneg:20:{none,oracle-mask}
-# 5. The rest of the grid.
-phase bench/filtering/run.sh climate-fever exact:50:{sim0.7-0.6,sim0.4-0.35}
-phase bench/filtering/run.sh climate-fever grid
+# 5. The real judge (needs `SIEVE_LLM_PORT=8099 scripts/llm-server.sh start`, and for the
+#    cascade `SIEVE_LLM_MODEL=qwen1.5b SIEVE_LLM_PORT=8097 scripts/llm-server.sh start`): every
+#    top-2 candidate judged, calibrated on LiveQA-Med, then trained on.
+phase bench/filtering/judge_train.sh climate-fever
+phase bench/filtering/run.sh climate-fever hardneg:{20,50}:judge-default exact:20:judge-default
+# 6. The rest of the grid: every arm under every denominator at both scales.
+phase bench/filtering/run.sh climate-fever hardneg:50:{oracle-positive,sim0.95-0.9} \
+  exact:50:{oracle-positive,sim0.95-0.9,sim0.7-0.6,sim0.4-0.35} {random,gradcache}:50:{none,oracle-mask}
+phase bench/filtering/run.sh climate-fever {clustered,random,gradcache}:20:{oracle-positive,sim0.95-0.9,sim0.7-0.6,sim0.4-0.35}
+phase bench/filtering/run.sh climate-fever {clustered,random,gradcache}:50:{oracle-positive,sim0.95-0.9,sim0.7-0.6,sim0.4-0.35}
 WORK=runs/filtering-long EPOCHS=4 LR=1e-4 phase bench/filtering/run.sh climate-fever long
 python3 bench/filtering/report.py runs/filtering/*/manifest.jsonl runs/filtering-long/*/manifest.jsonl \
   --out docs/filtering-results.md

@@ -12,10 +12,10 @@
 #   bench/filtering/judge_train.sh [SETTING]          (climate-fever)
 # Env: WORK (runs/filtering), JUDGE_URL (http://127.0.0.1:8099/v1; start one with
 #      SIEVE_LLM_PORT=8099 scripts/llm-server.sh start), TOPK (2), TARGET (LiveQA-Med
-#      precision target, 0.5), LIVEQA_SAMPLE (LiveQA-Med pairs drawn for calibration, 240
+#      precision target, 0.35: the 0.5B judge never reaches 0.5 there), LIVEQA_SAMPLE (LiveQA-Med pairs drawn for calibration, 240
 #      of 565), LARGE_URL (a Qwen2.5-Coder-1.5B server for the cascade, http://127.0.0.1:8097/v1;
 #      SIEVE_LLM_MODEL=qwen1.5b SIEVE_LLM_PORT=8097 scripts/llm-server.sh start), LARGE_N (its
-#      sample of the pairs, 240), SIEVE, MAXLEN (128)
+#      sample of the pairs, 240; 0 = no cascade), SIEVE, MAXLEN (128)
 # Every verdict is cached ($WORK/judge-verdicts.log): a killed run resumes for free.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,7 +25,7 @@ SIEVE=${SIEVE:-target/release/sieve}
 JUDGE_URL=${JUDGE_URL:-http://127.0.0.1:8099/v1}
 MAXLEN=${MAXLEN:-128}
 TOPK=${TOPK:-2}
-TARGET=${TARGET:-0.5}
+TARGET=${TARGET:-0.35}
 LIVEQA_SAMPLE=${LIVEQA_SAMPLE:-240}
 LIVEQA=${LIVEQA:-../shared/data/judge-calibration/liveqa-med/judged_pairs.jsonl.gz}
 DATA=$WORK/data
@@ -68,8 +68,9 @@ done
 # The larger judge (Qwen2.5-Coder-1.5B) on a seeded sample of the same pairs, for the
 # cascade (0.5B screens, 1.5B confirms) when a server for it answers at $LARGE_URL.
 LARGE_URL=${LARGE_URL:-http://127.0.0.1:8097/v1}
-if [ -n "${LARGE_N:-240}" ] && curl -sf "$LARGE_URL/models" > /dev/null; then
-  python3 - "$PAIRS" "${LARGE_N:-240}" "$WORK/judge-train-sample.jsonl" <<'PY'
+LARGE_N=${LARGE_N-240}
+if [ "${LARGE_N:-0}" != 0 ] && curl -sf "$LARGE_URL/models" > /dev/null; then
+  python3 - "$PAIRS" "$LARGE_N" "$WORK/judge-train-sample.jsonl" <<'PY'
 import json, random, sys
 pairs = [json.loads(l) for l in open(sys.argv[1])]
 idx = sorted(random.Random(7).sample(range(len(pairs)), min(int(sys.argv[2]), len(pairs))))
@@ -82,5 +83,5 @@ PY
     --precision-target "$TARGET" --max-doc-tokens 192 --concurrency 4 --endpoint "$LARGE_URL" \
     --cache "$WORK/judge-verdicts.log" --json "$WORK/judge-train-large.json" > "$WORK/judge-train-large.txt"
 fi
-python3 bench/filtering/judge_report.py --work "$WORK" --pairs "$PAIRS" --out "$WORK/judge-train.md"
+python3 bench/filtering/judge_report.py --work "$WORK" --pairs "$PAIRS" --target "$TARGET" --out "$WORK/judge-train.md"
 cat "$WORK/judge-train.md"

@@ -8,6 +8,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::batch::SplitMix64;
+use crate::rows::normalize_rows;
 use crate::Result;
 
 /// What [`kmeans`] found.
@@ -20,15 +21,6 @@ pub struct Clustering {
     pub iterations: usize,
     /// Mean cosine similarity of a row to its centroid.
     pub cohesion: f64,
-}
-
-fn normalize(rows: &mut [f32], dim: usize) {
-    for r in rows.chunks_mut(dim.max(1)) {
-        let n = r.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if n > 0.0 {
-            r.iter_mut().for_each(|x| *x /= n);
-        }
-    }
 }
 
 /// Clusters the `n × dim` row-major `rows` into at most `k` clusters.
@@ -50,7 +42,7 @@ pub fn kmeans(
         });
     }
     let mut x = rows[..n * dim].to_vec();
-    normalize(&mut x, dim);
+    normalize_rows(&mut x, dim);
     let row = |i: usize| &x[i * dim..(i + 1) * dim];
     let dist = |a: &[f32], b: &[f32]| -> f64 {
         (1.0 - a.iter().zip(b).map(|(p, q)| p * q).sum::<f32>() as f64).max(0.0)
@@ -134,7 +126,7 @@ pub fn kmeans(
                 }
             }
         }
-        normalize(&mut sums, dim);
+        normalize_rows(&mut sums, dim);
         centres = sums;
     }
     // Renumber the non-empty clusters densely.

@@ -154,6 +154,8 @@ impl Dose {
     }
 }
 
+/// Unit rows in f64: the in-batch dose is a sum of many small shares, computed in the
+/// precision of the dense reference it is tested against.
 fn normalized_rows(x: &[f32], dim: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(x.len());
     for row in x.chunks(dim.max(1)) {
@@ -248,12 +250,7 @@ pub fn whole_corpus(
     use candle_core::{Device, Tensor};
     let unit = |x: &[f32]| -> Vec<f32> {
         let mut v = x.to_vec();
-        for r in v.chunks_mut(dim.max(1)) {
-            let n = r.iter().map(|a| a * a).sum::<f32>().sqrt();
-            if n > 0.0 {
-                r.iter_mut().for_each(|a| *a /= n);
-            }
-        }
+        crate::rows::normalize_rows(&mut v, dim);
         v
     };
     let n = corpus.len() / dim.max(1);

@@ -40,12 +40,7 @@ pub struct CorpusTable {
 impl CorpusTable {
     pub fn new(data: Vec<f32>, dim: usize) -> Self {
         let mut t = Self { data, dim };
-        for row in t.data.chunks_mut(dim.max(1)) {
-            let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-            if n > 0.0 {
-                row.iter_mut().for_each(|x| *x /= n);
-            }
-        }
+        crate::rows::normalize_rows(&mut t.data, dim);
         t
     }
 

@@ -40,6 +40,7 @@ pub mod exact;
 pub mod loss;
 pub mod optim;
 pub mod plot;
+pub mod rows;
 pub mod schedule;
 pub mod step;
 pub mod train;
