@@ -2,7 +2,7 @@
 # The real judge as a training arm, and measured on every real false negative it would be
 # shown. Judges the top-K fused candidates of every training query (mined against the
 # labelled positives alone: what the `hardneg` rows train on) with the default prompt and
-# the document-first one (bench/filtering/doc-first.txt); calibrates each prompt on
+# the document-first one (`--template document-first`); calibrates each prompt on
 # LiveQA-Med's human grades (the threshold a user without in-domain labels would take);
 # and writes, for the default prompt and for the two prompts fused (mean P), the pairs at
 # or above that threshold as judged qrels, $WORK/judged-judge-<prompt>.tsv, which
@@ -56,7 +56,7 @@ with open(out, "w") as f:
 print(f"top-{k} candidates of every training query: {n} pairs, {pos} hidden positives (base rate {pos / n:.3f})")
 PY
 for t in default doc-first; do
-  tmpl=(); [ "$t" = doc-first ] && tmpl=(--template bench/filtering/doc-first.txt)
+  tmpl=(); [ "$t" = doc-first ] && tmpl=(--template document-first)
   common=(--precision-target "$TARGET" --max-doc-tokens 192 --concurrency 4 --endpoint "$JUDGE_URL"
           --cache "$WORK/judge-verdicts.log" "${tmpl[@]}")
   [ -f "$WORK/judge-train-$t.json" ] || $SIEVE judge calibrate --pairs "$PAIRS" --query-field query \

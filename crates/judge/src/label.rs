@@ -179,13 +179,7 @@ pub fn write_requests(
         .iter()
         .flat_map(|t| jobs.iter().map(move |j| (t, j)))
     {
-        let key = crate::cache::pair_key(
-            client.model(),
-            &template.hash,
-            max_doc_tokens,
-            &job.query,
-            &job.document,
-        );
+        let key = job.key(client.model(), &template.hash, max_doc_tokens);
         if cache.get(&key).is_some() || !seen.insert(key.clone()) {
             continue;
         }

@@ -83,6 +83,19 @@ pub struct Job {
     pub document: String,
 }
 
+impl Job {
+    /// The pair's verdict-cache key under `model`, a template hash and a document budget.
+    pub fn key(&self, model: &str, template_hash: &str, max_doc_tokens: usize) -> String {
+        pair_key(
+            model,
+            template_hash,
+            max_doc_tokens,
+            &self.query,
+            &self.document,
+        )
+    }
+}
+
 /// What became of a job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -127,13 +140,7 @@ pub async fn judge_jobs(
     let mut outcomes: Vec<Outcome> = vec![Outcome::Skipped; jobs.len()];
     let mut todo: Vec<(usize, String, prompt::Prompt)> = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
-        let key = pair_key(
-            &model,
-            &template.hash,
-            max_doc_tokens,
-            &job.query,
-            &job.document,
-        );
+        let key = job.key(&model, &template.hash, max_doc_tokens);
         if let Some(e) = cache.get(&key) {
             outcomes[i] = Outcome::Judged(e.clone());
             report.from_cache += 1;
@@ -228,13 +235,7 @@ pub async fn judge_jobs(
     // Duplicates inside the run take their twin's verdict.
     for i in 0..jobs.len() {
         if outcomes[i] == Outcome::Skipped {
-            let key = pair_key(
-                &model,
-                &template.hash,
-                max_doc_tokens,
-                &jobs[i].query,
-                &jobs[i].document,
-            );
+            let key = jobs[i].key(&model, &template.hash, max_doc_tokens);
             if let Some(e) = cache.get(&key) {
                 outcomes[i] = Outcome::Judged(e.clone());
             }
@@ -325,13 +326,7 @@ pub async fn judge_fused(
     for (o, job) in fused.iter_mut().zip(jobs) {
         if let Outcome::Judged(e) = o {
             e.p_relevant /= k;
-            e.key = pair_key(
-                client.model(),
-                &hash,
-                max_doc_tokens,
-                &job.query,
-                &job.document,
-            );
+            e.key = job.key(client.model(), &hash, max_doc_tokens);
         }
     }
     total.failed = fused
