@@ -122,6 +122,30 @@ for name, (p, y, lp, ly, _) in judges.items():
             "masks": r["flagged"], "correct": r["tp"], "wrong": r["fp"], "auc": auc(p, y)}
     json.dump(info, open(out + ".json", "w"), indent=1)
     summary[name] = info
+# Is fusion's AUC gain more than noise? A paired bootstrap over pairs (the same resampled
+# pairs for both judges), 2,000 seeded resamples: the 95% interval of the AUC difference.
+import random
+
+
+def auc_diff_interval(pa, pb, y, trials=2000, seed=11):
+    rng = random.Random(seed)
+    n = len(y)
+    diffs = []
+    for _ in range(trials):
+        idx = [rng.randrange(n) for _ in range(n)]
+        ys = [y[i] for i in idx]
+        diffs.append(auc([pa[i] for i in idx], ys) - auc([pb[i] for i in idx], ys))
+    diffs.sort()
+    return auc(pa, y) - auc(pb, y), diffs[int(0.025 * trials)], diffs[int(0.975 * trials) - 1]
+
+
+lines += ["", "AUC differences, paired bootstrap over pairs (2,000 resamples), 95% interval:", ""]
+for domain, k_p, k_y in (("Climate-FEVER top-2", 0, 1), ("LiveQA-Med", 2, 3)):
+    for other in ("default", "doc-first"):
+        d, lo, hi = auc_diff_interval(judges["fused"][k_p], judges[other][k_p], judges["default"][k_y])
+        lines.append(f"- {domain}: fused − {other} = {d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        summary[f"fused_minus_{other}_{'cf' if k_p == 0 else 'liveqa'}"] = {"diff": d, "lo": lo, "hi": hi}
+
 # The cascade: the 0.5B judge (default prompt) screens, the 1.5B judge confirms only what
 # passes, on the seeded sample the 1.5B judged (judge_train.sh). Cost is counted in 0.5B
 # requests, a 1.5B request as 3 (its prompt time per token on this CPU).
