@@ -452,7 +452,7 @@ fn calibrate_json_lists_every_score() {
 /// `--template default --template document-first` asks each pair once per template and
 /// scores it with the mean P(relevant): equal to the mean of the two single-template runs,
 /// which it reuses from the cache (no new request), and recorded in the labeled file's
-/// metadata with both templates' hashes.
+/// metadata with both templates' hashes; a request budget is shared among the templates.
 #[test]
 fn fused_judge_is_the_mean_of_its_templates_and_reuses_their_verdicts() {
     let Some(url) = server() else { return };
@@ -475,6 +475,22 @@ fn fused_judge_is_the_mean_of_its_templates_and_reuses_their_verdicts() {
             .collect();
         (p, meta, String::from_utf8_lossy(&o.stdout).to_string())
     };
+    // A budget is shared among the templates: 4 requests fuse 2 pairs, not 4 pairs of
+    // the first template and none of the second.
+    let out = dir.path().join("budget.parquet");
+    let o = judge_cmd(&mined, &out, &dir.path().join("budget.log"), &url)
+        .args(["--template", "default", "--template", "document-first"])
+        .args(["--max-requests", "4"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (rows, _) = read_mined(&out).unwrap();
+    let judged = rows
+        .iter()
+        .flat_map(|r| &r.candidates)
+        .filter(|c| c.p_relevant.is_some())
+        .count();
+    assert_eq!(judged, 2, "{}", String::from_utf8_lossy(&o.stdout));
     let (d, dmeta, _) = label("default", &[]);
     let (f, fmeta, _) = label("first", &["document-first"]);
     let (both, meta, stdout) = label("fused", &["default", "document-first"]);

@@ -67,6 +67,19 @@ impl Budget {
         }
     }
 
+    /// One of `parts` equal shares of this budget: a fused judge gives each template
+    /// its share, so a budgeted run ends with fused verdicts on its first pairs rather
+    /// than the first template's verdicts on all of them and none of the second's.
+    fn share(&self, parts: usize) -> Budget {
+        let n = parts.max(1) as u64;
+        Budget {
+            max_requests: self.max_requests.map(|m| m / n),
+            max_tokens: self.max_tokens.map(|m| m / n),
+            max_cost: self.max_cost.map(|m| m / n as f64),
+            ..*self
+        }
+    }
+
     fn exhausted(&self, requests: u64, prompt: u64, completion: u64) -> bool {
         self.max_requests.is_some_and(|m| requests >= m)
             || self.max_tokens.is_some_and(|m| prompt + completion >= m)
@@ -278,14 +291,16 @@ pub async fn judge_fused(
         jobs,
         cache,
         concurrency,
-        budget,
+        budget.share(templates.len()),
         progress,
     )
     .await?;
     if rest.is_empty() {
         return Ok((fused, total));
     }
-    for t in rest {
+    for (i, t) in rest.iter().enumerate() {
+        // What is left, shared among the templates still to run.
+        let left = budget.after(&total).share(rest.len() - i);
         let (outcomes, report) = judge_jobs(
             client.clone(),
             t,
@@ -293,7 +308,7 @@ pub async fn judge_fused(
             jobs,
             cache,
             concurrency,
-            budget.after(&total),
+            left,
             progress,
         )
         .await?;
@@ -339,4 +354,39 @@ pub async fn judge_fused(
 
 fn client_model(client: &Client) -> String {
     client.model().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fused_budget_is_shared_among_its_templates() {
+        let b = Budget {
+            max_requests: Some(100),
+            max_tokens: Some(9_000),
+            max_cost: Some(3.0),
+            price_prompt: 1.0,
+            price_completion: 2.0,
+        };
+        let half = b.share(2);
+        assert_eq!(half.max_requests, Some(50));
+        assert_eq!(half.max_tokens, Some(4_500));
+        assert_eq!(half.max_cost, Some(1.5));
+        assert_eq!(half.price_prompt, 1.0);
+        // After the first template spent 40 requests and 3,000 + 40 tokens, the second
+        // (the last) gets all that is left.
+        let spent = RunReport {
+            requests: 40,
+            prompt_tokens: 3_000,
+            completion_tokens: 40,
+            ..Default::default()
+        };
+        let left = b.after(&spent).share(1);
+        assert_eq!(left.max_requests, Some(60));
+        assert_eq!(left.max_tokens, Some(5_960));
+        let cost = (3_000.0 + 2.0 * 40.0) / 1e6;
+        assert!((left.max_cost.unwrap() - (3.0 - cost)).abs() < 1e-12);
+        assert_eq!(Budget::default().share(3), Budget::default());
+    }
 }
