@@ -16,7 +16,7 @@ if grep -q '^\[judge\]' "$CONFIG"; then
   SIEVE_LLM_PORT=${SIEVE_LLM_PORT:-8089} SIEVE_LLM_MODEL=${SIEVE_LLM_MODEL:-qwen0.5b} scripts/llm-server.sh start >/dev/null &
   SERVER=$!
 fi
-cargo build --release -q --bin sieve
+scripts/build.sh -q
 wait "$FETCH" || { echo "pipeline.sh: fetching the model failed (see above)" >&2; exit 1; }
 if [ -n "$SERVER" ]; then
   wait "$SERVER" || { echo "pipeline.sh: starting the judge server failed (see above)" >&2; exit 1; }

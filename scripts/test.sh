@@ -15,5 +15,5 @@ if [ -z "${SIEVE_TEST_LLM_URL:-}" ]; then
   # Stop the server afterwards if this script started it.
   [ -n "$started" ] || trap 'scripts/llm-server.sh stop' EXIT
 fi
-export SIEVE_REQUIRE_LLM=1
+
 cargo test --release --workspace "$@"

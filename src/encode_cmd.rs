@@ -79,7 +79,7 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
         indicatif::ProgressBar::new(refs.len() as u64)
     };
     let start = Instant::now();
-    let emb = encoder.encode(&refs, args.model.batch_size, &|n| pb.inc(n as u64))?;
+    let emb = encoder.encode(&refs, args.model.encode.batch_size, &|n| pb.inc(n as u64))?;
     let seconds = start.elapsed().as_secs_f64();
     pb.finish_and_clear();
     if let Some(out) = &args.output {
@@ -91,7 +91,7 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
         "seconds": seconds,
         "texts_per_s": refs.len() as f64 / seconds,
         "peak_rss_mb": peak_rss_mb(),
-        "batch_size": args.model.batch_size,
+        "batch_size": args.model.encode.batch_size,
         "max_seq_length": encoder.max_seq_length(),
         "threads": rayon::current_num_threads(),
     });

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 #[global_allocator]
 static GLOBAL: sieve_encoder::alloc::Allocator = sieve_encoder::alloc::ALLOCATOR;
@@ -20,6 +20,7 @@ mod judge_cmd;
 mod mine_cmd;
 mod model_args;
 mod pipeline_cmd;
+mod progress;
 mod report_cmd;
 mod train_cmd;
 
@@ -53,14 +54,22 @@ enum Command {
     Report(report_cmd::ReportArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RetrieverKind {
-    /// Embed corpus and queries with --model; exact cosine top-k.
-    Dense,
-    /// tantivy BM25 over title + text (English stemming and stop words); no model.
-    Bm25,
-    /// BM25 and dense fused by reciprocal rank (k = 60): what `sieve mine` retrieves.
-    Hybrid,
+/// The cache directory flag, defined once: embeddings, verdicts and the BM25/HNSW
+/// indexes live under it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CacheDir {
+    /// Cache directory: embeddings, judge verdicts, BM25/HNSW indexes (default:
+    /// $SIEVE_CACHE_DIR, $XDG_CACHE_HOME/sieve or ~/.cache/sieve).
+    #[arg(long = "cache-dir", env = "SIEVE_CACHE_DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+impl CacheDir {
+    pub fn resolve(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(sieve_encoder::cache::default_cache_dir)
+    }
 }
 
 /// Evaluate retrieval on a BEIR dataset, as MTEB does.
@@ -76,7 +85,7 @@ pub enum RetrieverKind {
 pub struct EvalArgs {
     /// The embedding model (not needed with --retriever bm25).
     #[command(flatten)]
-    pub model: model_args::ModelArgs,
+    pub model: model_args::ModelName,
 
     /// BEIR directory: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv.
     #[arg(long, short)]
@@ -86,12 +95,8 @@ pub struct EvalArgs {
     #[arg(long, default_value = "test")]
     pub split: String,
 
-    #[arg(long, value_enum, default_value_t = RetrieverKind::Dense)]
-    pub retriever: RetrieverKind,
-
-    /// Documents retrieved per query (MTEB: 1000, its largest cut-off).
-    #[arg(long, default_value_t = sieve_eval::DEFAULT_TOP_K)]
-    pub top_k: usize,
+    #[command(flatten)]
+    pub settings: sieve_eval::EvalSettings,
 
     /// Where results/<model>/<Task>.json and .md are written.
     #[arg(long, default_value = "results")]
@@ -106,25 +111,12 @@ pub struct EvalArgs {
     #[arg(long)]
     pub model_name: Option<String>,
 
-    /// Embedding cache (default: $SIEVE_CACHE_DIR, $XDG_CACHE_HOME/sieve or ~/.cache/sieve).
-    #[arg(long, env = "SIEVE_CACHE_DIR")]
-    pub cache_dir: Option<PathBuf>,
-
-    /// Always re-encode; neither read nor write the embedding cache.
-    #[arg(long)]
-    pub no_cache: bool,
-
-    /// Keep a retrieved document whose id equals the query id (MTEB drops it).
-    #[arg(long)]
-    pub keep_identical_ids: bool,
+    #[command(flatten)]
+    pub cache: CacheDir,
 
     /// Persist the BM25 index here (reused when present).
     #[arg(long)]
     pub bm25_index: Option<PathBuf>,
-
-    /// Turn data warnings (duplicate ids, dangling qrels, empty texts) into errors.
-    #[arg(long)]
-    pub strict: bool,
 
     /// Hide progress bars.
     #[arg(long, short)]

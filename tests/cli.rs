@@ -1,20 +1,12 @@
 //! End-to-end tests of the `sieve` binary on a tiny BEIR fixture in the repository.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn sieve() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sieve"))
-}
+mod common;
+use common::{model_dir, sieve};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-beir")
-}
-
-fn model_dir() -> PathBuf {
-    std::env::var_os("SIEVE_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2"))
 }
 
 fn scores(path: &Path) -> serde_json::Value {

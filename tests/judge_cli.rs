@@ -1,7 +1,6 @@
 //! End-to-end tests of `sieve judge` against a real llama-server (started by
 //! `scripts/llm-server.sh`; `scripts/test.sh` does that and sets
-//! `SIEVE_TEST_LLM_URL`). Without a server these tests say so and pass, unless
-//! `SIEVE_REQUIRE_LLM` is set, as it is in the test script and CI.
+//! `SIEVE_TEST_LLM_URL`). Without a server these tests fail and say how to start one.
 //!
 //! A small proxy between sieve and the server records every request, so the tests
 //! can tell which pairs were sent, how often, and with which headers.
@@ -24,7 +23,7 @@ const SECRET: &str = "sk-test-0123456789-do-not-print";
 
 use common::sieve;
 
-fn server() -> Option<String> {
+fn server() -> String {
     common::llm_server()
 }
 
@@ -214,7 +213,7 @@ fn judge_cmd(mined: &Path, out: &Path, cache: &Path, endpoint: &str) -> Command 
 
 #[test]
 fn kill_9_midway_then_rerun_labels_every_pair_once_and_never_pays_twice() {
-    let Some(url) = server() else { return };
+    let url = server();
     let dir = tempfile::tempdir().unwrap();
     let n = 36;
     let (mined, pairs) = write_fixture(dir.path(), n);
@@ -354,7 +353,7 @@ fn kill_9_midway_then_rerun_labels_every_pair_once_and_never_pays_twice() {
 
 #[test]
 fn injected_instructions_rarely_flip_the_judge() {
-    let Some(url) = server() else { return };
+    let url = server();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("injection.json");
     let o = sieve()
@@ -385,7 +384,7 @@ fn injected_instructions_rarely_flip_the_judge() {
 /// computed from one run.
 #[test]
 fn calibrate_json_lists_every_score() {
-    let Some(url) = server() else { return };
+    let url = server();
     let dir = tempfile::tempdir().unwrap();
     let pairs = dir.path().join("pairs.jsonl");
     let rows = [
@@ -455,7 +454,7 @@ fn calibrate_json_lists_every_score() {
 /// metadata with both templates' hashes; a request budget is shared among the templates.
 #[test]
 fn fused_judge_is_the_mean_of_its_templates_and_reuses_their_verdicts() {
-    let Some(url) = server() else { return };
+    let url = server();
     let dir = tempfile::tempdir().unwrap();
     let (mined, _) = write_fixture(dir.path(), 6);
     let cache = dir.path().join("verdicts.log");

@@ -6,15 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn sieve() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sieve"))
-}
-
-fn model_dir() -> PathBuf {
-    std::env::var_os("SIEVE_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2"))
-}
+mod common;
+use common::{model_dir, sieve};
 
 fn ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();

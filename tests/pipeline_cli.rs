@@ -1,7 +1,7 @@
 //! `sieve pipeline` end to end on the tiny BEIR fixture, against the real judge server
-//! (as `tests/judge_cli.rs`: skipped without `SIEVE_TEST_LLM_URL` unless
-//! `SIEVE_REQUIRE_LLM` is set): every stage runs and writes its file, and a second
-//! run reuses them instead of redoing the work.
+//! (`scripts/test.sh` starts one; without `SIEVE_TEST_LLM_URL` these tests fail and
+//! say so): every stage runs and writes its file, a second run reuses them, and a
+//! changed table redoes exactly its stage and the later ones.
 
 use std::path::Path;
 
@@ -28,72 +28,154 @@ dense_k = 2
     )
 }
 
+/// What the summary table says `stage` did ("ran", "reused", "redone (…)").
+fn did<'a>(stdout: &'a str, stage: &str) -> &'a str {
+    let prefix = format!("| {stage} | ");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no row for {stage} in\n{stdout}"));
+    line[prefix.len()..].split(" | ").next().unwrap_or("")
+}
+
+const STAGES: [&str; 5] = ["mine", "judge", "train", "eval-base", "eval-trained"];
+
 #[test]
-fn every_stage_runs_then_resumes_from_its_files() {
-    let Some(url) = llm_server() else { return };
+fn every_stage_runs_then_only_what_changed_is_redone() {
+    let url = llm_server();
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
     let config = tmp.path().join("pipeline.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{head}
+    let write = |bm25_k: usize, epochs: usize| {
+        let head = config_head().replace("bm25_k = 2", &format!("bm25_k = {bm25_k}"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"{head}
 [judge]
 endpoints = [{url:?}]
 threshold = 0.5
 max_doc_tokens = 64
 
 [train]
-epochs = 1
+epochs = {epochs}
 batch_size = 2
 save_every = 1
 objective = "exact"
-"#,
-            head = config_head(),
-        ),
-    )
-    .unwrap();
+"#
+            ),
+        )
+        .unwrap()
+    };
     let run = || {
-        sieve()
+        let out = sieve()
             .args(["pipeline", "--quiet"])
             .arg(&config)
             .output()
-            .unwrap()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        String::from_utf8_lossy(&out.stdout).to_string()
     };
+    write(2, 1);
     let first = run();
-    let err = String::from_utf8_lossy(&first.stderr);
-    assert!(first.status.success(), "{err}");
-    let out = String::from_utf8_lossy(&first.stdout);
     assert!(
-        out.contains("| base |") && out.contains("| trained |"),
-        "{out}"
+        first.contains("| base |") && first.contains("| trained |"),
+        "{first}"
     );
+    for stage in STAGES {
+        assert_eq!(did(&first, stage), "ran", "{first}");
+    }
     for f in [
         "mined.parquet",
         "labeled.parquet",
         "verdicts.log",
         "model/model.safetensors",
         "model/metrics.jsonl",
+        "mine.key.json",
+        "train.key.json",
     ] {
         assert!(work.join(f).exists(), "{f} missing");
     }
-    let second = run();
-    let err = String::from_utf8_lossy(&second.stderr);
-    assert!(second.status.success(), "{err}");
-    assert!(err.contains("mined.parquet exists, reusing it"), "{err}");
-    assert!(err.contains("model exists, reusing it"), "{err}");
+    let steps = |dir: &str| {
+        std::fs::read_to_string(work.join(dir).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"loss\""))
+            .count()
+    };
+    let first_steps = steps("model");
 
-    // A config with an unknown key is refused with the file's name.
+    // Nothing changed: nothing is redone.
+    let second = run();
+    for stage in STAGES {
+        assert_eq!(did(&second, stage), "reused", "{second}");
+    }
+
+    // [train] changed: training and the trained model's evaluation are redone, the
+    // rest reused; the old model is set aside.
+    write(2, 2);
+    let third = run();
+    assert_eq!(did(&third, "mine"), "reused", "{third}");
+    assert_eq!(did(&third, "judge"), "reused", "{third}");
+    assert_eq!(
+        did(&third, "train"),
+        "redone (settings.epochs: 1 → 2)",
+        "{third}"
+    );
+    assert_eq!(did(&third, "eval-base"), "reused", "{third}");
+    assert_eq!(
+        did(&third, "eval-trained"),
+        "redone (the train stage changed)",
+        "{third}"
+    );
+    assert_eq!(
+        steps("model"),
+        2 * first_steps,
+        "not retrained for 2 epochs"
+    );
+    assert_eq!(steps("model.previous"), first_steps);
+
+    // [mine] changed: every stage after it is redone too, but the base model's score,
+    // which no mined file feeds, is reused.
+    write(3, 2);
+    let fourth = run();
+    assert_eq!(
+        did(&fourth, "mine"),
+        "redone (settings.bm25_k: 2 → 3)",
+        "{fourth}"
+    );
+    assert_eq!(
+        did(&fourth, "judge"),
+        "redone (the mine stage changed)",
+        "{fourth}"
+    );
+    assert_eq!(
+        did(&fourth, "train"),
+        "redone (the judge stage changed)",
+        "{fourth}"
+    );
+    assert_eq!(did(&fourth, "eval-base"), "reused", "{fourth}");
+    assert!(
+        did(&fourth, "eval-trained").starts_with("redone"),
+        "{fourth}"
+    );
+
+    // A config with an unknown key is refused with the file's name and the key.
     std::fs::write(
         &config,
         "model = \"m\"\nwork_dir = \"w\"\ndataset = \"d\"\nbogus = 1\n",
     )
     .unwrap();
-    let bad = run();
+    let bad = sieve()
+        .args(["pipeline", "--quiet"])
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        err.contains("pipeline.toml") && err.contains("bogus"),
+        err.contains("pipeline.toml") && err.contains("`bogus`"),
         "{err}"
     );
 }
@@ -103,7 +185,7 @@ objective = "exact"
 /// without judge labels and says so in the summary.
 #[test]
 fn an_untrustworthy_judge_stops_the_run_or_is_skipped() {
-    let Some(url) = llm_server() else { return };
+    let url = llm_server();
     let tmp = tempfile::tempdir().unwrap();
     // Every human grade says "irrelevant": no threshold has any precision.
     let graded = tmp.path().join("graded.jsonl");

@@ -20,7 +20,7 @@ cleanup() {
 trap cleanup EXIT
 . bench/judge/common.sh
 scripts/fetch-model.sh >&2
-cargo build --release -q
+scripts/build.sh -q
 if [ -n "${SIEVE_JUDGE_URL:-}" ]; then URL=$SIEVE_JUDGE_URL
 else
   # Stop the server afterwards only if this script started it.

@@ -7,7 +7,7 @@ DATA=${SCIFACT_DIR:-../shared/data/scifact}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 scripts/fetch-model.sh >&2
-cargo build --release -q
+scripts/build.sh -q
 check() { # name json expected tolerance
   python3 - "$1" "$2" "$3" "$4" <<'PY'
 import json, sys

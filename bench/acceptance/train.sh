@@ -14,7 +14,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 OUT=${TRAIN_OUT:-$TMP/scifact-ft}
 scripts/fetch-model.sh >&2
-cargo build --release -q --bin sieve
+scripts/build.sh -q
 rm -rf "$OUT"
 T0=$(date +%s)
 target/release/sieve train --quiet --model models/all-MiniLM-L6-v2 --data "$PAIRS" --output "$OUT" \

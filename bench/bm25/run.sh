@@ -40,7 +40,7 @@ if [ -z "${PYTHON:-}" ]; then
   [ -x "$PY" ] || scripts/setup-python.sh >&2
   "$PY" -c "import bm25s, Stemmer" 2>/dev/null || .venv/bin/pip install -q bm25s PyStemmer >&2
 fi
-[ -n "${BENCH_BIN:-}" ] || cargo build --release -q -p sieve-index --example bench_bm25 >&2
+[ -n "${BENCH_BIN:-}" ] || scripts/build.sh -q >&2
 
 OUT=target/bench-bm25.jsonl        # raw measurements, kept for inspection
 RUN=target/bench-bm25-sieve-run.tsv  # sieve's top-K, for the overlap check

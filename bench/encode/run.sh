@@ -15,7 +15,7 @@ MODEL=models/all-MiniLM-L6-v2
 THREADS=$(nproc)
 scripts/fetch-model.sh >&2
 [ -x .venv/bin/python ] || scripts/setup-python.sh >&2
-cargo build --release -q
+scripts/build.sh -q
 OUT=target/bench-encode.jsonl   # raw runs, kept for inspection
 mkdir -p target && : > "$OUT"
 for i in $(seq "$REPEATS"); do

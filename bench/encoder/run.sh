@@ -14,7 +14,7 @@ MODEL=models/all-MiniLM-L6-v2
 THREADS=$(nproc)
 scripts/fetch-model.sh >&2
 [ -x .venv/bin/python ] || scripts/setup-python.sh >&2
-cargo build --release -q -p sieve-trainer --features sieve-encoder/mimalloc --example bench_encoder
+scripts/build.sh -q
 TEXTS=target/bench-scifact-texts.txt
 python3 - "${SCIFACT_CORPUS:-../shared/data/scifact/corpus.jsonl.gz}" "$TEXTS" <<'PY'
 import gzip, json, sys

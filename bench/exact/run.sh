@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZES=${1:-"1000 10000 100000 1000000"}
-cargo build --release -q -p sieve-trainer --example bench_exact
+scripts/build.sh -q
 OUT=target/bench-exact.jsonl
 : > "$OUT"
 for n in $SIZES; do target/release/examples/bench_exact "$n" 32 3 | tee -a "$OUT"; done

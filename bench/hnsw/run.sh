@@ -43,12 +43,12 @@ fi
 PY="$VENV/bin/python"
 
 # --- Rust side.
-[[ -n "${SKIP_BUILD:-}" ]] || cargo build --release -q -p sieve-index --example bench_hnsw
+[[ -n "${SKIP_BUILD:-}" ]] || scripts/build.sh -q
 BENCH="$REPO/target/release/examples/bench_hnsw"
 
 encode() { # input output
   if [[ ! -s "$2" ]]; then
-    [[ -x target/release/sieve ]] || cargo build --release -q -p sieve --bin sieve
+    [[ -x target/release/sieve ]] || scripts/build.sh -q
     [[ -d "$MODEL" ]] || scripts/fetch-model.sh
     echo "encoding $1 -> $2" >&2
     target/release/sieve encode --model "$MODEL" --input "$1" --output "$2.tmp.npy" --quiet

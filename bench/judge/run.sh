@@ -15,7 +15,7 @@ OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"; [ -n "${STARTED:-}" ] && SIEVE_LLM_PORT=8096 scripts/llm-server.sh stop' EXIT
 . bench/judge/common.sh
 scripts/fetch-model.sh >&2
-cargo build --release -q
+scripts/build.sh -q
 SIEVE_LLM_PORT=8096 scripts/llm-server.sh status >/dev/null 2>&1 || STARTED=1
 URL=$(SIEVE_LLM_PORT=8096 SIEVE_LLM_MODEL=qwen0.5b SIEVE_LLM_PARALLEL="$CONC" SIEVE_LLM_ARGS="--cache-ram 0" scripts/llm-server.sh)
 make_pairs "${JUDGE_QUERIES:-16}"

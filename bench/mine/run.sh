@@ -10,7 +10,7 @@ N=${1:-1000000}
 NQ=${2:-10000}
 DIR=target/bench-mine/synth-$N
 [ -x .venv/bin/python ] || scripts/setup-python.sh >&2
-cargo build --release -q
+scripts/build.sh -q
 if [ ! -f "$DIR/queries.npy" ]; then
   .venv/bin/python bench/mine/make_synthetic.py "$N" "$NQ" "$DIR"
 fi

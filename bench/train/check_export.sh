@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 MODEL=${1:?usage: check_export.sh MODEL_DIR [N_TEXTS]}
 N=${2:-300}
 [ -x .venv/bin/python ] || scripts/setup-python.sh >&2
-cargo build --release -q --bin sieve
+scripts/build.sh -q
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 python3 - "${SCIFACT:-../shared/data/scifact}" "$TMP/texts.txt" "$N" <<'PY'
 import gzip, json, sys

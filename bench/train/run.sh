@@ -16,7 +16,7 @@ SEQ=${3:-256}
 MODEL=models/all-MiniLM-L6-v2
 scripts/fetch-model.sh >&2
 [ -x .venv/bin/python ] || scripts/setup-python.sh >&2
-cargo build --release -q --bin sieve
+scripts/build.sh -q
 PAIRS=target/bench-train-pairs.jsonl
 python3 - "${SCIFACT:-../shared/data/scifact}" "$PAIRS" <<'PY'
 import gzip, json, sys

@@ -36,14 +36,18 @@ pub mod mined;
 pub mod npy;
 mod pairs;
 pub mod parquet_io;
+pub mod progress;
 mod report;
+pub mod rng;
 
 pub use beir::{
     load_beir, read_corpus, read_qrels, read_queries, BeirDataset, CorpusReader, Document, Qrel,
     Qrels, QrelsReader, Query, QueryReader,
 };
 pub use error::Error;
+pub use lines::JsonLines;
 pub use pairs::{pairs_schema, read_pairs, write_pairs_parquet, Pair, PairFormat, PairReader};
+pub use progress::{Progress, Silent};
 pub use report::{Example, Issue, ValidationReport, MAX_EXAMPLES};
 
 /// How to treat suspicious-but-loadable input.

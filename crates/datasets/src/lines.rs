@@ -194,3 +194,38 @@ pub(crate) fn take_opt_string(
         )),
     }
 }
+
+/// A JSONL(.gz) file's records, one object per non-empty line, with its line number:
+/// the one JSONL reader for files the other crates read (graded judge pairs,
+/// per-query scores). Errors name the file and line.
+pub struct JsonLines {
+    reader: LineReader,
+}
+
+impl JsonLines {
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        Ok(Self {
+            reader: LineReader::open(path)?,
+        })
+    }
+}
+
+impl Iterator for JsonLines {
+    /// `(line number, object)`.
+    type Item = Result<(usize, Map<String, Value>), Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let line = match self.reader.next_line() {
+                Ok(Some(line)) => line,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            };
+            if line.text.trim().is_empty() {
+                continue;
+            }
+            let number = line.number;
+            return Some(parse_object(line.path, number, line.text).map(|o| (number, o)));
+        }
+    }
+}

@@ -5,10 +5,15 @@
 //! `batch × heads × seq × seq`. These ops do each job in one multithreaded pass (rayon)
 //! and attention per (sequence, head) with scores that never leave the cache.
 //!
-//! Each forward is checked against the plain-op reference in [`crate::ops`] for values,
-//! and each backward by finite differences in f64 (`tests` below and
-//! `tests/gradcheck.rs`). Backward passes are written with candle tensor ops: exact, and
-//! fast enough until training needs them faster.
+//! Every backward is a fused kernel too (`*GradOp`: layer norm, GELU, attention with
+//! its probabilities recomputed per (sequence, head), linear with dx, dW and db in one
+//! pass), since candle's generic backward of the plain ops was most of a training step.
+//!
+//! Each kernel is written once, generic in the float type ([`Real`]: f32 and f64);
+//! `map1`/`map2`/`map3` dispatch the storage's dtype once for all of them, as candle's
+//! own `cpu_backend::utils::Map1/Map2/Map3` do. Each forward is checked against the
+//! plain-op reference in [`crate::ops`] for values, and each backward by finite
+//! differences in f64 (`tests` below and `tests/gradcheck.rs`).
 
 use candle_core::{
     backend::BackendStorage, CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape,
@@ -101,6 +106,112 @@ fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Resu
 }
 
 /// Whether the fused kernels can run on `t` (CPU, f32 or f64).
+/// A kernel over one contiguous input, generic in the float type. [`map1`] dispatches
+/// the dtype once for every kernel, as candle's `cpu_backend::utils::Map1` does.
+trait Map1 {
+    const NAME: &'static str;
+    fn f<T: Real>(&self, a: &[T], la: &Layout) -> Result<Vec<T>>;
+}
+
+/// [`Map1`] for two inputs of one dtype.
+trait Map2 {
+    const NAME: &'static str;
+    fn f<T: Real>(&self, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Result<Vec<T>>;
+}
+
+/// [`Map1`] for three inputs of one dtype.
+trait Map3 {
+    const NAME: &'static str;
+    #[allow(clippy::too_many_arguments)]
+    fn f<T: Real>(
+        &self,
+        a: &[T],
+        la: &Layout,
+        b: &[T],
+        lb: &Layout,
+        c: &[T],
+        lc: &Layout,
+    ) -> Result<Vec<T>>;
+}
+
+/// Runs `m` on the storage's dtype (f32 or f64; others are an error naming the op).
+fn map1<M: Map1>(m: &M, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
+    Ok(match s.dtype() {
+        DType::F32 => f32::to_cpu_storage_owned(m.f(contiguous::<f32>(s, l, M::NAME)?, l)?),
+        DType::F64 => f64::to_cpu_storage_owned(m.f(contiguous::<f64>(s, l, M::NAME)?, l)?),
+        dt => candle_core::bail!("{}: unsupported dtype {dt:?}", M::NAME),
+    })
+}
+
+fn map2<M: Map2>(
+    m: &M,
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<CpuStorage> {
+    fn go<T: Real, M: Map2>(
+        m: &M,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<Vec<T>> {
+        m.f(
+            contiguous::<T>(s1, l1, M::NAME)?,
+            l1,
+            contiguous::<T>(s2, l2, M::NAME)?,
+            l2,
+        )
+    }
+    Ok(match s1.dtype() {
+        DType::F32 => f32::to_cpu_storage_owned(go::<f32, M>(m, s1, l1, s2, l2)?),
+        DType::F64 => f64::to_cpu_storage_owned(go::<f64, M>(m, s1, l1, s2, l2)?),
+        dt => candle_core::bail!("{}: unsupported dtype {dt:?}", M::NAME),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn map3<M: Map3>(
+    m: &M,
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+    s3: &CpuStorage,
+    l3: &Layout,
+) -> Result<CpuStorage> {
+    #[allow(clippy::too_many_arguments)]
+    fn go<T: Real, M: Map3>(
+        m: &M,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<Vec<T>> {
+        m.f(
+            contiguous::<T>(s1, l1, M::NAME)?,
+            l1,
+            contiguous::<T>(s2, l2, M::NAME)?,
+            l2,
+            contiguous::<T>(s3, l3, M::NAME)?,
+            l3,
+        )
+    }
+    Ok(match s1.dtype() {
+        DType::F32 => f32::to_cpu_storage_owned(go::<f32, M>(m, s1, l1, s2, l2, s3, l3)?),
+        DType::F64 => f64::to_cpu_storage_owned(go::<f64, M>(m, s1, l1, s2, l2, s3, l3)?),
+        dt => candle_core::bail!("{}: unsupported dtype {dt:?}", M::NAME),
+    })
+}
+
+/// The last dimension of a layout (1 for a scalar).
+fn last_dim(l: &Layout) -> usize {
+    l.dims().last().copied().unwrap_or(1)
+}
+
 pub fn supported(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
 }
@@ -267,6 +378,21 @@ impl LayerNormOp {
     }
 }
 
+impl Map3 for LayerNormOp {
+    const NAME: &'static str = "layer norm";
+    fn f<T: Real>(
+        &self,
+        x: &[T],
+        lx: &Layout,
+        w: &[T],
+        _: &Layout,
+        b: &[T],
+        _: &Layout,
+    ) -> Result<Vec<T>> {
+        Ok(self.fwd(x, w, b, last_dim(lx)))
+    }
+}
+
 impl CustomOp3 for LayerNormOp {
     fn name(&self) -> &'static str {
         "sieve-layer-norm"
@@ -281,22 +407,7 @@ impl CustomOp3 for LayerNormOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let dim = l1.dims().last().copied().unwrap_or(1);
-        let out = match s1.dtype() {
-            DType::F32 => f32::to_cpu_storage_owned(self.fwd::<f32>(
-                contiguous(s1, l1, "layer norm")?,
-                contiguous(s2, l2, "layer norm")?,
-                contiguous(s3, l3, "layer norm")?,
-                dim,
-            )),
-            DType::F64 => f64::to_cpu_storage_owned(self.fwd::<f64>(
-                contiguous(s1, l1, "layer norm")?,
-                contiguous(s2, l2, "layer norm")?,
-                contiguous(s3, l3, "layer norm")?,
-                dim,
-            )),
-            dt => candle_core::bail!("layer norm: unsupported dtype {dt:?}"),
-        };
+        let out = map3(self, s1, l1, s2, l2, s3, l3)?;
         Ok((out, l1.shape().clone()))
     }
 
@@ -376,6 +487,21 @@ impl LayerNormGradOp {
     }
 }
 
+impl Map3 for LayerNormGradOp {
+    const NAME: &'static str = "layer norm grad";
+    fn f<T: Real>(
+        &self,
+        x: &[T],
+        lx: &Layout,
+        w: &[T],
+        _: &Layout,
+        dy: &[T],
+        _: &Layout,
+    ) -> Result<Vec<T>> {
+        Ok(self.grad(x, w, dy, last_dim(lx)))
+    }
+}
+
 impl CustomOp3 for LayerNormGradOp {
     fn name(&self) -> &'static str {
         "sieve-layer-norm-grad"
@@ -392,21 +518,7 @@ impl CustomOp3 for LayerNormGradOp {
     ) -> Result<(CpuStorage, Shape)> {
         let dim = l1.dims().last().copied().unwrap_or(1);
         let rows = l1.shape().elem_count() / dim.max(1);
-        let out = match s1.dtype() {
-            DType::F32 => f32::to_cpu_storage_owned(self.grad::<f32>(
-                contiguous(s1, l1, "layer norm grad")?,
-                contiguous(s2, l2, "layer norm grad")?,
-                contiguous(s3, l3, "layer norm grad")?,
-                dim,
-            )),
-            DType::F64 => f64::to_cpu_storage_owned(self.grad::<f64>(
-                contiguous(s1, l1, "layer norm grad")?,
-                contiguous(s2, l2, "layer norm grad")?,
-                contiguous(s3, l3, "layer norm grad")?,
-                dim,
-            )),
-            dt => candle_core::bail!("layer norm grad: unsupported dtype {dt:?}"),
-        };
+        let out = map3(self, s1, l1, s2, l2, s3, l3)?;
         Ok((out, Shape::from((rows + 2, dim))))
     }
 }
@@ -439,17 +551,20 @@ impl GeluOp {
     }
 }
 
+impl Map1 for GeluOp {
+    const NAME: &'static str = "gelu";
+    fn f<T: Real>(&self, x: &[T], _: &Layout) -> Result<Vec<T>> {
+        Ok(Self::fwd(x))
+    }
+}
+
 impl CustomOp1 for GeluOp {
     fn name(&self) -> &'static str {
         "sieve-gelu"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = match s.dtype() {
-            DType::F32 => f32::to_cpu_storage_owned(Self::fwd::<f32>(contiguous(s, l, "gelu")?)),
-            DType::F64 => f64::to_cpu_storage_owned(Self::fwd::<f64>(contiguous(s, l, "gelu")?)),
-            dt => candle_core::bail!("gelu: unsupported dtype {dt:?}"),
-        };
+        let out = map1(self, s, l)?;
         Ok((out, l.shape().clone()))
     }
 
@@ -486,6 +601,13 @@ impl GeluGradOp {
     }
 }
 
+impl Map2 for GeluGradOp {
+    const NAME: &'static str = "gelu grad";
+    fn f<T: Real>(&self, x: &[T], _: &Layout, dy: &[T], _: &Layout) -> Result<Vec<T>> {
+        Ok(Self::grad(x, dy))
+    }
+}
+
 impl candle_core::CustomOp2 for GeluGradOp {
     fn name(&self) -> &'static str {
         "sieve-gelu-grad"
@@ -498,17 +620,7 @@ impl candle_core::CustomOp2 for GeluGradOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = match s1.dtype() {
-            DType::F32 => f32::to_cpu_storage_owned(Self::grad::<f32>(
-                contiguous(s1, l1, "gelu grad")?,
-                contiguous(s2, l2, "gelu grad")?,
-            )),
-            DType::F64 => f64::to_cpu_storage_owned(Self::grad::<f64>(
-                contiguous(s1, l1, "gelu grad")?,
-                contiguous(s2, l2, "gelu grad")?,
-            )),
-            dt => candle_core::bail!("gelu grad: unsupported dtype {dt:?}"),
-        };
+        let out = map2(self, s1, l1, s2, l2)?;
         Ok((out, l1.shape().clone()))
     }
 }
@@ -611,6 +723,14 @@ impl AttentionOp {
     }
 }
 
+impl Map1 for AttentionOp {
+    const NAME: &'static str = "attention";
+    fn f<T: Real>(&self, qkv: &[T], l: &Layout) -> Result<Vec<T>> {
+        let (rows, width) = l.shape().dims2()?;
+        self.fwd(qkv, rows, width)
+    }
+}
+
 impl CustomOp1 for AttentionOp {
     fn name(&self) -> &'static str {
         "sieve-attention"
@@ -618,19 +738,7 @@ impl CustomOp1 for AttentionOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (rows, width) = l.shape().dims2()?;
-        let out = match s.dtype() {
-            DType::F32 => f32::to_cpu_storage_owned(self.fwd::<f32>(
-                contiguous(s, l, "attention")?,
-                rows,
-                width,
-            )?),
-            DType::F64 => f64::to_cpu_storage_owned(self.fwd::<f64>(
-                contiguous(s, l, "attention")?,
-                rows,
-                width,
-            )?),
-            dt => candle_core::bail!("attention: unsupported dtype {dt:?}"),
-        };
+        let out = map1(self, s, l)?;
         Ok((out, Shape::from((rows, width / 3))))
     }
 
@@ -813,6 +921,14 @@ impl AttentionGradOp {
     }
 }
 
+impl Map2 for AttentionGradOp {
+    const NAME: &'static str = "attention grad";
+    fn f<T: Real>(&self, qkv: &[T], l: &Layout, dc: &[T], _: &Layout) -> Result<Vec<T>> {
+        let (rows, width) = l.shape().dims2()?;
+        self.grad(qkv, dc, rows, width)
+    }
+}
+
 impl candle_core::CustomOp2 for AttentionGradOp {
     fn name(&self) -> &'static str {
         "sieve-attention-grad"
@@ -825,22 +941,7 @@ impl candle_core::CustomOp2 for AttentionGradOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (rows, width) = l1.shape().dims2()?;
-        let out = match s1.dtype() {
-            DType::F32 => f32::to_cpu_storage_owned(self.grad::<f32>(
-                contiguous(s1, l1, "attention grad")?,
-                contiguous(s2, l2, "attention grad")?,
-                rows,
-                width,
-            )?),
-            DType::F64 => f64::to_cpu_storage_owned(self.grad::<f64>(
-                contiguous(s1, l1, "attention grad")?,
-                contiguous(s2, l2, "attention grad")?,
-                rows,
-                width,
-            )?),
-            dt => candle_core::bail!("attention grad: unsupported dtype {dt:?}"),
-        };
+        let out = map2(self, s1, l1, s2, l2)?;
         Ok((out, l1.shape().clone()))
     }
 }
@@ -913,6 +1014,23 @@ impl LinearOp {
     }
 }
 
+impl Map3 for LinearOp {
+    const NAME: &'static str = "linear";
+    fn f<T: Real>(
+        &self,
+        x: &[T],
+        lx: &Layout,
+        w: &[T],
+        lw: &Layout,
+        b: &[T],
+        _: &Layout,
+    ) -> Result<Vec<T>> {
+        let (rows, inp) = lx.shape().dims2()?;
+        let out = lw.shape().dims2()?.0;
+        Ok(Self::fwd(x, w, b, rows, inp, out))
+    }
+}
+
 impl CustomOp3 for LinearOp {
     fn name(&self) -> &'static str {
         "sieve-linear"
@@ -935,25 +1053,7 @@ impl CustomOp3 for LinearOp {
                 l3.shape()
             );
         }
-        let y = match s1.dtype() {
-            DType::F32 => f32::to_cpu_storage_owned(Self::fwd::<f32>(
-                contiguous(s1, l1, "linear")?,
-                contiguous(s2, l2, "linear")?,
-                contiguous(s3, l3, "linear")?,
-                rows,
-                inp,
-                out,
-            )),
-            DType::F64 => f64::to_cpu_storage_owned(Self::fwd::<f64>(
-                contiguous(s1, l1, "linear")?,
-                contiguous(s2, l2, "linear")?,
-                contiguous(s3, l3, "linear")?,
-                rows,
-                inp,
-                out,
-            )),
-            dt => candle_core::bail!("linear: unsupported dtype {dt:?}"),
-        };
+        let y = map3(self, s1, l1, s2, l2, s3, l3)?;
         Ok((y, Shape::from((rows, out))))
     }
 
@@ -1054,6 +1154,23 @@ impl LinearGradOp {
     }
 }
 
+impl Map3 for LinearGradOp {
+    const NAME: &'static str = "linear grad";
+    fn f<T: Real>(
+        &self,
+        x: &[T],
+        lx: &Layout,
+        w: &[T],
+        lw: &Layout,
+        dy: &[T],
+        _: &Layout,
+    ) -> Result<Vec<T>> {
+        let (rows, inp) = lx.shape().dims2()?;
+        let out = lw.shape().dims2()?.0;
+        Ok(Self::grad(x, w, dy, rows, inp, out))
+    }
+}
+
 impl CustomOp3 for LinearGradOp {
     fn name(&self) -> &'static str {
         "sieve-linear-grad"
@@ -1076,25 +1193,7 @@ impl CustomOp3 for LinearGradOp {
                 l3.shape()
             );
         }
-        let g = match s1.dtype() {
-            DType::F32 => f32::to_cpu_storage_owned(Self::grad::<f32>(
-                contiguous(s1, l1, "linear grad")?,
-                contiguous(s2, l2, "linear grad")?,
-                contiguous(s3, l3, "linear grad")?,
-                rows,
-                inp,
-                out,
-            )),
-            DType::F64 => f64::to_cpu_storage_owned(Self::grad::<f64>(
-                contiguous(s1, l1, "linear grad")?,
-                contiguous(s2, l2, "linear grad")?,
-                contiguous(s3, l3, "linear grad")?,
-                rows,
-                inp,
-                out,
-            )),
-            dt => candle_core::bail!("linear grad: unsupported dtype {dt:?}"),
-        };
+        let g = map3(self, s1, l1, s2, l2, s3, l3)?;
         Ok((g, Shape::from((rows + out) * inp + out)))
     }
 }

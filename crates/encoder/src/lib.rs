@@ -29,11 +29,13 @@ pub mod fused;
 pub mod hub;
 pub mod model;
 pub mod ops;
+pub mod settings;
 
 pub use candle_core::{DType, Device};
 pub use config::Pooling;
 pub use encoder::{Embeddings, Encoder, LoadOptions};
 pub use error::{Error, Result};
+pub use settings::EncodeSettings;
 
 /// The device named by `spec`: `cpu`, `cuda[:N]` or `metal[:N]` (the latter two need
 /// the crate's `cuda`/`metal` features).

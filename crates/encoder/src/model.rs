@@ -4,7 +4,7 @@
 //! linear layer is a single 2-D matrix product; Q, K and V are computed by one product
 //! with the three weight matrices stacked, which `cat` keeps differentiable.
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::config::BertConfig;
@@ -213,9 +213,4 @@ pub fn pool(states: &Tensor, attention_mask: &Tensor, mode: crate::Pooling) -> R
             summed.broadcast_div(&counts)
         }
     }
-}
-
-/// Whether `dtype` is one the forward supports for inference and training.
-pub fn supported_dtype(dtype: DType) -> bool {
-    matches!(dtype, DType::F32 | DType::F64 | DType::BF16 | DType::F16)
 }

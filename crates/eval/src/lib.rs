@@ -24,6 +24,7 @@ pub mod ablation;
 mod error;
 pub mod metrics;
 pub mod report;
+pub mod settings;
 pub mod significance;
 
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ use sieve_index::{Bm25Index, Hit, Retriever};
 
 pub use error::{Error, Result};
 pub use report::TaskResult;
+pub use settings::{evaluate, EvalRequest, EvalSettings, RetrieverKind};
 
 use metrics::{Run, MTEB_K_VALUES};
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
@@ -13,7 +13,7 @@ use crate::metrics::MTEB_K_VALUES;
 pub const METRIC_FAMILIES: [&str; 5] = ["ndcg", "map", "recall", "precision", "mrr"];
 
 /// Everything one evaluation produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskResult {
     pub task_name: String,
     pub model_name: String,
@@ -136,19 +136,17 @@ pub fn per_query_path(json_path: &Path) -> PathBuf {
 
 /// Reads one metric per query from a `.per-query.jsonl` file.
 pub fn read_per_query(path: &Path, metric: &str) -> Result<BTreeMap<String, f64>> {
-    let body = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut out = BTreeMap::new();
-    for (i, line) in body.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = |m: &str| Error::Invalid(format!("{}:{}: {m}", path.display(), i + 1));
-        let v: Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
-        let qid = v["query_id"]
-            .as_str()
+    for record in sieve_datasets::JsonLines::open(path)? {
+        let (line, v) = record?;
+        let bad = |m: &str| Error::Invalid(format!("{}:{line}: {m}", path.display()));
+        let qid = v
+            .get("query_id")
+            .and_then(Value::as_str)
             .ok_or_else(|| bad("no string field `query_id`"))?;
-        let x = v[metric]
-            .as_f64()
+        let x = v
+            .get(metric)
+            .and_then(Value::as_f64)
             .ok_or_else(|| bad(&format!("no number field `{metric}`")))?;
         if out.insert(qid.to_string(), x).is_some() {
             return Err(bad(&format!("query {qid} appears twice")));

@@ -2,16 +2,15 @@
 
 use sieve_index::{exact_top_k, Hit};
 
-/// SplitMix64: a tiny deterministic generator, so tests need no `rand` crate.
+/// The workspace's SplitMix64, so tests need no `rand` crate.
 struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        let mut r = sieve_datasets::rng::SplitMix64(self.0);
+        let v = r.next_u64();
+        self.0 = r.0;
+        v
     }
 
     /// Multiples of 1/8 in [-0.5, 0.5]: dot products of such vectors are exact

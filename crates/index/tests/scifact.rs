@@ -1,6 +1,7 @@
 //! BM25 on SciFact (test split) must reproduce the bm25s reference
 //! (English stop words, Snowball stemmer, k1 = 1.5, b = 0.75): nDCG@10 = 0.687.
-//! Skipped (passes with a note) when the data set is not present.
+//! Needs `../shared/data/scifact`, which a user's machine lacks: ignored by the suite,
+//! run by `.ci/run` with `--ignored`, and failing (not passing) when the data is absent.
 
 use std::path::Path;
 
@@ -15,12 +16,14 @@ const TOLERANCE: f64 = 0.01;
 const CUTOFF: usize = 10;
 
 #[test]
+#[ignore = "needs ../shared/data/scifact; .ci/run runs it"]
 fn scifact_ndcg_at_10_matches_bm25s() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(SCIFACT_DIR);
-    if !dir.join("queries.jsonl").exists() && !dir.join("queries.jsonl.gz").exists() {
-        eprintln!("SciFact not found at {}: skipped", dir.display());
-        return;
-    }
+    assert!(
+        dir.join("queries.jsonl").exists() || dir.join("queries.jsonl.gz").exists(),
+        "SciFact is missing at {}",
+        dir.display()
+    );
     let data = sieve_datasets::load_beir(&dir, "test", Default::default()).expect("load SciFact");
     let index = Bm25Index::build(&data.corpus, None).expect("build");
     let queries: Vec<_> = data

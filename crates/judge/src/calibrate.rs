@@ -7,6 +7,10 @@
 //! target — the operating point a pipeline should use for a weak judge, whose
 //! scores rarely reach 0.5 on real evidence.
 
+use std::path::Path;
+
+use crate::{Error, Result};
+
 /// One point of a threshold sweep: pairs with p ≥ `threshold` count as relevant.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Operating {
@@ -197,22 +201,10 @@ pub fn read_graded(
     doc_field: &str,
     grade_field: &str,
 ) -> crate::Result<Vec<Graded>> {
-    use std::io::{BufRead, BufReader, Read};
-    let file = std::fs::File::open(path).map_err(|e| crate::Error::io(path, e))?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(reader).lines().enumerate() {
-        let line = line.map_err(|e| crate::Error::io(path, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = |m: String| crate::Error::Config(format!("{}:{}: {m}", path.display(), i + 1));
-        let v: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    for record in sieve_datasets::JsonLines::open(path)? {
+        let (line, v) = record?;
+        let bad = |m: String| crate::Error::Config(format!("{}:{line}: {m}", path.display()));
         let text = |f: &str| -> crate::Result<String> {
             v.get(f)
                 .and_then(|x| x.as_str())
@@ -300,5 +292,293 @@ mod sample_tests {
             assert!(a.iter().any(|p| p.grade == g));
         }
         assert_eq!(sample(pairs.clone(), 500, 1).len(), 200);
+    }
+}
+
+/// How graded pairs are read and what the calibration aims at: `sieve judge
+/// calibrate`'s flags and a pipeline's `[judge.calibrate]` table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[serde(default)]
+pub struct CalibrateSettings {
+    /// Field holding the query.
+    #[cfg_attr(feature = "clap", arg(long, default_value = "question_summary"))]
+    pub query_field: String,
+
+    /// Field holding the document.
+    #[cfg_attr(feature = "clap", arg(long, default_value = "answer"))]
+    pub doc_field: String,
+
+    /// Field holding the integer grade.
+    #[cfg_attr(feature = "clap", arg(long, default_value = "grade"))]
+    pub grade_field: String,
+
+    /// Grades at or above this are relevant (LiveQA-Med: 3 incomplete, 4 excellent).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 3))]
+    pub relevant_grade: i64,
+
+    /// Precision the chosen operating point must reach.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_PRECISION_TARGET))]
+    pub precision_target: f64,
+
+    /// Judge only the first N pairs.
+    #[cfg_attr(feature = "clap", arg(long, conflicts_with = "sample"))]
+    pub limit: Option<usize>,
+
+    /// Judge N pairs drawn at random (seeded; a larger N keeps the pairs of a smaller
+    /// one, so their verdicts come from the cache): a quick first look at a slow judge.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    pub sample: Option<usize>,
+
+    /// Seed of --sample.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
+    pub seed: u64,
+}
+
+/// The precision a calibrated threshold must reach by default.
+pub const DEFAULT_PRECISION_TARGET: f64 = 0.9;
+
+impl Default for CalibrateSettings {
+    fn default() -> Self {
+        Self {
+            query_field: "question_summary".into(),
+            doc_field: "answer".into(),
+            grade_field: "grade".into(),
+            relevant_grade: 3,
+            precision_target: DEFAULT_PRECISION_TARGET,
+            limit: None,
+            sample: None,
+            seed: 0,
+        }
+    }
+}
+
+impl CalibrateSettings {
+    /// The graded pairs of `path` these settings judge (first `limit`, or a seeded
+    /// `sample`); an empty selection is an error naming the file.
+    pub fn read(&self, path: &Path) -> Result<Vec<Graded>> {
+        let mut pairs = read_graded(path, &self.query_field, &self.doc_field, &self.grade_field)?;
+        if let Some(n) = self.limit {
+            pairs.truncate(n);
+        }
+        if let Some(n) = self.sample {
+            pairs = sample(pairs, n, self.seed);
+        }
+        if pairs.is_empty() {
+            return Err(Error::Config(format!("{}: no pairs", path.display())));
+        }
+        Ok(pairs)
+    }
+}
+
+/// One operating point as a report states it. JSON has no infinity or NaN: they are
+/// written as null (a threshold above every score, a rate with nothing to count) and
+/// read back as such.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OperatingPoint {
+    #[serde(deserialize_with = "null_is_infinite")]
+    pub threshold: f32,
+    #[serde(deserialize_with = "null_is_nan")]
+    pub accuracy: f64,
+    #[serde(deserialize_with = "null_is_nan")]
+    pub precision: f64,
+    #[serde(deserialize_with = "null_is_nan")]
+    pub recall: f64,
+    pub tp: usize,
+    pub fp: usize,
+    pub tn: usize,
+    #[serde(rename = "fn")]
+    pub fn_: usize,
+}
+
+fn null_is_infinite<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
+    use serde::Deserialize;
+    Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::INFINITY))
+}
+
+fn null_is_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    use serde::Deserialize;
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+impl From<&Operating> for OperatingPoint {
+    fn from(o: &Operating) -> Self {
+        Self {
+            threshold: o.threshold,
+            accuracy: o.accuracy(),
+            precision: o.precision(),
+            recall: o.recall(),
+            tp: o.tp,
+            fp: o.fp,
+            tn: o.tn,
+            fn_: o.fn_,
+        }
+    }
+}
+
+/// One judged pair of a calibration: its position in the input, P(relevant) and the
+/// human label.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ScoredPair {
+    pub index: usize,
+    pub p_relevant: f32,
+    pub relevant: bool,
+}
+
+/// What `sieve judge calibrate` measured, as its `--json` file holds it (and as the
+/// pipeline reads it back).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CalibrationReport {
+    pub pairs: String,
+    pub judge_model: String,
+    pub prompt_hash: String,
+    pub relevant_grade: i64,
+    pub judged: usize,
+    /// Pairs the judge failed on (left out of every figure).
+    #[serde(default)]
+    pub not_judged: usize,
+    pub relevant: usize,
+    pub auc: Option<f64>,
+    pub at_0_5: OperatingPoint,
+    pub best_accuracy: OperatingPoint,
+    pub precision_target: f64,
+    /// The operating point reaching `precision_target`; `None` when none does.
+    pub threshold_for_precision: Option<OperatingPoint>,
+    /// Requests sent, and answered from the verdict cache.
+    #[serde(default)]
+    pub requests: u64,
+    #[serde(default)]
+    pub from_cache: u64,
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    /// Every judged pair's P(relevant) and human label, in input order (failed ones
+    /// left out): for curves, other thresholds, and fusing two judges.
+    pub scores: Vec<ScoredPair>,
+}
+
+impl CalibrationReport {
+    /// The figures for `pairs` given each one's judged P(relevant) (`None`: failed).
+    pub fn new(
+        source: &Path,
+        settings: &CalibrateSettings,
+        pairs: &[Graded],
+        p: &[Option<f32>],
+        judge_model: &str,
+        prompt_hash: &str,
+    ) -> Self {
+        let scored: Vec<ScoredPair> = pairs
+            .iter()
+            .zip(p)
+            .enumerate()
+            .filter_map(|(index, (g, p))| {
+                p.map(|p_relevant| ScoredPair {
+                    index,
+                    p_relevant,
+                    relevant: g.grade >= settings.relevant_grade,
+                })
+            })
+            .collect();
+        let scores: Vec<(f32, bool)> = scored.iter().map(|s| (s.p_relevant, s.relevant)).collect();
+        Self {
+            pairs: source.display().to_string(),
+            judge_model: judge_model.to_string(),
+            prompt_hash: prompt_hash.to_string(),
+            relevant_grade: settings.relevant_grade,
+            judged: scores.len(),
+            not_judged: pairs.len() - scores.len(),
+            relevant: scores.iter().filter(|s| s.1).count(),
+            auc: auc(&scores),
+            at_0_5: (&at(&scores, 0.5)).into(),
+            best_accuracy: (&best_accuracy(&scores)).into(),
+            precision_target: settings.precision_target,
+            threshold_for_precision: for_precision(&scores, settings.precision_target)
+                .as_ref()
+                .map(Into::into),
+            requests: 0,
+            from_cache: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            scores: scored,
+        }
+    }
+}
+
+impl std::fmt::Display for CalibrationReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} pairs judged ({} relevant by the human grades ≥ {}), {} not judged",
+            self.judged, self.relevant, self.relevant_grade, self.not_judged
+        )?;
+        writeln!(
+            f,
+            "AUC: {}",
+            self.auc.map_or("n/a".into(), |a| format!("{a:.4}"))
+        )?;
+        let table = |f: &mut std::fmt::Formatter<'_>, name: &str, o: &OperatingPoint| {
+            // Precision is undefined when nothing is judged relevant; say so rather than
+            // print the 1.0 convention, which reads as a perfect judge.
+            let precision = if o.tp + o.fp == 0 {
+                "n/a (nothing judged relevant)".to_string()
+            } else {
+                format!("{:.4}", o.precision)
+            };
+            writeln!(
+                f,
+                "{name}: threshold {:.4}  accuracy {:.4}  precision {precision}  recall {:.4}\n    \
+                 judged relevant: {} correct, {} wrong | judged irrelevant: {} correct, {} wrong",
+                o.threshold, o.accuracy, o.recall, o.tp, o.fp, o.tn, o.fn_
+            )
+        };
+        table(f, "at 0.5", &self.at_0_5)?;
+        table(f, "best accuracy", &self.best_accuracy)?;
+        match &self.threshold_for_precision {
+            Some(o) => table(f, &format!("precision ≥ {}", self.precision_target), o)?,
+            None => writeln!(
+                f,
+                "no threshold reaches precision {}: this judge cannot be trusted at that level",
+                self.precision_target
+            )?,
+        }
+        write!(
+            f,
+            "requests {} ({} from the cache), tokens {} prompt + {} completion",
+            self.requests, self.from_cache, self.prompt_tokens, self.completion_tokens
+        )
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+
+    /// A judge that calls nothing relevant has an infinite best threshold; its report
+    /// still reads back from JSON (which writes infinity as null).
+    #[test]
+    fn a_report_with_an_infinite_threshold_round_trips() {
+        let pairs: Vec<Graded> = (0..3)
+            .map(|i| Graded {
+                query: format!("q{i}"),
+                document: "d".into(),
+                grade: 1,
+            })
+            .collect();
+        let r = CalibrationReport::new(
+            Path::new("p.jsonl"),
+            &CalibrateSettings::default(),
+            &pairs,
+            &[Some(0.1), Some(0.2), None],
+            "m",
+            "h",
+        );
+        assert_eq!((r.judged, r.not_judged, r.relevant), (2, 1, 0));
+        assert!(r.threshold_for_precision.is_none());
+        let back: CalibrationReport =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.best_accuracy.threshold, r.best_accuracy.threshold);
+        assert_eq!(back.scores, r.scores);
+        assert_eq!(back.at_0_5.tp, r.at_0_5.tp);
     }
 }

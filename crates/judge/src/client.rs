@@ -117,21 +117,19 @@ pub struct Client {
     pub usage: Usage,
 }
 
-/// xorshift seeded from the clock, for jitter only.
+/// The workspace's generator seeded from the clock, for jitter only.
 fn unit_random() -> f64 {
     static STATE: AtomicU64 = AtomicU64::new(0);
     let mut s = STATE.load(Ordering::Relaxed);
     if s == 0 {
         s = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0x9E37_79B9, |d| d.as_nanos() as u64)
-            | 1;
+            .map_or(1, |d| d.as_nanos() as u64);
     }
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    STATE.store(s, Ordering::Relaxed);
-    (s >> 11) as f64 / (1u64 << 53) as f64
+    let mut rng = sieve_datasets::rng::SplitMix64(s);
+    let u = rng.unit();
+    STATE.store(rng.0, Ordering::Relaxed);
+    u
 }
 
 /// The model ids an OpenAI-compatible server lists at `{base}/models`.

@@ -220,11 +220,13 @@ pub fn label_file(
     let (outcomes, run) = rt.block_on(judge_fused(
         client,
         templates,
-        opts.max_doc_tokens,
         &jobs,
         cache,
-        opts.concurrency,
-        opts.budget,
+        crate::RunOptions {
+            max_doc_tokens: opts.max_doc_tokens,
+            concurrency: opts.concurrency,
+            budget: opts.budget,
+        },
         progress,
     ))?;
     let mut stats = LabelStats {
@@ -298,12 +300,36 @@ pub fn label_file(
     Ok(stats)
 }
 
-/// Number of rows per label, for tests and summaries.
-pub fn count_labels(rows: &[MinedRow]) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for c in rows.iter().flat_map(|r| &r.candidates) {
-        *m.entry(c.label.clone().unwrap_or_else(|| "null".into()))
-            .or_insert(0) += 1;
-    }
-    m
+/// Labels every candidate of `mined` into `out` with `settings`: the one entry point of
+/// `sieve judge` and the pipeline's judge stage. `progress` sees the pairs to judge
+/// (one unit per template verdict).
+pub fn label_with(
+    settings: &crate::JudgeSettings,
+    mined: &Path,
+    out: &Path,
+    threshold: f32,
+    corpus: Option<PathBuf>,
+    cache: &mut VerdictCache,
+    progress: &dyn sieve_datasets::Progress,
+) -> Result<LabelStats> {
+    let client = settings.client()?;
+    let templates = settings.templates()?;
+    let stats = label_file(
+        mined,
+        out,
+        client,
+        &templates,
+        cache,
+        &LabelOptions {
+            threshold,
+            max_doc_tokens: settings.max_doc_tokens,
+            concurrency: settings.concurrency,
+            budget: settings.budget(),
+            corpus,
+        },
+        &|n| progress.advance(n),
+        &|n| progress.start("pairs", n),
+    )?;
+    progress.finish();
+    Ok(stats)
 }

@@ -19,12 +19,14 @@ pub mod label;
 pub mod prompt;
 pub mod retry;
 pub mod score;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub use error::{Error, Result};
+pub use settings::JudgeSettings;
 
 use cache::{pair_key, Entry, VerdictCache};
 use client::Client;
@@ -134,38 +136,64 @@ pub struct RunReport {
     pub stopped_by_budget: bool,
 }
 
-/// Judges `jobs` (cached ones free), at most `concurrency` requests in flight,
-/// within `budget`; every new verdict is appended to `cache` as it arrives.
-/// `progress` receives the number of jobs finished. Returns one outcome per job.
-#[allow(clippy::too_many_arguments)]
-pub async fn judge_jobs(
-    client: Arc<Client>,
-    template: &Template,
-    max_doc_tokens: usize,
+/// The jobs' cached verdicts, and the prompts still to send (one per distinct pair:
+/// identical pairs inside one run are judged once).
+#[allow(clippy::type_complexity)]
+fn from_cache(
     jobs: &[Job],
-    cache: &mut VerdictCache,
-    concurrency: usize,
-    budget: Budget,
-    progress: &(dyn Fn(usize) + Sync),
-) -> Result<(Vec<Outcome>, RunReport)> {
-    let model = client_model(&client);
-    let mut report = RunReport::default();
+    cache: &VerdictCache,
+    template: &Template,
+    model: &str,
+    max_doc_tokens: usize,
+) -> (Vec<Outcome>, Vec<(usize, String, prompt::Prompt)>) {
     let mut outcomes: Vec<Outcome> = vec![Outcome::Skipped; jobs.len()];
     let mut todo: Vec<(usize, String, prompt::Prompt)> = Vec::new();
+    let mut queued = std::collections::HashSet::new();
     for (i, job) in jobs.iter().enumerate() {
-        let key = job.key(&model, &template.hash, max_doc_tokens);
+        let key = job.key(model, &template.hash, max_doc_tokens);
         if let Some(e) = cache.get(&key) {
             outcomes[i] = Outcome::Judged(e.clone());
-            report.from_cache += 1;
             continue;
         }
-        // Identical pairs inside one run are judged once.
-        if todo.iter().any(|(_, k, _)| *k == key) {
+        if !queued.insert(key.clone()) {
             continue;
         }
         let p = template.render(&job.query, &job.document, max_doc_tokens);
         todo.push((i, key, p));
     }
+    (outcomes, todo)
+}
+
+/// How a run judges: document length, requests in flight, what it may spend.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunOptions {
+    /// Documents are cut to about this many tokens.
+    pub max_doc_tokens: usize,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    pub budget: Budget,
+}
+
+/// Judges `jobs` (cached ones free), at most `opts.concurrency` requests in flight,
+/// within `opts.budget`; every new verdict is appended to `cache` as it arrives.
+/// `progress` receives the number of jobs finished. Returns one outcome per job.
+pub async fn judge_jobs(
+    client: Arc<Client>,
+    template: &Template,
+    jobs: &[Job],
+    cache: &mut VerdictCache,
+    opts: RunOptions,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<(Vec<Outcome>, RunReport)> {
+    let RunOptions {
+        max_doc_tokens,
+        concurrency,
+        budget,
+    } = opts;
+    let model = client_model(&client);
+    let mut report = RunReport::default();
+    let (mut outcomes, todo) = from_cache(jobs, cache, template, &model, max_doc_tokens);
+    report.from_cache = outcomes.iter().filter(|o| **o != Outcome::Skipped).count();
     progress(report.from_cache);
 
     let mut set = tokio::task::JoinSet::new();
@@ -270,28 +298,27 @@ pub async fn judge_jobs(
 /// template judged it; one failure makes it `Failed`, one budget stop `Skipped`. The
 /// budget covers all templates together; `progress` counts template verdicts
 /// (`jobs.len() × templates.len()` in all).
-#[allow(clippy::too_many_arguments)]
 pub async fn judge_fused(
     client: Arc<Client>,
     templates: &[Template],
-    max_doc_tokens: usize,
     jobs: &[Job],
     cache: &mut VerdictCache,
-    concurrency: usize,
-    budget: Budget,
+    opts: RunOptions,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<(Vec<Outcome>, RunReport)> {
     let Some((first, rest)) = templates.split_first() else {
         return Err(Error::Config("no prompt template".into()));
     };
+    let budget = opts.budget;
     let (mut fused, mut total) = judge_jobs(
         client.clone(),
         first,
-        max_doc_tokens,
         jobs,
         cache,
-        concurrency,
-        budget.share(templates.len()),
+        RunOptions {
+            budget: budget.share(templates.len()),
+            ..opts
+        },
         progress,
     )
     .await?;
@@ -304,11 +331,12 @@ pub async fn judge_fused(
         let (outcomes, report) = judge_jobs(
             client.clone(),
             t,
-            max_doc_tokens,
             jobs,
             cache,
-            concurrency,
-            left,
+            RunOptions {
+                budget: left,
+                ..opts
+            },
             progress,
         )
         .await?;
@@ -341,7 +369,7 @@ pub async fn judge_fused(
     for (o, job) in fused.iter_mut().zip(jobs) {
         if let Outcome::Judged(e) = o {
             e.p_relevant /= k;
-            e.key = job.key(client.model(), &hash, max_doc_tokens);
+            e.key = job.key(client.model(), &hash, opts.max_doc_tokens);
         }
     }
     total.failed = fused
@@ -389,4 +417,88 @@ mod tests {
         assert!((left.max_cost.unwrap() - (3.0 - cost)).abs() < 1e-12);
         assert_eq!(Budget::default().share(3), Budget::default());
     }
+}
+
+/// What [`judge_blocking`] returns: one outcome per job, the run's totals, the prompt
+/// hash (fused when several templates) and the model name used.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    pub outcomes: Vec<Outcome>,
+    pub report: RunReport,
+    pub prompt_hash: String,
+    pub model: String,
+}
+
+/// Judges `jobs` with `settings` on a fresh runtime, fusing the templates' verdicts
+/// when there are several: the one entry point of `judge calibrate`, `judge
+/// injection` and the pipeline's calibration. `progress` counts template verdicts
+/// (`jobs.len() × templates` in all).
+pub fn judge_blocking(
+    settings: &JudgeSettings,
+    cache: &mut VerdictCache,
+    jobs: &[Job],
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Judged> {
+    let client = Arc::new(settings.client()?);
+    let model = client.model().to_string();
+    let templates = settings.templates()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("starting the HTTP runtime: {e}")))?;
+    let (outcomes, report) = rt.block_on(judge_fused(
+        client,
+        &templates,
+        jobs,
+        cache,
+        settings.run_options(),
+        progress,
+    ))?;
+    Ok(Judged {
+        outcomes,
+        report,
+        prompt_hash: prompt::fused_hash(&templates),
+        model,
+    })
+}
+
+/// Calibrates the judge on the human-graded pairs of `path`: judges them (cached ones
+/// free) and measures AUC and operating points against the grades.
+pub fn calibrate_file(
+    settings: &JudgeSettings,
+    calibration: &calibrate::CalibrateSettings,
+    path: &std::path::Path,
+    cache: &mut VerdictCache,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<calibrate::CalibrationReport> {
+    let pairs = calibration.read(path)?;
+    let jobs: Vec<Job> = pairs
+        .iter()
+        .map(|p| Job {
+            query: p.query.clone(),
+            document: p.document.clone(),
+        })
+        .collect();
+    let judged = judge_blocking(settings, cache, &jobs, progress)?;
+    let p: Vec<Option<f32>> = judged
+        .outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Judged(e) => Some(e.p_relevant),
+            _ => None,
+        })
+        .collect();
+    let mut report = calibrate::CalibrationReport::new(
+        path,
+        calibration,
+        &pairs,
+        &p,
+        &judged.model,
+        &judged.prompt_hash,
+    );
+    report.requests = judged.report.requests;
+    report.from_cache = judged.report.from_cache as u64;
+    report.prompt_tokens = judged.report.prompt_tokens;
+    report.completion_tokens = judged.report.completion_tokens;
+    Ok(report)
 }

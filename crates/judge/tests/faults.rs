@@ -160,11 +160,13 @@ async fn run(
     judge_jobs(
         client,
         &Template::default_template(),
-        512,
         jobs,
         cache,
-        4,
-        budget,
+        sieve_judge::RunOptions {
+            max_doc_tokens: 512,
+            concurrency: 4,
+            budget,
+        },
         &|_| {},
     )
     .await

@@ -19,9 +19,11 @@ pub enum Error {
     /// A mined file or shard that does not fit with the others or with this run.
     #[error("{path}: {problem}")]
     Mismatch { path: PathBuf, problem: String },
-    /// Embedding the texts failed (the caller's embedder reports its own error).
-    #[error("embedding: {0}")]
-    Embed(String),
+    /// A setting out of range (named as the setting is).
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Encoder(#[from] sieve_encoder::Error),
 }
 
 impl Error {

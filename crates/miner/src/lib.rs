@@ -26,6 +26,8 @@
 mod error;
 pub mod input;
 pub mod rules;
+pub mod run;
+pub mod settings;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -41,6 +43,8 @@ use sieve_index::{exact_top_k, fuse_rrf, Bm25Index, Hit, HnswIndex, HnswParams};
 pub use error::{Error, Result};
 use input::MiningInput;
 use rules::Rules;
+pub use run::{mine_to_file, Embedder, MineRequest, Mined, Source};
+pub use settings::{DenseKind, MineSettings};
 
 /// Candidates per retriever by default: deep enough that the judge sees most false
 /// negatives (recall of known positives flattens past ~50 on BEIR sets), shallow

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// How to keep `num_negatives` of the surviving candidates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum SamplingStrategy {
     /// The best-ranked ones.
@@ -22,25 +23,56 @@ pub enum SamplingStrategy {
 
 /// Filters, in the order they apply. Scores are the dense cosine similarities of
 /// the mining model, as in sentence-transformers.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 #[serde(default)]
 pub struct Rules {
-    /// Skip the first `range_min` candidates (1-based ranks ≤ range_min).
+    /// Skip the first range_min candidates (1-based ranks ≤ range_min).
+    #[cfg_attr(feature = "clap", arg(long, alias = "range_min", default_value_t = 0))]
     pub range_min: usize,
-    /// Consider only candidates ranked ≤ `range_max`.
+    /// Consider only candidates ranked ≤ range_max.
+    #[cfg_attr(feature = "clap", arg(long, alias = "range_max"))]
     pub range_max: Option<usize>,
-    /// Drop candidates scoring above this.
+    /// Drop candidates whose cosine exceeds this.
+    #[cfg_attr(feature = "clap", arg(long, alias = "max_score"))]
     pub max_score: Option<f32>,
-    /// Drop candidates scoring above `positive − absolute_margin`.
+    /// Drop candidates scoring above (positive − absolute_margin).
+    #[cfg_attr(feature = "clap", arg(long, alias = "absolute_margin"))]
     pub absolute_margin: Option<f32>,
-    /// Drop candidates scoring above `positive · (1 − relative_margin)`;
-    /// NV-Retriever's TopK-PercPos with 95% is `relative_margin = 0.05`.
+    /// Drop candidates scoring above positive · (1 − relative_margin)
+    /// (NV-Retriever's 95% rule: 0.05). The positive is the query's weakest one.
+    #[cfg_attr(feature = "clap", arg(long, alias = "relative_margin"))]
     pub relative_margin: Option<f32>,
     /// Keep at most this many candidates per query.
+    #[cfg_attr(feature = "clap", arg(long, alias = "num_negatives"))]
     pub num_negatives: Option<usize>,
+    /// Which num_negatives to keep.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, alias = "sampling_strategy", value_enum, default_value_t = SamplingStrategy::Top)
+    )]
     pub sampling_strategy: SamplingStrategy,
-    /// Seed of the `random` strategy.
+    /// Seed of --sampling-strategy random.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_SEED))]
     pub seed: u64,
+}
+
+/// Seed of the `random` sampling strategy by default.
+pub const DEFAULT_SEED: u64 = 12345;
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            range_min: 0,
+            range_max: None,
+            max_score: None,
+            absolute_margin: None,
+            relative_margin: None,
+            num_negatives: None,
+            sampling_strategy: SamplingStrategy::Top,
+            seed: DEFAULT_SEED,
+        }
+    }
 }
 
 /// Why a candidate was dropped; the names are the option names.
@@ -141,14 +173,8 @@ impl Rules {
 /// `n` of `items` uniformly, in their original order; deterministic in (seed, key).
 fn sample(items: &[usize], n: usize, seed: u64, key: &str) -> Vec<usize> {
     // splitmix64 over a hash of the key: independent streams per query.
-    let mut state = seed ^ fnv1a(key);
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = sieve_datasets::rng::SplitMix64(seed ^ fnv1a(key));
+    let mut next = || rng.next_u64();
     let mut pool = items.to_vec();
     // Partial Fisher–Yates: the first n slots become the sample.
     for i in 0..n.min(pool.len()) {

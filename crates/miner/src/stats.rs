@@ -58,6 +58,26 @@ fn quantiles(mut v: Vec<f32>) -> Vec<(f64, f32)> {
 }
 
 impl MineStats {
+    /// The statistics as `sieve mine --stats-json` writes them.
+    pub fn to_json(&self) -> serde_json::Value {
+        let recall: Vec<serde_json::Value> = self
+            .recall
+            .iter()
+            .map(|r| serde_json::json!({"k": r.k, "bm25": r.bm25, "dense": r.dense, "hybrid": r.hybrid}))
+            .collect();
+        serde_json::json!({
+            "queries": self.queries,
+            "queries_with_positives": self.queries_with_positives,
+            "candidates": self.candidates,
+            "per_query": {"min": self.min_per_query, "median": self.median_per_query, "max": self.max_per_query},
+            "by_source": self.by_source,
+            "dropped": self.dropped,
+            "dense_quantiles": self.dense_quantiles,
+            "bm25_quantiles": self.bm25_quantiles,
+            "recall": recall,
+        })
+    }
+
     pub fn from_rows(rows: &[MinedRow], opts: &MineOptions) -> Self {
         let mut per_query: Vec<usize> = rows.iter().map(|r| r.candidates.len()).collect();
         per_query.sort_unstable();

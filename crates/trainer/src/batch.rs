@@ -11,35 +11,12 @@ use std::collections::{HashMap, HashSet};
 use crate::data::{Example, TextId, TrainData};
 use crate::loss::{Cell, CellTable, FalseNegativePolicy};
 
-/// SplitMix64: a tiny, well-mixed, fully specified PRNG whose whole state is one u64,
-/// so that a checkpoint or another implementation can reproduce it exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2⁻³² for any n
-    /// a dataset reaches).
-    pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() as u128 * n as u128) >> 64) as usize
-    }
-
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i + 1));
-        }
-    }
-}
+/// The seeded generator batches are drawn with (re-exported: one PRNG for all crates).
+pub use sieve_datasets::rng::SplitMix64;
 
 /// How examples are grouped into batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Batching {
     /// A seeded shuffle (sentence-transformers' default sampler).
@@ -49,17 +26,6 @@ pub enum Batching {
     /// CDE's contextual batches): its in-batch negatives share a topic, and so do its
     /// false negatives.
     Clustered,
-}
-
-impl std::str::FromStr for Batching {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "random" => Ok(Self::Random),
-            "clustered" => Ok(Self::Clustered),
-            other => Err(format!("unknown batching {other:?} (random, clustered)")),
-        }
-    }
 }
 
 fn epoch_rng(seed: u64, epoch: u64) -> SplitMix64 {

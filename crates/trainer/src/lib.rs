@@ -36,12 +36,14 @@ pub mod cluster;
 pub mod data;
 pub mod dose;
 mod error;
+pub mod estimate;
 pub mod exact;
 pub mod loss;
 pub mod optim;
 pub mod plot;
 pub mod rows;
 pub mod schedule;
+pub mod settings;
 pub mod step;
 pub mod train;
 

@@ -32,6 +32,7 @@ const EXCLUDED: f64 = -1e9;
 /// What to do with a batch document that the judge or the qrels say answers a query
 /// other than the one it is the positive of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum FalseNegativePolicy {
     /// Take it out of the query's denominator.
@@ -41,20 +42,6 @@ pub enum FalseNegativePolicy {
     Positive,
     /// Leave it in the denominator as a negative (plain MNRL).
     None,
-}
-
-impl std::str::FromStr for FalseNegativePolicy {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "mask" => Ok(Self::Mask),
-            "positive" => Ok(Self::Positive),
-            "none" => Ok(Self::None),
-            other => Err(format!(
-                "unknown false-negative policy {other:?} (mask, positive, none)"
-            )),
-        }
-    }
 }
 
 /// How each (query, batch document) pair enters the softmax.
@@ -247,15 +234,9 @@ mod tests {
 
     /// A deterministic pseudo-random stream (SplitMix64) so tests need no RNG crate.
     fn values(seed: u64, n: usize) -> Vec<f64> {
-        let mut s = seed;
+        let mut r = sieve_datasets::rng::SplitMix64(seed);
         (0..n)
-            .map(|_| {
-                s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = s;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                ((z ^ (z >> 31)) as f64 / u64::MAX as f64) * 2.0 - 1.0
-            })
+            .map(|_| (r.next_u64() as f64 / u64::MAX as f64) * 2.0 - 1.0)
             .collect()
     }
 

@@ -58,102 +58,144 @@ pub fn loss_svg(
         s.push_str("</svg>");
         return s;
     }
-    let max_step = finite
-        .iter()
-        .map(|p| p.0)
-        .chain(evals.iter().map(|p| p.0))
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
-    let lo = finite
-        .iter()
-        .map(|p| p.1)
-        .fold(f64::INFINITY, f64::min)
-        .min(0.0);
-    let hi = finite
-        .iter()
-        .map(|p| p.1)
-        .fold(f64::NEG_INFINITY, f64::max)
-        .max(lo + 1e-9);
-    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
-    let x = |step: f64| LEFT + pw * step / max_step;
-    let y = |v: f64, lo: f64, hi: f64| TOP + ph * (1.0 - (v - lo) / (hi - lo));
-
-    // Axes, ticks and labels.
-    let _ = write!(
-        s,
-        r##"<path d="M{LEFT},{TOP} V{} H{}" stroke="#333" fill="none"/>"##,
-        TOP + ph,
-        LEFT + pw
-    );
-    for k in 0..=4 {
-        let v = lo + (hi - lo) * k as f64 / 4.0;
-        let yy = y(v, lo, hi);
-        let _ = write!(
-            s,
-            r##"<line x1="{LEFT}" x2="{}" y1="{yy}" y2="{yy}" stroke="#eee"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
-            LEFT + pw,
-            LEFT - 6.0,
-            yy + 4.0,
-            fmt(v)
-        );
-        let st = max_step * k as f64 / 4.0;
-        let _ = write!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
-            x(st),
-            TOP + ph + 16.0,
-            st.round()
-        );
-    }
-    let _ = write!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">step</text><text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">loss</text>"#,
-        LEFT + pw / 2.0,
-        H - 8.0,
-        TOP + ph / 2.0,
-        TOP + ph / 2.0
-    );
-
-    let line = |pts: &[(f64, f64)], colour: &str, width: f64| {
-        let mut d = String::new();
-        for (i, (px, py)) in pts.iter().enumerate() {
-            let _ = write!(d, "{}{px:.1},{py:.1}", if i == 0 { "M" } else { " L" });
-        }
-        format!(r#"<path d="{d}" stroke="{colour}" stroke-width="{width}" fill="none"/>"#)
-    };
+    let frame = Frame::new(&finite, evals);
+    frame.axes(&mut s);
     let raw: Vec<(f64, f64)> = finite
         .iter()
-        .map(|&(st, l)| (x(st as f64), y(l, lo, hi)))
+        .map(|&(st, l)| (frame.x(st as f64), frame.y(l, frame.lo, frame.hi)))
         .collect();
-    s.push_str(&line(&raw, "#9ecae1", 1.0));
-    let smooth: Vec<(f64, f64)> = (0..finite.len())
-        .map(|i| {
-            let from = i.saturating_sub(SMOOTH - 1);
-            let w = &finite[from..=i];
-            let mean = w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64;
-            (x(finite[i].0 as f64), y(mean, lo, hi))
-        })
+    s.push_str(&polyline(&raw, "#9ecae1", 1.0));
+    let smooth: Vec<(f64, f64)> = smoothed(&finite)
+        .map(|(st, m)| (frame.x(st as f64), frame.y(m, frame.lo, frame.hi)))
         .collect();
-    s.push_str(&line(&smooth, "#08519c", 2.0));
+    s.push_str(&polyline(&smooth, "#08519c", 2.0));
     let _ = write!(
         s,
         r##"<text x="{}" y="{}" fill="#08519c">loss ({SMOOTH}-step mean)</text>"##,
         LEFT + 8.0,
         TOP + 14.0
     );
-
     if dose.iter().any(|p| p.1 > 0.0) {
+        frame.dose_series(&mut s, dose);
+    }
+    if !evals.is_empty() {
+        frame.eval_series(&mut s, evals, metric);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The mean of each point's last `SMOOTH` values, with its step.
+fn smoothed(points: &[(u64, f64)]) -> impl Iterator<Item = (u64, f64)> + '_ {
+    (0..points.len()).map(move |i| {
+        let from = i.saturating_sub(SMOOTH - 1);
+        let w = &points[from..=i];
+        (
+            points[i].0,
+            w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
+        )
+    })
+}
+
+fn polyline(pts: &[(f64, f64)], colour: &str, width: f64) -> String {
+    let mut d = String::new();
+    for (i, (px, py)) in pts.iter().enumerate() {
+        let _ = write!(d, "{}{px:.1},{py:.1}", if i == 0 { "M" } else { " L" });
+    }
+    format!(r#"<path d="{d}" stroke="{colour}" stroke-width="{width}" fill="none"/>"#)
+}
+
+/// The plot area: steps on x, the loss range on y.
+struct Frame {
+    max_step: f64,
+    lo: f64,
+    hi: f64,
+    pw: f64,
+    ph: f64,
+}
+
+impl Frame {
+    fn new(finite: &[(u64, f64)], evals: &[(u64, f64)]) -> Self {
+        let max_step = finite
+            .iter()
+            .map(|p| p.0)
+            .chain(evals.iter().map(|p| p.0))
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        let lo = finite
+            .iter()
+            .map(|p| p.1)
+            .fold(f64::INFINITY, f64::min)
+            .min(0.0);
+        let hi = finite
+            .iter()
+            .map(|p| p.1)
+            .fold(f64::NEG_INFINITY, f64::max)
+            .max(lo + 1e-9);
+        Self {
+            max_step,
+            lo,
+            hi,
+            pw: W - LEFT - RIGHT,
+            ph: H - TOP - BOTTOM,
+        }
+    }
+
+    fn x(&self, step: f64) -> f64 {
+        LEFT + self.pw * step / self.max_step
+    }
+
+    fn y(&self, v: f64, lo: f64, hi: f64) -> f64 {
+        TOP + self.ph * (1.0 - (v - lo) / (hi - lo))
+    }
+
+    /// Axes, ticks and labels.
+    fn axes(&self, s: &mut String) {
+        let (lo, hi, pw, ph) = (self.lo, self.hi, self.pw, self.ph);
+        let _ = write!(
+            s,
+            r##"<path d="M{LEFT},{TOP} V{} H{}" stroke="#333" fill="none"/>"##,
+            TOP + ph,
+            LEFT + pw
+        );
+        for k in 0..=4 {
+            let v = lo + (hi - lo) * k as f64 / 4.0;
+            let yy = self.y(v, lo, hi);
+            let _ = write!(
+                s,
+                r##"<line x1="{LEFT}" x2="{}" y1="{yy}" y2="{yy}" stroke="#eee"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
+                LEFT + pw,
+                LEFT - 6.0,
+                yy + 4.0,
+                fmt(v)
+            );
+            let st = self.max_step * k as f64 / 4.0;
+            let _ = write!(
+                s,
+                r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+                self.x(st),
+                TOP + ph + 16.0,
+                st.round()
+            );
+        }
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">step</text><text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">loss</text>"#,
+            LEFT + pw / 2.0,
+            H - 8.0,
+            TOP + ph / 2.0,
+            TOP + ph / 2.0
+        );
+    }
+
+    /// The false-negative dose on its own scale (0 to its maximum).
+    fn dose_series(&self, s: &mut String, dose: &[(u64, f64)]) {
         let dhi = dose.iter().map(|p| p.1).fold(0.0, f64::max) * 1.05;
-        let pts: Vec<(f64, f64)> = (0..dose.len())
-            .map(|i| {
-                let from = i.saturating_sub(SMOOTH - 1);
-                let w = &dose[from..=i];
-                let mean = w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64;
-                (x(dose[i].0 as f64), y(mean, 0.0, dhi))
-            })
+        let pts: Vec<(f64, f64)> = smoothed(dose)
+            .map(|(st, m)| (self.x(st as f64), self.y(m, 0.0, dhi)))
             .collect();
-        s.push_str(&line(&pts, "#1b9e77", 2.0));
+        s.push_str(&polyline(&pts, "#1b9e77", 2.0));
         let _ = write!(
             s,
             r##"<text x="{}" y="{}" fill="#1b9e77">false-negative dose, mean share of softmax mass ({SMOOTH}-step mean; top = {:.4})</text>"##,
@@ -163,7 +205,8 @@ pub fn loss_svg(
         );
     }
 
-    if !evals.is_empty() {
+    /// The dev metric on its own scale, with its range on the right.
+    fn eval_series(&self, s: &mut String, evals: &[(u64, f64)], metric: &str) {
         let elo = evals.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
         let ehi = evals.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
         let (elo, ehi) = if ehi - elo < 1e-6 {
@@ -173,9 +216,9 @@ pub fn loss_svg(
         };
         let pts: Vec<(f64, f64)> = evals
             .iter()
-            .map(|&(st, v)| (x(st as f64), y(v, elo, ehi)))
+            .map(|&(st, v)| (self.x(st as f64), self.y(v, elo, ehi)))
             .collect();
-        s.push_str(&line(&pts, "#d95f02", 2.0));
+        s.push_str(&polyline(&pts, "#d95f02", 2.0));
         for (px, py) in &pts {
             let _ = write!(
                 s,
@@ -187,21 +230,19 @@ pub fn loss_svg(
             let _ = write!(
                 s,
                 r##"<text x="{}" y="{}" fill="#d95f02">{:.4}</text>"##,
-                LEFT + pw + 4.0,
-                y(v, elo, ehi) + 4.0,
+                LEFT + self.pw + 4.0,
+                self.y(v, elo, ehi) + 4.0,
                 v
             );
         }
         let _ = write!(
             s,
             r##"<text x="{}" y="{}" fill="#d95f02" text-anchor="end">dev {}</text>"##,
-            LEFT + pw - 8.0,
+            LEFT + self.pw - 8.0,
             TOP + 14.0,
             escape(metric)
         );
     }
-    s.push_str("</svg>\n");
-    s
 }
 
 fn escape(t: &str) -> String {

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Decay {
     /// Linear to 0 (`get_linear_schedule_with_warmup`, sentence-transformers' default).
@@ -14,20 +15,6 @@ pub enum Decay {
     Cosine,
     /// Constant after warmup (`get_constant_schedule_with_warmup`).
     Constant,
-}
-
-impl std::str::FromStr for Decay {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "linear" => Ok(Self::Linear),
-            "cosine" => Ok(Self::Cosine),
-            "constant" => Ok(Self::Constant),
-            other => Err(format!(
-                "unknown schedule {other:?} (linear, cosine, constant)"
-            )),
-        }
-    }
 }
 
 /// The rate for step `step` (0-based: the rate used by the `step+1`-th update).

@@ -37,12 +37,16 @@ use crate::schedule::{Decay, Schedule};
 use crate::step::{batch_gradients, gradients_with, Embed, Side, StepConfig};
 use crate::{Error, Result};
 
+mod checkpoint;
+mod metrics;
+
 /// Most texts embedded in one forward when GradCache is off (chunks also break where
 /// lengths drop, see `step`): large enough for efficient matrix products.
 pub const DEFAULT_FORWARD_CHUNK: usize = 64;
 
 /// Which softmax the queries are trained with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Objective {
     /// Every document of the batch (sentence-transformers' MNRL).
@@ -50,17 +54,6 @@ pub enum Objective {
     InBatch,
     /// Every document of the corpus, from a table of embeddings (see [`crate::exact`]).
     Exact,
-}
-
-impl std::str::FromStr for Objective {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "in-batch" => Ok(Self::InBatch),
-            "exact" => Ok(Self::Exact),
-            other => Err(format!("unknown objective {other:?} (in-batch, exact)")),
-        }
-    }
 }
 
 /// Training hyper-parameters; the `[train]` table of a pipeline config mirrors it.
@@ -113,22 +106,12 @@ pub struct TrainConfig {
 
 /// What clustered batching clusters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum ClusterOn {
     #[default]
     Queries,
     Positives,
-}
-
-impl std::str::FromStr for ClusterOn {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "queries" => Ok(Self::Queries),
-            "positives" => Ok(Self::Positives),
-            other => Err(format!("unknown cluster-on {other:?} (queries, positives)")),
-        }
-    }
 }
 
 impl Default for TrainConfig {
@@ -423,276 +406,6 @@ impl Trainer {
         &self.data
     }
 
-    fn checkpoints_dir(&self) -> PathBuf {
-        self.out.join("checkpoints")
-    }
-    fn metrics_path(&self) -> PathBuf {
-        self.out.join("metrics.jsonl")
-    }
-
-    /// Complete checkpoints (`step-N` directories; one being written has a dot
-    /// prefix), by step.
-    pub fn checkpoints(out: &Path) -> Result<Vec<(u64, PathBuf)>> {
-        let dir = out.join("checkpoints");
-        let mut found = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(found);
-        };
-        for entry in entries {
-            let entry = entry.map_err(io(&dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(n) = name
-                .strip_prefix("step-")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                if entry.path().join("trainer_state.json").exists() {
-                    found.push((n, entry.path()));
-                }
-            }
-        }
-        found.sort();
-        Ok(found)
-    }
-
-    /// Restores the latest checkpoint in the output directory; `false` when there is
-    /// none (the run starts from the beginning).
-    pub fn resume(&mut self) -> Result<bool> {
-        let Some((step, dir)) = Self::checkpoints(&self.out)?.pop() else {
-            return Ok(false);
-        };
-        let state_path = dir.join("trainer_state.json");
-        let body = std::fs::read(&state_path).map_err(io(&state_path))?;
-        let state: TrainState =
-            serde_json::from_slice(&body).map_err(|e| ckpt_err(&state_path, e))?;
-        if state.config.trajectory_key() != self.config.trajectory_key() {
-            return Err(ckpt_err(
-                &state_path,
-                format!(
-                    "was written with other training settings; resume with the same ones or use another output directory\n  checkpoint: {}\n  now:        {}",
-                    state.config.trajectory_key(),
-                    self.config.trajectory_key()
-                ),
-            ));
-        }
-        if (state.data_examples, state.data_texts)
-            != (self.data.examples.len(), self.data.texts.len())
-        {
-            return Err(ckpt_err(
-                &state_path,
-                format!(
-                    "was trained on {} examples / {} texts, the data given now has {} / {}",
-                    state.data_examples,
-                    state.data_texts,
-                    self.data.examples.len(),
-                    self.data.texts.len()
-                ),
-            ));
-        }
-        let weights_path = dir.join("model.safetensors");
-        let weights = candle_core::safetensors::load(&weights_path, self.encoder.device())?;
-        for (name, var) in self.opt.named_vars() {
-            let t = weights
-                .get(name)
-                .ok_or_else(|| ckpt_err(&weights_path, format!("no tensor {name:?}")))?;
-            var.set(&t.to_dtype(var.dtype())?)?;
-        }
-        self.opt.load(&dir.join("optimizer.safetensors"))?;
-        if self.opt.step_count() != state.step {
-            return Err(ckpt_err(
-                &dir,
-                format!(
-                    "optimizer state is at step {}, trainer state at {}",
-                    self.opt.step_count(),
-                    state.step
-                ),
-            ));
-        }
-        let table_path = dir.join("table.safetensors");
-        if table_path.exists() {
-            let t = candle_core::safetensors::load(&table_path, &candle_core::Device::Cpu)?;
-            let (Some(table), Some(refreshed)) = (t.get("table"), t.get("refreshed")) else {
-                return Err(ckpt_err(&table_path, "no `table` / `refreshed` tensor"));
-            };
-            let (_, dim) = table.dims2()?;
-            self.table = Some(CorpusTable {
-                data: table.flatten_all()?.to_vec1::<f32>()?,
-                dim,
-            });
-            self.table_refreshed = refreshed.to_vec1::<i64>()?.first().copied().unwrap_or(0) as u64;
-        }
-        // Clustered batching: the stored clusters are the ones the run was batched by
-        // (recomputing them on another machine could round differently).
-        let clusters_path = self.out.join("clusters.json");
-        if self.clusters.is_some() && clusters_path.exists() {
-            let body = std::fs::read(&clusters_path).map_err(io(&clusters_path))?;
-            let v: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|e| ckpt_err(&clusters_path, e))?;
-            let stored: Vec<u32> = serde_json::from_value(v["assignment"].clone())
-                .map_err(|e| ckpt_err(&clusters_path, e))?;
-            if stored.len() != self.data.examples.len() {
-                return Err(ckpt_err(
-                    &clusters_path,
-                    format!(
-                        "clusters {} examples, the data has {}",
-                        stored.len(),
-                        self.data.examples.len()
-                    ),
-                ));
-            }
-            self.clusters = Some(stored);
-        }
-        self.schedule.total_steps = state.total_steps;
-        self.schedule.warmup_steps =
-            (self.config.warmup_ratio * state.total_steps as f64).ceil() as u64;
-        self.state = state;
-        self.resumed_from = Some(step);
-        // Steps logged after the checkpoint will be taken again: drop them.
-        self.trim_metrics(step)?;
-        Ok(true)
-    }
-
-    /// Reads back the metrics log up to `step`, rewriting it without later lines.
-    fn trim_metrics(&mut self, step: u64) -> Result<()> {
-        let path = self.metrics_path();
-        let Ok(body) = std::fs::read_to_string(&path) else {
-            return Ok(());
-        };
-        let mut kept = String::new();
-        self.losses.clear();
-        self.evals.clear();
-        self.doses.clear();
-        for line in body.lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue; // a line cut by the crash
-            };
-            let s = v["step"].as_u64().unwrap_or(u64::MAX);
-            if s > step {
-                continue;
-            }
-            if let Some(l) = v["loss"].as_f64() {
-                self.losses.push((s, l));
-                if let Ok(d) = serde_json::from_value::<Dose>(v["dose"].clone()) {
-                    self.doses.push((s, v["epoch"].as_u64().unwrap_or(0), d));
-                }
-            }
-            if let Some(m) = v["eval"].as_f64() {
-                self.evals.push((s, m));
-            }
-            kept.push_str(line);
-            kept.push('\n');
-        }
-        let tmp = path.with_extension("jsonl.tmp");
-        std::fs::write(&tmp, kept).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))
-    }
-
-    fn append_metrics(&self, value: &serde_json::Value) -> Result<()> {
-        let path = self.metrics_path();
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        writeln!(f, "{value}").map_err(io(&path))
-    }
-
-    /// The current weights by name, detached from the graph.
-    pub fn weights(&self) -> HashMap<String, Tensor> {
-        self.opt
-            .named_vars()
-            .map(|(n, v)| (n.to_string(), v.as_tensor().detach()))
-            .collect()
-    }
-
-    /// A frozen copy of the model being trained (shares storage; no graph).
-    pub fn snapshot(&self) -> Result<Encoder> {
-        Ok(self.encoder.with_weights(
-            self.weights(),
-            format!(
-                "{}+train-step-{}",
-                self.encoder.fingerprint(),
-                self.state.step
-            ),
-        )?)
-    }
-
-    /// Writes the current model in the sentence-transformers layout.
-    pub fn export(&self, dir: &Path) -> Result<()> {
-        Ok(sieve_encoder::export::export(
-            &self.encoder,
-            &self.weights(),
-            dir,
-        )?)
-    }
-
-    fn save_checkpoint(&self) -> Result<PathBuf> {
-        let root = self.checkpoints_dir();
-        std::fs::create_dir_all(&root).map_err(io(&root))?;
-        let name = format!("step-{}", self.state.step);
-        let final_dir = root.join(&name);
-        if final_dir.join("trainer_state.json").exists() {
-            return Ok(final_dir);
-        }
-        let tmp = root.join(format!(".{name}.tmp"));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        candle_core::safetensors::save(&self.weights(), tmp.join("model.safetensors"))?;
-        self.opt.save(&tmp.join("optimizer.safetensors"))?;
-        if let Some(table) = &self.table {
-            let t = Tensor::from_slice(
-                &table.data,
-                (table.len(), table.dim),
-                &candle_core::Device::Cpu,
-            )?;
-            let refreshed = Tensor::new(&[self.table_refreshed as i64], &candle_core::Device::Cpu)?;
-            candle_core::safetensors::save(
-                &HashMap::from([
-                    ("table".to_string(), t),
-                    ("refreshed".to_string(), refreshed),
-                ]),
-                tmp.join("table.safetensors"),
-            )?;
-        }
-        let state_path = tmp.join("trainer_state.json");
-        let body = serde_json::to_vec_pretty(&self.state).map_err(|e| ckpt_err(&state_path, e))?;
-        std::fs::write(&state_path, body).map_err(io(&state_path))?;
-        sync_dir(&tmp);
-        if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
-        }
-        std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
-        sync_dir(&root);
-        let all = Self::checkpoints(&self.out)?;
-        let excess = all
-            .len()
-            .saturating_sub(self.config.keep_checkpoints.max(1));
-        for (_, old) in all.into_iter().take(excess) {
-            std::fs::remove_dir_all(&old).map_err(io(&old))?;
-        }
-        self.write_plot()?;
-        Ok(final_dir)
-    }
-
-    fn write_plot(&self) -> Result<()> {
-        let path = self.out.join("loss.svg");
-        let svg = crate::plot::loss_svg(
-            &format!("sieve train: {}", self.data.source),
-            &self.losses,
-            &self.evals,
-            "dev metric",
-            &self
-                .doses
-                .iter()
-                .map(|(step, _, d)| (*step, d.any.mean))
-                .collect::<Vec<_>>(),
-        );
-        let tmp = path.with_extension("svg.tmp");
-        std::fs::write(&tmp, svg).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))
-    }
-
     /// Embeds the whole corpus with the current weights when the table is missing or
     /// due for its refresh.
     fn ensure_table(&mut self, hooks: &mut dyn Hooks) -> Result<()> {
@@ -895,8 +608,46 @@ impl Trainer {
     }
 
     /// Trains to the end (or resumes to it), writing checkpoints, metrics and the
-    /// final model into the output directory.
+    /// final model into the output directory: a loop over [`Self::step`].
     pub fn run(&mut self, hooks: &mut dyn Hooks) -> Result<Summary> {
+        self.begin(hooks)?;
+        let start = Instant::now();
+        let sources = MaskSources {
+            known: self.config.mask_known,
+            judged: self.config.mask_judged,
+        };
+        let step_config = StepConfig {
+            loss: self.config.loss,
+            mini_batch_size: self.config.mini_batch_size.unwrap_or(DEFAULT_FORWARD_CHUNK),
+            grad_cache: self.config.mini_batch_size.is_some(),
+        };
+        let (mut pairs, mut false_negatives) = (0usize, 0usize);
+        let mut last_loss = None;
+        'epochs: while self.state.epoch < self.config.epochs {
+            let batches = self.epoch_plan(self.state.epoch);
+            while self.state.batch < batches.len() {
+                if self.state.step >= self.state.total_steps {
+                    break 'epochs;
+                }
+                let log = self.step(&batches[self.state.batch], sources, &step_config, hooks)?;
+                pairs += log.pairs;
+                false_negatives += log.false_negatives;
+                last_loss = Some(log.loss);
+                self.between_steps(hooks)?;
+            }
+            self.state.epoch += 1;
+            self.state.batch = 0;
+        }
+        self.evaluate(hooks)?;
+        let dir = self.save_checkpoint()?;
+        hooks.on_message(&format!("checkpoint {}", dir.display()));
+        self.export(&self.out)?;
+        Ok(self.summary(start, pairs, false_negatives, last_loss))
+    }
+
+    /// Before the first step: the run's configuration and clusters written (a fresh
+    /// run), the clustering described.
+    fn begin(&mut self, hooks: &mut dyn Hooks) -> Result<()> {
         std::fs::create_dir_all(&self.out).map_err(io(&self.out))?;
         if self.resumed_from.is_none() {
             let cfg = self.out.join("train_config.json");
@@ -929,170 +680,143 @@ impl Trainer {
                 100.0 * purity
             ));
         }
-        let start = Instant::now();
-        let sources = MaskSources {
-            known: self.config.mask_known,
-            judged: self.config.mask_judged,
-        };
-        let step_config = StepConfig {
-            loss: self.config.loss,
-            mini_batch_size: self.config.mini_batch_size.unwrap_or(DEFAULT_FORWARD_CHUNK),
-            grad_cache: self.config.mini_batch_size.is_some(),
-        };
-        let (mut pairs, mut false_negatives) = (0usize, 0usize);
-        let mut last_loss = None;
-        'epochs: while self.state.epoch < self.config.epochs {
-            let batches = self.epoch_plan(self.state.epoch);
-            while self.state.batch < batches.len() {
-                if self.state.step >= self.state.total_steps {
-                    break 'epochs;
-                }
-                if self.config.objective == Objective::Exact {
-                    self.ensure_table(hooks)?;
-                }
-                let t0 = Instant::now();
-                let batch = Batch::build(
-                    &self.data,
-                    &batches[self.state.batch],
-                    self.config.false_negatives,
-                    sources,
-                );
-                let q: Vec<&[u32]> = batch
-                    .queries
-                    .iter()
-                    .map(|&t| self.tokens[t as usize].as_slice())
-                    .collect();
-                let d: Vec<&[u32]> = batch
-                    .documents
-                    .iter()
-                    .map(|&t| self.tokens[t as usize].as_slice())
-                    .collect();
-                let side = self.config.side_at(self.state.step);
-                if self.state.step > 0 && side != self.config.side_at(self.state.step - 1) {
-                    self.opt.reset()?;
-                    hooks.on_message(&format!(
-                        "step {}: training the {} side now; optimizer moments reset",
-                        self.state.step + 1,
-                        side.name()
-                    ));
-                }
-                let lr = self.schedule.lr_at(self.state.step);
-                self.opt.set_lr(lr);
-                let indices = &batches[self.state.batch];
-                let (mut out, touched, dose) = match self.config.objective {
-                    Objective::InBatch => {
-                        let model: &dyn Embed = &self.encoder;
-                        let out = batch_gradients(
-                            model,
-                            &self.params,
-                            &q,
-                            &d,
-                            &batch.table,
-                            &step_config,
-                        )?;
-                        let qv = host_rows(&out.queries)?;
-                        let dv = host_rows(&out.documents)?;
-                        let dim = out.queries.dim(1)?;
-                        let dose =
-                            crate::dose::in_batch(&qv, &dv, dim, &batch, self.config.loss.scale);
-                        (out, batch.false_negatives, dose)
-                    }
-                    Objective::Exact => {
-                        let (eb, touched, dose_rows) = self.exact_batch(&batch, indices)?;
-                        let table = self
-                            .table
-                            .as_ref()
-                            .ok_or_else(|| Error::Config("no corpus table".into()))?;
-                        let scale = self.config.loss.scale;
-                        let lse = std::cell::RefCell::new(Vec::new());
-                        let loss = |qe: &Tensor, de: &Tensor| {
-                            let (qe, de) = side.apply(qe, de);
-                            let (l, den) = exact_loss_parts(
-                                &qe,
-                                &de,
-                                &eb,
-                                table,
-                                scale,
-                                crate::exact::DEFAULT_CHUNK,
-                            )?;
-                            *lse.borrow_mut() = den;
-                            Ok(l)
-                        };
-                        let model: &dyn Embed = &self.encoder;
-                        let out = gradients_with(model, &self.params, &q, &d, &loss, &step_config)?;
-                        let rows = host_rows(&out.documents)?;
-                        let qv = host_rows(&out.queries)?;
-                        let dose = self.exact_dose(&qv, &rows, &eb, &dose_rows, &lse.borrow());
-                        if let Some(table) = self.table.as_mut() {
-                            table.write_back(&eb.fresh, &rows);
-                        }
-                        (out, touched, dose)
-                    }
-                };
-                let dose = Dose::of(&dose);
-                if !out.loss.is_finite() {
-                    return Err(Error::Diverged {
-                        step: self.state.step + 1,
-                        loss: out.loss,
-                    });
-                }
-                let grad_norm = match self.config.max_grad_norm {
-                    Some(max) => out.grads.clip(max)?,
-                    None => out.grads.norm()?,
-                };
-                self.opt.step(&out.grads)?;
-                drop(out.grads);
-                self.state.step += 1;
-                self.state.batch += 1;
-                let seconds = t0.elapsed().as_secs_f64();
-                let log = StepLog {
-                    step: self.state.step,
-                    side: (self.config.alternate_every > 0).then_some(side),
-                    total_steps: self.state.total_steps,
-                    epoch: self.state.epoch,
-                    loss: out.loss,
-                    lr,
-                    grad_norm,
-                    pairs: q.len(),
-                    pairs_per_s: q.len() as f64 / seconds,
-                    seconds,
-                    false_negatives: touched,
-                    identical: batch.identical,
-                    dose,
-                };
-                self.doses.push((log.step, log.epoch, dose));
-                pairs += q.len();
-                false_negatives += touched;
-                last_loss = Some(out.loss);
-                self.losses.push((log.step, log.loss));
-                self.append_metrics(
-                    &serde_json::to_value(&log).map_err(|e| Error::Config(e.to_string()))?,
-                )?;
-                hooks.on_step(&log);
-                let step = self.state.step;
-                let last = step >= self.state.total_steps;
-                if self.config.eval_every > 0
-                    && step.is_multiple_of(self.config.eval_every)
-                    && !last
-                {
-                    self.evaluate(hooks)?;
-                }
-                if self.config.save_every > 0
-                    && step.is_multiple_of(self.config.save_every)
-                    && !last
-                {
-                    let dir = self.save_checkpoint()?;
-                    hooks.on_message(&format!("checkpoint {}", dir.display()));
-                }
-            }
-            self.state.epoch += 1;
-            self.state.batch = 0;
+        Ok(())
+    }
+
+    /// One optimiser step on the batch of examples `indices`: gradients (in-batch or
+    /// exact), clipping, AdamW, and the step's log line (metrics.jsonl, the hooks).
+    fn step(
+        &mut self,
+        indices: &[usize],
+        sources: MaskSources,
+        step_config: &StepConfig,
+        hooks: &mut dyn Hooks,
+    ) -> Result<StepLog> {
+        if self.config.objective == Objective::Exact {
+            self.ensure_table(hooks)?;
         }
-        self.evaluate(hooks)?;
-        let dir = self.save_checkpoint()?;
-        hooks.on_message(&format!("checkpoint {}", dir.display()));
-        self.export(&self.out)?;
-        Ok(Summary {
+        let t0 = Instant::now();
+        let batch = Batch::build(&self.data, indices, self.config.false_negatives, sources);
+        let q: Vec<&[u32]> = batch
+            .queries
+            .iter()
+            .map(|&t| self.tokens[t as usize].as_slice())
+            .collect();
+        let d: Vec<&[u32]> = batch
+            .documents
+            .iter()
+            .map(|&t| self.tokens[t as usize].as_slice())
+            .collect();
+        let side = self.config.side_at(self.state.step);
+        if self.state.step > 0 && side != self.config.side_at(self.state.step - 1) {
+            self.opt.reset()?;
+            hooks.on_message(&format!(
+                "step {}: training the {} side now; optimizer moments reset",
+                self.state.step + 1,
+                side.name()
+            ));
+        }
+        let lr = self.schedule.lr_at(self.state.step);
+        self.opt.set_lr(lr);
+        let (mut out, touched, dose) = match self.config.objective {
+            Objective::InBatch => {
+                let model: &dyn Embed = &self.encoder;
+                let out = batch_gradients(model, &self.params, &q, &d, &batch.table, step_config)?;
+                let qv = host_rows(&out.queries)?;
+                let dv = host_rows(&out.documents)?;
+                let dim = out.queries.dim(1)?;
+                let dose = crate::dose::in_batch(&qv, &dv, dim, &batch, self.config.loss.scale);
+                (out, batch.false_negatives, dose)
+            }
+            Objective::Exact => {
+                let (eb, touched, dose_rows) = self.exact_batch(&batch, indices)?;
+                let table = self
+                    .table
+                    .as_ref()
+                    .ok_or_else(|| Error::Config("no corpus table".into()))?;
+                let scale = self.config.loss.scale;
+                let lse = std::cell::RefCell::new(Vec::new());
+                let loss = |qe: &Tensor, de: &Tensor| {
+                    let (qe, de) = side.apply(qe, de);
+                    let (l, den) =
+                        exact_loss_parts(&qe, &de, &eb, table, scale, crate::exact::DEFAULT_CHUNK)?;
+                    *lse.borrow_mut() = den;
+                    Ok(l)
+                };
+                let model: &dyn Embed = &self.encoder;
+                let out = gradients_with(model, &self.params, &q, &d, &loss, step_config)?;
+                let rows = host_rows(&out.documents)?;
+                let qv = host_rows(&out.queries)?;
+                let dose = self.exact_dose(&qv, &rows, &eb, &dose_rows, &lse.borrow());
+                if let Some(table) = self.table.as_mut() {
+                    table.write_back(&eb.fresh, &rows);
+                }
+                (out, touched, dose)
+            }
+        };
+        let dose = Dose::of(&dose);
+        if !out.loss.is_finite() {
+            return Err(Error::Diverged {
+                step: self.state.step + 1,
+                loss: out.loss,
+            });
+        }
+        let grad_norm = match self.config.max_grad_norm {
+            Some(max) => out.grads.clip(max)?,
+            None => out.grads.norm()?,
+        };
+        self.opt.step(&out.grads)?;
+        drop(out.grads);
+        self.state.step += 1;
+        self.state.batch += 1;
+        let seconds = t0.elapsed().as_secs_f64();
+        let log = StepLog {
+            step: self.state.step,
+            side: (self.config.alternate_every > 0).then_some(side),
+            total_steps: self.state.total_steps,
+            epoch: self.state.epoch,
+            loss: out.loss,
+            lr,
+            grad_norm,
+            pairs: q.len(),
+            pairs_per_s: q.len() as f64 / seconds,
+            seconds,
+            false_negatives: touched,
+            identical: batch.identical,
+            dose,
+        };
+        self.doses.push((log.step, log.epoch, dose));
+        self.losses.push((log.step, log.loss));
+        self.append_metrics(
+            &serde_json::to_value(&log).map_err(|e| Error::Config(e.to_string()))?,
+        )?;
+        hooks.on_step(&log);
+        Ok(log)
+    }
+
+    /// After a step: a dev evaluation and a checkpoint when they are due (the last
+    /// step's come after the loop).
+    fn between_steps(&mut self, hooks: &mut dyn Hooks) -> Result<()> {
+        let step = self.state.step;
+        let last = step >= self.state.total_steps;
+        if self.config.eval_every > 0 && step.is_multiple_of(self.config.eval_every) && !last {
+            self.evaluate(hooks)?;
+        }
+        if self.config.save_every > 0 && step.is_multiple_of(self.config.save_every) && !last {
+            let dir = self.save_checkpoint()?;
+            hooks.on_message(&format!("checkpoint {}", dir.display()));
+        }
+        Ok(())
+    }
+
+    fn summary(
+        &self,
+        start: Instant,
+        pairs: usize,
+        false_negatives: usize,
+        last_loss: Option<f64>,
+    ) -> Summary {
+        Summary {
             steps: self.state.step,
             final_loss: last_loss,
             recent_loss: {
@@ -1112,7 +836,7 @@ impl Trainer {
                 let last = self.doses.iter().map(|d| d.1).max().unwrap_or(0);
                 mean_dose(self.doses.iter().filter(|d| d.1 == last).map(|d| &d.2))
             },
-        })
+        }
     }
 }
 

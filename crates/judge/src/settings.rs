@@ -1,0 +1,254 @@
+//! The judge stage's settings, defined once: the server and budget flags of `sieve
+//! judge` (and of `judge calibrate` / `judge injection`) and a pipeline's `[judge]`
+//! table are this type, with these defaults.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::{served_models, Client, ClientConfig, Secret};
+use crate::prompt::{Template, DEFAULT_MAX_DOC_TOKENS};
+use crate::retry::RetryPolicy;
+use crate::{Budget, Error, Result};
+
+/// The server a judge talks to when none is named (`scripts/llm-server.sh`'s port).
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8089/v1";
+/// Requests in flight at once by default.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+/// Seconds before a request is abandoned by default.
+pub const DEFAULT_TIMEOUT_S: f64 = 120.0;
+/// P(relevant) at or above which a candidate is labeled relevant, when no calibrated
+/// threshold is given. A small judge rarely reaches it: calibrate instead.
+pub const DEFAULT_THRESHOLD: f32 = 0.5;
+/// Attempts per pair by default.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 6;
+
+/// How to reach and drive the judge model, and what a run may spend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[serde(default)]
+pub struct JudgeSettings {
+    /// Base URL of an OpenAI-compatible server (…/v1); repeat to spread the load over
+    /// several servers (a failing one is rested and retried later).
+    #[cfg_attr(feature = "clap", arg(long = "endpoint", default_value = DEFAULT_ENDPOINT))]
+    pub endpoints: Vec<String>,
+
+    /// Model name sent to the server, part of every cached verdict's key (default: the
+    /// one model the first endpoint lists at /v1/models).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub judge_model: Option<String>,
+
+    /// Environment variable holding the API key (the key itself is never printed or
+    /// stored); unset variable = no Authorization header.
+    #[cfg_attr(feature = "clap", arg(long, default_value = "OPENAI_API_KEY"))]
+    pub api_key_env: String,
+
+    /// Requests in flight at once.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_CONCURRENCY))]
+    pub concurrency: usize,
+
+    /// Requests per second, at most.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub requests_per_second: Option<f64>,
+
+    /// Prompt tokens per minute, at most (estimated from text length).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub tokens_per_minute: Option<f64>,
+
+    /// Seconds before a request is abandoned and retried.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_TIMEOUT_S))]
+    pub timeout: f64,
+
+    /// Attempts per pair (429, 5xx, timeouts, dropped connections and bad bodies are
+    /// retried with exponential backoff and jitter, honouring Retry-After).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS))]
+    pub max_attempts: u32,
+
+    /// Prompt template: a built-in one (`default`, `document-first`) or a file with
+    /// [system] and [user] sections and {query} / {document} placeholders. Repeat to
+    /// fuse: each pair is asked once per template and P(relevant) is their mean, which
+    /// steadies a small judge's wording-sensitive verdicts at the cost of one request
+    /// per template (e.g. `--template default --template document-first`).
+    #[cfg_attr(feature = "clap", arg(long = "template", value_name = "NAME|FILE"))]
+    pub templates: Vec<String>,
+
+    /// Documents are cut to about this many tokens (recorded as truncated).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_MAX_DOC_TOKENS))]
+    pub max_doc_tokens: usize,
+
+    /// Ask for {"relevant": bool} through a JSON schema instead of one yes/no token
+    /// (for servers without logprobs; gives 0/1 scores).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub json_schema: bool,
+
+    /// Stop after this many requests (everything judged so far is kept).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub max_requests: Option<u64>,
+
+    /// Stop after this many tokens (prompt + completion).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub max_tokens: Option<u64>,
+
+    /// Stop after this much money (needs the prices).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub max_cost: Option<f64>,
+
+    /// Price per million prompt tokens.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
+    pub price_prompt: f64,
+
+    /// Price per million completion tokens.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
+    pub price_completion: f64,
+}
+
+impl Default for JudgeSettings {
+    fn default() -> Self {
+        Self {
+            endpoints: vec![DEFAULT_ENDPOINT.into()],
+            judge_model: None,
+            api_key_env: "OPENAI_API_KEY".into(),
+            concurrency: DEFAULT_CONCURRENCY,
+            requests_per_second: None,
+            tokens_per_minute: None,
+            timeout: DEFAULT_TIMEOUT_S,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            templates: Vec::new(),
+            max_doc_tokens: DEFAULT_MAX_DOC_TOKENS,
+            json_schema: false,
+            max_requests: None,
+            max_tokens: None,
+            max_cost: None,
+            price_prompt: 0.0,
+            price_completion: 0.0,
+        }
+    }
+}
+
+impl JudgeSettings {
+    /// A client for these settings; without `judge_model`, asks the first endpoint
+    /// which one model it serves.
+    pub fn client(&self) -> Result<Client> {
+        if self.concurrency == 0 {
+            return Err(Error::Config("concurrency must be at least 1".into()));
+        }
+        if self.endpoints.is_empty() {
+            return Err(Error::Config("no endpoint".into()));
+        }
+        if self.timeout <= 0.0 || !self.timeout.is_finite() {
+            return Err(Error::Config(
+                "timeout must be a positive number of seconds".into(),
+            ));
+        }
+        let api_key = std::env::var(&self.api_key_env)
+            .ok()
+            .filter(|k| !k.is_empty())
+            .map(Secret::new);
+        let model = match &self.judge_model {
+            Some(m) => m.clone(),
+            None => self.served_model(api_key.as_ref())?,
+        };
+        Client::new(ClientConfig {
+            endpoints: self.endpoints.clone(),
+            model,
+            api_key,
+            timeout: Duration::from_secs_f64(self.timeout),
+            retry: RetryPolicy {
+                max_attempts: self.max_attempts.max(1),
+                ..Default::default()
+            },
+            json_schema: self.json_schema,
+            requests_per_second: self.requests_per_second,
+            tokens_per_minute: self.tokens_per_minute,
+            ..Default::default()
+        })
+    }
+
+    /// The only model the first endpoint serves.
+    fn served_model(&self, api_key: Option<&Secret>) -> Result<String> {
+        let base = &self.endpoints[0];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Config(format!("starting the HTTP runtime: {e}")))?;
+        let models = rt.block_on(served_models(
+            base,
+            api_key,
+            Duration::from_secs_f64(self.timeout.min(30.0)),
+        ))?;
+        match models.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(Error::Config(format!(
+                "{base}/models lists no model; name one with --judge-model"
+            ))),
+            many => Err(Error::Config(format!(
+                "{base} serves {} models ({}); choose one with --judge-model",
+                many.len(),
+                many.join(", ")
+            ))),
+        }
+    }
+
+    /// The templates to ask, in order (the built-in default when none is given).
+    pub fn templates(&self) -> Result<Vec<Template>> {
+        if self.templates.is_empty() {
+            return Ok(vec![Template::default_template()]);
+        }
+        self.templates
+            .iter()
+            .map(|t| Template::resolve(t))
+            .collect()
+    }
+
+    pub fn run_options(&self) -> crate::RunOptions {
+        crate::RunOptions {
+            max_doc_tokens: self.max_doc_tokens,
+            concurrency: self.concurrency,
+            budget: self.budget(),
+        }
+    }
+
+    pub fn budget(&self) -> Budget {
+        Budget {
+            max_requests: self.max_requests,
+            max_tokens: self.max_tokens,
+            max_cost: self.max_cost,
+            price_prompt: self.price_prompt,
+            price_completion: self.price_completion,
+        }
+    }
+}
+
+#[cfg(all(test, feature = "clap"))]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        s: JudgeSettings,
+    }
+
+    /// `sieve judge` with no server option and an empty `[judge]` table judge the same
+    /// way (the pipeline once asked for 4 requests at a time and 256-token documents
+    /// where the command line asked for 8 and 512).
+    #[test]
+    fn command_line_and_table_defaults_agree() {
+        let cli = Cli::parse_from(["x"]).s;
+        assert_eq!(cli, JudgeSettings::default());
+        let table: JudgeSettings = serde_json::from_str("{}").unwrap();
+        assert_eq!(table, cli);
+        let cli = Cli::parse_from([
+            "x",
+            "--endpoint",
+            "http://a/v1",
+            "--endpoint",
+            "http://b/v1",
+        ])
+        .s;
+        let table: JudgeSettings =
+            serde_json::from_str(r#"{"endpoints": ["http://a/v1", "http://b/v1"]}"#).unwrap();
+        assert_eq!(table, cli);
+    }
+}

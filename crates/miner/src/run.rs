@@ -1,0 +1,329 @@
+//! One mining run from inputs to a written file: the input and its metadata assembled,
+//! the embeddings computed (cached) or read, the `auto` search policy resolved, the
+//! indexes opened or built, the queries mined resumably. `sieve mine` and the pipeline
+//! both call [`mine_to_file`].
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sieve_datasets::mined::MinedRow;
+use sieve_datasets::parquet_io::{read_metadata, Metadata};
+use sieve_datasets::{LoadOptions, Progress};
+
+use crate::input::MiningInput;
+use crate::settings::MineSettings;
+use crate::stats::MineStats;
+use crate::{DenseSearch, Error, MineOptions, QueryEmbeddings, Result, RUN_KEY};
+
+/// What is mined: a BEIR split, or a pairs file with optional extra documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Beir {
+        dir: PathBuf,
+        split: String,
+    },
+    Pairs {
+        pairs: PathBuf,
+        extra_corpus: Option<PathBuf>,
+    },
+}
+
+/// Where the embeddings come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Embedder {
+    /// A model directory or hub id, run with the settings' `encode` part.
+    Model(String),
+    /// Precomputed float32 `.npy` matrices, one row per document / mined query.
+    Precomputed { corpus: PathBuf, queries: PathBuf },
+}
+
+/// One run's inputs and outputs.
+#[derive(Debug, Clone)]
+pub struct MineRequest {
+    pub source: Source,
+    pub embedder: Embedder,
+    pub out: PathBuf,
+    /// `(i, n)`: mine only the i-th of n slices of the queries.
+    pub shard: Option<(usize, usize)>,
+    /// Embedding cache and BM25/HNSW indexes.
+    pub cache_root: PathBuf,
+    /// Where the HNSW index is kept (default: in `cache_root`, named by model, corpus
+    /// and parameters).
+    pub hnsw_dir: Option<PathBuf>,
+    /// Replace an existing output made with other options.
+    pub overwrite: bool,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct Mined {
+    pub rows: Vec<MinedRow>,
+    pub stats: MineStats,
+    /// The output was already mined with these options and was reused.
+    pub reused: bool,
+    pub options: MineOptions,
+}
+
+fn read_embeddings(path: &Path, rows: usize, what: &str) -> Result<(Vec<f32>, usize)> {
+    let (n, dim, mut data) = sieve_datasets::npy::read_npy(path)?;
+    if n != rows {
+        return Err(Error::mismatch(
+            path,
+            format!("{n} rows, but the input has {rows} {what}"),
+        ));
+    }
+    crate::normalize_rows(&mut data, dim);
+    Ok((data, dim))
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Loads the input named by `source` and starts its metadata.
+fn load_input(source: &Source, strict: bool, meta: &mut Metadata) -> Result<MiningInput> {
+    let load = LoadOptions { strict };
+    match source {
+        Source::Beir { dir, split } => {
+            meta.insert("sieve.input".into(), dir.display().to_string());
+            meta.insert("sieve.input_kind".into(), "beir".into());
+            meta.insert("sieve.split".into(), split.clone());
+            MiningInput::from_beir(dir, split, load)
+        }
+        Source::Pairs {
+            pairs,
+            extra_corpus,
+        } => {
+            meta.insert("sieve.input".into(), pairs.display().to_string());
+            meta.insert("sieve.input_kind".into(), "pairs".into());
+            if let Some(extra) = extra_corpus {
+                meta.insert("sieve.extra_corpus".into(), extra.display().to_string());
+            }
+            MiningInput::from_pairs(pairs, extra_corpus.as_deref(), load)
+        }
+    }
+}
+
+/// Embeds (or reads) the corpus and the queries; returns them with the model's key.
+fn embeddings(
+    input: &MiningInput,
+    embedder: &Embedder,
+    settings: &MineSettings,
+    cache_root: &Path,
+    meta: &mut Metadata,
+    progress: &dyn Progress,
+) -> Result<(QueryEmbeddings, String)> {
+    match embedder {
+        Embedder::Precomputed { corpus, queries } => {
+            let (c, dim) = read_embeddings(corpus, input.corpus.len(), "documents")?;
+            let (q, qdim) = read_embeddings(queries, input.queries.len(), "queries")?;
+            if dim != qdim {
+                return Err(Error::Input(format!(
+                    "corpus embeddings have dimension {dim}, query embeddings {qdim}"
+                )));
+            }
+            meta.insert("sieve.model".into(), "precomputed".into());
+            let key = format!(
+                "npy:{}:{}",
+                &sha256_file(corpus)?[..16],
+                &sha256_file(queries)?[..16]
+            );
+            meta.insert("sieve.model_fingerprint".into(), key.clone());
+            let emb = QueryEmbeddings {
+                corpus: c,
+                queries: q,
+                dim,
+            };
+            Ok((emb, key))
+        }
+        Embedder::Model(model) => {
+            let encoder = sieve_encoder::Encoder::load(model, &settings.encode.load_options()?)?;
+            meta.insert("sieve.model".into(), model_display_name(model));
+            let fp = encoder.fingerprint().to_string();
+            meta.insert("sieve.model_fingerprint".into(), fp.clone());
+            let cache = sieve_encoder::cache::EmbeddingCache::new(cache_root);
+            let embed = |texts: &[&str], what: &str| -> Result<Vec<f32>> {
+                progress.start(what, texts.len());
+                let e = sieve_encoder::cache::encode_cached(
+                    &encoder,
+                    texts,
+                    settings.encode.batch_size,
+                    Some(&cache),
+                    &|n| progress.advance(n),
+                )?;
+                progress.finish();
+                Ok(e)
+            };
+            let docs: Vec<String> = input.corpus.iter().map(|d| d.full_text()).collect();
+            let doc_refs: Vec<&str> = docs.iter().map(String::as_str).collect();
+            let corpus = embed(&doc_refs, "corpus")?;
+            let q_refs: Vec<&str> = input.queries.iter().map(|q| q.text.as_str()).collect();
+            let queries = embed(&q_refs, "queries")?;
+            let emb = QueryEmbeddings {
+                corpus,
+                queries,
+                dim: encoder.dim(),
+            };
+            Ok((emb, fp))
+        }
+    }
+}
+
+/// The directory's name for a local model (as MTEB names result folders), else the
+/// hub id.
+fn model_display_name(model: &str) -> String {
+    let p = Path::new(model);
+    match p.file_name() {
+        Some(name) if p.is_dir() => name.to_string_lossy().to_string(),
+        _ => model.to_string(),
+    }
+}
+
+/// Opens the HNSW index of these embeddings, or builds and stores it.
+fn hnsw_index(
+    req: &MineRequest,
+    settings: &MineSettings,
+    input: &MiningInput,
+    emb: &QueryEmbeddings,
+    model_key: &str,
+    progress: &dyn Progress,
+) -> Result<sieve_index::HnswIndex> {
+    let params = settings.hnsw_params();
+    let dir = req.hnsw_dir.clone().unwrap_or_else(|| {
+        req.cache_root.join("hnsw").join(format!(
+            "{}-{}-m{}-efc{}",
+            model_key
+                .replace([':', '/'], "_")
+                .chars()
+                .take(40)
+                .collect::<String>(),
+            &input.corpus_hash()[..16],
+            params.m,
+            params.ef_construction
+        ))
+    });
+    progress.note(&format!("HNSW index: {}", dir.display()));
+    let t = Instant::now();
+    let index = crate::open_or_build_hnsw(emb, params, &dir)?;
+    progress.note(&format!("HNSW ready in {:.1}s", t.elapsed().as_secs_f64()));
+    Ok(index)
+}
+
+/// Mines `req` with `settings`: reuses an output already mined with the same options
+/// (and refuses to replace one made otherwise unless `overwrite`), resumes from the
+/// output's parts directory after a kill.
+pub fn mine_to_file(
+    req: &MineRequest,
+    settings: &MineSettings,
+    progress: &dyn Progress,
+) -> Result<Mined> {
+    let start = Instant::now();
+    let mut meta = Metadata::new();
+    meta.insert("sieve.version".into(), env!("CARGO_PKG_VERSION").into());
+    let input = load_input(&req.source, settings.strict, &mut meta)?;
+    if !input.report.is_clean() {
+        progress.note(&input.report.to_string());
+    }
+    if input.without_positives > 0 {
+        progress.note(&format!(
+            "note: {} queries have no relevant document in the corpus (mined without positives)",
+            input.without_positives
+        ));
+    }
+    progress.note(&format!(
+        "mining {} queries against {} documents",
+        input.queries.len(),
+        input.corpus.len()
+    ));
+    let opts = settings.options(input.corpus.len(), req.shard)?;
+
+    // Where the judge finds the document texts again.
+    let out_dir = match req.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+    let corpus_ref = match &input.corpus_path {
+        Some(p) => p.display().to_string(),
+        None => input.write_corpus(&out_dir)?,
+    };
+    meta.insert("sieve.corpus".into(), corpus_ref);
+
+    let (emb, model_key) = embeddings(
+        &input,
+        &req.embedder,
+        settings,
+        &req.cache_root,
+        &mut meta,
+        progress,
+    )?;
+    let meta = crate::run_metadata(&input, &opts, meta)?;
+
+    if req.out.exists() {
+        let existing = read_metadata(&req.out).ok();
+        if existing
+            .as_ref()
+            .is_some_and(|m| m.get(RUN_KEY) == meta.get(RUN_KEY))
+        {
+            progress.note(&format!(
+                "{} is already mined with these options; nothing to do",
+                req.out.display()
+            ));
+            let (rows, _) = sieve_datasets::mined::read_mined(&req.out)?;
+            let stats = MineStats::from_rows(&rows, &opts);
+            return Ok(Mined {
+                rows,
+                stats,
+                reused: true,
+                options: opts,
+            });
+        }
+        if !req.overwrite {
+            return Err(Error::mismatch(
+                &req.out,
+                "exists and was made with other options, model or input (--overwrite replaces it)",
+            ));
+        }
+    }
+
+    let t = Instant::now();
+    let bm25 = crate::open_or_build_bm25(&input, &req.cache_root)?;
+    tracing::info!("BM25 index ready in {:.1}s", t.elapsed().as_secs_f64());
+    let ann = match opts.dense {
+        DenseSearch::Hnsw { .. } => Some(hnsw_index(
+            req, settings, &input, &emb, &model_key, progress,
+        )?),
+        DenseSearch::Exact => None,
+    };
+
+    let range = crate::shard_range(input.queries.len(), opts.shard);
+    progress.start("queries", range.len());
+    let rows = crate::mine(
+        &input,
+        &emb,
+        &bm25,
+        ann.as_ref(),
+        &opts,
+        &req.out,
+        &meta,
+        &|n| progress.advance(n),
+    )?;
+    progress.finish();
+    progress.note(&format!(
+        "wrote {} ({} queries) in {:.1}s",
+        req.out.display(),
+        rows.len(),
+        start.elapsed().as_secs_f64()
+    ));
+    let stats = MineStats::from_rows(&rows, &opts);
+    Ok(Mined {
+        rows,
+        stats,
+        reused: false,
+        options: opts,
+    })
+}
