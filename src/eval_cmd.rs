@@ -15,7 +15,9 @@ impl EvalArgs {
             task_name: self.task_name.clone(),
             cache_dir: Some(self.cache.resolve()),
             bm25_index: self.bm25_index.as_deref(),
-            show_progress: !self.quiet,
+            progress: sieve_datasets::SharedProgress(std::sync::Arc::new(
+                crate::progress::Bars::new(self.quiet),
+            )),
         }
     }
 }

@@ -47,7 +47,7 @@ pub use beir::{
 pub use error::Error;
 pub use lines::JsonLines;
 pub use pairs::{pairs_schema, read_pairs, write_pairs_parquet, Pair, PairFormat, PairReader};
-pub use progress::{Progress, Silent};
+pub use progress::{Progress, SharedProgress, Silent};
 pub use report::{Example, Issue, ValidationReport, MAX_EXAMPLES};
 
 /// How to treat suspicious-but-loadable input.

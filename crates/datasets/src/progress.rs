@@ -26,3 +26,37 @@ impl Progress for Silent {
         eprintln!("{message}");
     }
 }
+
+/// A [`Progress`] that options structs can hold and clone (`Default`: [`Silent`]).
+#[derive(Clone)]
+pub struct SharedProgress(pub std::sync::Arc<dyn Progress + Send>);
+
+impl Default for SharedProgress {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(Silent))
+    }
+}
+
+impl std::fmt::Debug for SharedProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedProgress")
+    }
+}
+
+impl Progress for SharedProgress {
+    fn start(&self, what: &str, total: usize) {
+        self.0.start(what, total);
+    }
+    fn advance(&self, n: usize) {
+        self.0.advance(n);
+    }
+    fn finish(&self) {
+        self.0.finish();
+    }
+    fn message(&self, message: &str) {
+        self.0.message(message);
+    }
+    fn note(&self, message: &str) {
+        self.0.note(message);
+    }
+}

@@ -30,8 +30,7 @@ pub mod significance;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use sieve_datasets::BeirDataset;
+use sieve_datasets::{BeirDataset, Progress, SharedProgress};
 use sieve_encoder::Encoder;
 use sieve_index::{Bm25Index, Hit, Retriever};
 
@@ -52,7 +51,8 @@ pub struct EvalOptions {
     pub cache_dir: Option<PathBuf>,
     /// Drop a retrieved document whose id equals the query id (MTEB 1.x default).
     pub ignore_identical_ids: bool,
-    pub show_progress: bool,
+    /// Where embedding progress goes (silent by default).
+    pub progress: SharedProgress,
 }
 
 impl Default for EvalOptions {
@@ -62,23 +62,9 @@ impl Default for EvalOptions {
             top_k: DEFAULT_TOP_K,
             cache_dir: Some(cache::default_cache_dir()),
             ignore_identical_ids: true,
-            show_progress: true,
+            progress: SharedProgress::default(),
         }
     }
-}
-
-fn progress_bar(len: usize, what: &str, show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:>16} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_message(what.to_string());
-    pb
 }
 
 /// Embeds `texts`, reading and filling the on-disk cache.
@@ -89,11 +75,11 @@ pub fn embed_cached(
     opts: &EvalOptions,
 ) -> Result<Vec<f32>> {
     let cache = opts.cache_dir.as_deref().map(cache::EmbeddingCache::new);
-    let pb = progress_bar(texts.len(), what, opts.show_progress);
+    opts.progress.start(what, texts.len());
     let emb = cache::encode_cached(encoder, texts, opts.batch_size, cache.as_ref(), &|n| {
-        pb.inc(n as u64)
+        opts.progress.advance(n)
     })?;
-    pb.finish_and_clear();
+    opts.progress.finish();
     Ok(emb)
 }
 

@@ -84,7 +84,8 @@ pub struct EvalRequest<'a> {
     pub cache_dir: Option<PathBuf>,
     /// Persisted BM25 index (reused when present).
     pub bm25_index: Option<&'a Path>,
-    pub show_progress: bool,
+    /// Where embedding progress goes.
+    pub progress: sieve_datasets::SharedProgress,
 }
 
 /// The directory's name for a local model (as MTEB names result folders), else the
@@ -136,7 +137,7 @@ pub fn evaluate(
             )
         },
         ignore_identical_ids: !settings.keep_identical_ids,
-        show_progress: req.show_progress,
+        progress: req.progress.clone(),
     };
     let load =
         || -> Result<Encoder> { Ok(Encoder::load(req.model, &settings.encode.load_options()?)?) };

@@ -325,7 +325,7 @@ impl Run<'_> {
                 task_name: None,
                 cache_dir: None,
                 bm25_index: None,
-                show_progress: false,
+                progress: Default::default(),
             };
             let result = sieve_eval::evaluate(&cfg.eval, &req, &|w| progress.note(w))
                 .and_then(|r| r.write(&results).map(|_| r))

@@ -67,7 +67,6 @@ impl Hooks for StageHooks<'_> {
         };
         let opts = EvalOptions {
             cache_dir: None,
-            show_progress: false,
             ..Default::default()
         };
         self.progress
