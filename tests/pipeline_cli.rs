@@ -46,7 +46,9 @@ fn every_stage_runs_then_only_what_changed_is_redone() {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
     let config = tmp.path().join("pipeline.toml");
-    let write = |bm25_k: usize, epochs: usize| {
+    // The settings each run changes: [mine] bm25_k, [judge] max_doc_tokens, [train]
+    // epochs, [eval] top_k.
+    let write = |bm25_k: usize, doc_tokens: usize, epochs: usize, top_k: usize| {
         let head = config_head().replace("bm25_k = 2", &format!("bm25_k = {bm25_k}"));
         std::fs::write(
             &config,
@@ -55,13 +57,16 @@ fn every_stage_runs_then_only_what_changed_is_redone() {
 [judge]
 endpoints = [{url:?}]
 threshold = 0.5
-max_doc_tokens = 64
+max_doc_tokens = {doc_tokens}
 
 [train]
 epochs = {epochs}
 batch_size = 2
 save_every = 1
 objective = "exact"
+
+[eval]
+top_k = {top_k}
 "#
             ),
         )
@@ -77,7 +82,7 @@ objective = "exact"
         assert!(out.status.success(), "{err}");
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    write(2, 1);
+    write(2, 64, 1, 1000);
     let first = run();
     assert!(
         first.contains("| base |") && first.contains("| trained |"),
@@ -114,7 +119,7 @@ objective = "exact"
 
     // [train] changed: training and the trained model's evaluation are redone, the
     // rest reused; the old model is set aside.
-    write(2, 2);
+    write(2, 64, 2, 1000);
     let third = run();
     assert_eq!(did(&third, "mine"), "reused", "{third}");
     assert_eq!(did(&third, "judge"), "reused", "{third}");
@@ -138,7 +143,45 @@ objective = "exact"
 
     // [mine] changed: every stage after it is redone too, but the base model's score,
     // which no mined file feeds, is reused.
-    write(3, 2);
+    // [eval] changed: only the two evaluations are redone.
+    write(2, 64, 2, 100);
+    let eval_changed = run();
+    for stage in ["mine", "judge", "train"] {
+        assert_eq!(did(&eval_changed, stage), "reused", "{eval_changed}");
+    }
+    for stage in ["eval-base", "eval-trained"] {
+        assert_eq!(
+            did(&eval_changed, stage),
+            "redone (settings.top_k: 1000 → 100)",
+            "{eval_changed}"
+        );
+    }
+
+    // [judge] changed: the judge, training and the trained model's evaluation.
+    write(2, 48, 2, 100);
+    let judge_changed = run();
+    assert_eq!(did(&judge_changed, "mine"), "reused", "{judge_changed}");
+    assert_eq!(
+        did(&judge_changed, "judge"),
+        "redone (settings.max_doc_tokens: 64 → 48)",
+        "{judge_changed}"
+    );
+    assert_eq!(
+        did(&judge_changed, "train"),
+        "redone (the judge stage changed)",
+        "{judge_changed}"
+    );
+    assert_eq!(
+        did(&judge_changed, "eval-base"),
+        "reused",
+        "{judge_changed}"
+    );
+    assert!(
+        did(&judge_changed, "eval-trained").starts_with("redone"),
+        "{judge_changed}"
+    );
+
+    write(3, 48, 2, 100);
     let fourth = run();
     assert_eq!(
         did(&fourth, "mine"),
