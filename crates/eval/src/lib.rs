@@ -203,24 +203,9 @@ pub fn evaluate_bm25(
     Ok(finish(ds, &run, base, start))
 }
 
-/// Adapts the encoder (with the embedding cache) to the index's query-encoder trait.
-struct CachedQueries<'a> {
-    encoder: &'a Encoder,
-    opts: &'a EvalOptions,
-}
-
-impl sieve_index::QueryEncoder for CachedQueries<'_> {
-    fn dim(&self) -> usize {
-        self.encoder.dim()
-    }
-    fn encode_queries(&self, queries: &[&str]) -> Result<Vec<f32>, sieve_index::Error> {
-        embed_cached(self.encoder, queries, "queries", self.opts)
-            .map_err(|e| sieve_index::Error::Embed(e.to_string()))
-    }
-}
-
 /// BM25 and dense retrieval fused by reciprocal rank (k = 60), each list `top_k`
-/// deep: the miner's candidate generator, measured on a labelled split.
+/// deep: the miner's candidate generator ([`sieve_index::HybridSearch`]), measured on
+/// a labelled split.
 pub fn evaluate_hybrid(
     encoder: &Encoder,
     ds: &BeirDataset,
@@ -232,15 +217,29 @@ pub fn evaluate_hybrid(
 ) -> Result<TaskResult> {
     let start = Instant::now();
     let corpus = embed_corpus(encoder, ds, opts)?;
-    let dense = sieve_index::DenseRetriever::new(CachedQueries { encoder, opts }, corpus)?;
-    let bm25 = Bm25Index::build(&ds.corpus, index_dir)?;
-    let hybrid = sieve_index::HybridRetriever::new(
-        vec![&bm25, &dense],
-        opts.top_k + 1,
-        sieve_index::DEFAULT_RRF_K,
-    );
     let query_refs: Vec<&str> = ds.queries.iter().map(|q| q.text.as_str()).collect();
-    let hits = hybrid.retrieve(&query_refs, opts.top_k + 1)?;
+    let queries = embed_cached(encoder, &query_refs, "queries", opts)?;
+    let bm25 = Bm25Index::build(&ds.corpus, index_dir)?;
+    // Each list one deeper than top_k, so that dropping an identical id still leaves
+    // top_k (to_run drops it, as for the other retrievers).
+    let depth = opts.top_k + 1;
+    let search = sieve_index::HybridSearch {
+        bm25: &bm25,
+        corpus: &corpus,
+        dim: encoder.dim(),
+        ann: None,
+        bm25_k: depth,
+        dense_k: depth,
+        rrf_k: sieve_index::DEFAULT_RRF_K,
+    };
+    let hits: Vec<Vec<Hit>> = search
+        .search(&query_refs, &queries, &|_, _| false)?
+        .into_iter()
+        .map(|mut c| {
+            c.fused.truncate(depth);
+            c.fused
+        })
+        .collect();
     let run = to_run(ds, hits, opts);
     let base = model_result(encoder, model_name, task_name, split, "hybrid");
     Ok(finish(ds, &run, base, start))

@@ -7,6 +7,7 @@
 //! position, so results are reproducible across threads and runs.
 
 mod bm25;
+mod candidates;
 mod dense;
 mod fusion;
 mod hnsw;
@@ -16,13 +17,14 @@ mod topk;
 use std::path::PathBuf;
 
 pub use bm25::{Bm25Index, Bm25Params, DEFAULT_BM25_PARAMS, ENGLISH_STOP_WORDS};
+pub use candidates::{Candidates, HybridSearch};
 pub use dense::exact_top_k;
 pub use fusion::{fuse_rrf, DEFAULT_RRF_K};
 pub use hnsw::{
     HnswIndex, HnswParams, DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_EF_SEARCH, DEFAULT_HNSW_M,
     DEFAULT_HNSW_PARAMS, NORM_TOLERANCE,
 };
-pub use retrievers::{DenseRetriever, HybridRetriever, QueryEncoder};
+pub use retrievers::{DenseRetriever, QueryEncoder};
 
 /// One retrieved document.
 #[derive(Debug, Clone, Copy, PartialEq)]

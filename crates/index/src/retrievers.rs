@@ -1,7 +1,7 @@
-//! Dense and hybrid retrievers behind the same [`Retriever`] trait as BM25, so that
-//! evaluation and mining can swap one for another.
+//! The dense retriever behind the same [`Retriever`] trait as BM25 (hybrid search is
+//! [`crate::HybridSearch`], the miner's candidate generator).
 
-use crate::{exact_top_k, fuse_rrf, Error, Hit, HnswIndex, Retriever};
+use crate::{exact_top_k, Error, Hit, HnswIndex, Retriever};
 
 /// Embeds query texts for dense retrieval. This crate knows nothing of models: the
 /// caller adapts its encoder (rows L2-normalised, `dim` wide).
@@ -69,47 +69,9 @@ impl<E: QueryEncoder> Retriever for DenseRetriever<E> {
     }
 }
 
-/// Reciprocal-rank fusion of several retrievers: each retrieves `depth` (at least
-/// k) documents, the lists are fused with [`fuse_rrf`], and the top k kept. Scores
-/// are fused scores.
-pub struct HybridRetriever<'a> {
-    parts: Vec<&'a (dyn Retriever + Sync)>,
-    depth: usize,
-    rrf_k: f32,
-}
-
-impl<'a> HybridRetriever<'a> {
-    pub fn new(parts: Vec<&'a (dyn Retriever + Sync)>, depth: usize, rrf_k: f32) -> Self {
-        Self {
-            parts,
-            depth,
-            rrf_k,
-        }
-    }
-}
-
-impl Retriever for HybridRetriever<'_> {
-    fn retrieve(&self, queries: &[&str], k: usize) -> Result<Vec<Vec<Hit>>, Error> {
-        let lists: Vec<Vec<Vec<Hit>>> = self
-            .parts
-            .iter()
-            .map(|r| r.retrieve(queries, self.depth.max(k)))
-            .collect::<Result<_, _>>()?;
-        Ok((0..queries.len())
-            .map(|qi| {
-                let per: Vec<&[Hit]> = lists.iter().map(|l| l[qi].as_slice()).collect();
-                let mut fused = fuse_rrf(&per, self.rrf_k);
-                fused.truncate(k);
-                fused
-            })
-            .collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Bm25Index;
 
     /// Embeds a text as the normalised counts of four marker words.
     struct Counts;
@@ -132,7 +94,7 @@ mod tests {
     }
 
     #[test]
-    fn dense_and_hybrid_retrieve_through_the_trait() {
+    fn dense_retrieves_through_the_trait() {
         let texts = [
             "red red apple",
             "green leaf",
@@ -151,14 +113,5 @@ mod tests {
             .with_hnsw(hnsw)
             .unwrap();
         assert_eq!(approx.retrieve(&["blue"], 1).unwrap()[0][0].doc, 2);
-
-        let bm25 = Bm25Index::build_from_texts(&texts, None).unwrap();
-        let hybrid = HybridRetriever::new(vec![&bm25, &dense], 5, 60.0);
-        let fused = hybrid.retrieve(&["gold coin", "leaf"], 3).unwrap();
-        assert_eq!(fused[0][0].doc, 3, "both retrievers rank doc 3 first");
-        assert_eq!(fused[1][0].doc, 1);
-        assert!(fused.iter().all(|f| f.len() <= 3));
-        // The fused score of a document ranked first by both lists.
-        assert!((fused[0][0].score - 2.0 / 61.0).abs() < 1e-6);
     }
 }

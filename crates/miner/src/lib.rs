@@ -38,7 +38,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sieve_datasets::mined::{read_mined, write_mined, Candidate, Dropped, MinedRow, PositiveHit};
 use sieve_datasets::parquet_io::{read_metadata, Metadata};
-use sieve_index::{exact_top_k, fuse_rrf, Bm25Index, Hit, HnswIndex, HnswParams};
+use sieve_index::{Bm25Index, Hit, HnswIndex, HnswParams};
 
 pub use error::{Error, Result};
 use input::MiningInput;
@@ -246,55 +246,29 @@ impl Miner<'_> {
         let queries = &input.queries[range.clone()];
         let q_emb = &emb.queries[range.start * dim..range.end * dim];
         let same_id = |qi: usize, di: usize| queries[qi].id == input.corpus[di].id;
-        let dense: Vec<Vec<Hit>> = match self.ann {
-            Some(ann) => ann
-                .search(q_emb, self.opts.dense_k + 1)
-                .into_iter()
-                .enumerate()
-                .map(|(qi, hits)| {
-                    hits.into_iter()
-                        .filter(|h| !same_id(qi, h.doc as usize))
-                        .take(self.opts.dense_k)
-                        .collect()
-                })
-                .collect(),
-            None => exact_top_k(q_emb, &emb.corpus, dim, self.opts.dense_k, &same_id),
+        let search = sieve_index::HybridSearch {
+            bm25: self.bm25,
+            corpus: &emb.corpus,
+            dim,
+            ann: self.ann,
+            bm25_k: self.opts.bm25_k,
+            dense_k: self.opts.dense_k,
+            rrf_k: self.opts.rrf_k,
         };
         let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
-        let extra: Vec<Vec<u32>> = dense
-            .iter()
-            .map(|hits| hits.iter().map(|h| h.doc).collect())
-            .collect();
-        let bm25 = self
-            .bm25
-            .search_with_scores(&texts, self.opts.bm25_k + 1, &extra)?;
+        let lists = search.search(&texts, q_emb, &same_id)?;
         Ok(queries
             .par_iter()
+            .zip(lists)
             .enumerate()
-            .map(|(qi, q)| {
-                let (bm25_all, dense_bm25) = &bm25[qi];
-                let bm25_hits: Vec<Hit> = bm25_all
-                    .iter()
-                    .filter(|h| !same_id(qi, h.doc as usize))
-                    .take(self.opts.bm25_k)
-                    .copied()
-                    .collect();
-                self.row(range.start + qi, q, &bm25_hits, &dense[qi], dense_bm25)
-            })
+            .map(|(qi, (q, c))| self.row(range.start + qi, q, &c))
             .collect())
     }
 
-    fn row(
-        &self,
-        qpos: usize,
-        q: &input::MineQuery,
-        bm25: &[Hit],
-        dense: &[Hit],
-        dense_bm25: &[f32],
-    ) -> MinedRow {
+    fn row(&self, qpos: usize, q: &input::MineQuery, c: &sieve_index::Candidates) -> MinedRow {
+        let (bm25, dense, dense_bm25, fused) = (&c.bm25, &c.dense, &c.dense_bm25, &c.fused);
         let corpus = &self.input.corpus;
         let qe = self.emb.query(qpos);
-        let fused = fuse_rrf(&[bm25, dense], self.opts.rrf_k);
         let bm25_score: HashMap<u32, f32> = bm25
             .iter()
             .map(|h| (h.doc, h.score))
@@ -309,7 +283,7 @@ impl Miner<'_> {
                 dense: dot(qe, self.emb.doc(p as usize)),
                 bm25_rank: rank_of(bm25, p),
                 dense_rank: rank_of(dense, p),
-                fused_rank: rank_of(&fused, p),
+                fused_rank: rank_of(fused, p),
             })
             .collect();
         let weakest_positive = positive_hits
