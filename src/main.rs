@@ -10,8 +10,9 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
-static GLOBAL: sieve_encoder::alloc::Allocator = sieve_encoder::alloc::ALLOCATOR;
+static GLOBAL: alloc::Allocator = alloc::ALLOCATOR;
 
+mod alloc;
 mod data_args;
 mod dose_cmd;
 mod encode_cmd;
@@ -138,7 +139,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    sieve_encoder::alloc::configure();
+    alloc::configure();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SIEVE_LOG")

@@ -18,8 +18,6 @@
 //! # Ok::<(), sieve_encoder::Error>(())
 //! ```
 
-#[cfg(feature = "mimalloc")]
-pub mod alloc;
 pub mod cache;
 pub mod config;
 mod encoder;

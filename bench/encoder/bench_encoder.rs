@@ -1,7 +1,7 @@
 //! Forward and forward+backward+AdamW throughput of the candle encoder; the sieve half
 //! of `bench/encoder/run.sh` (which runs PyTorch on the same shapes beside it).
 //!
-//! cargo run --release -p sieve-trainer --features sieve-encoder/mimalloc --example bench_encoder -- \
+//! scripts/build.sh && target/release/examples/bench_encoder \
 //!     MODEL_DIR {forward|train} {fixed|texts FILE} [BATCH=32] [SEQ=128] [STEPS=5]
 //!
 //! `fixed`: BATCH sequences of exactly SEQ tokens. `texts FILE`: one text per line,
@@ -17,8 +17,12 @@ use sieve_encoder::model::{pool, BertModel};
 use sieve_encoder::{Encoder, LoadOptions, Pooling};
 use sieve_trainer::optim::{AdamW, AdamWConfig};
 
+/// The binary's allocator, the same source file.
+#[path = "../../src/alloc.rs"]
+mod alloc;
+
 #[global_allocator]
-static GLOBAL: sieve_encoder::alloc::Allocator = sieve_encoder::alloc::ALLOCATOR;
+static GLOBAL: alloc::Allocator = alloc::ALLOCATOR;
 
 /// Matrix-product FLOPs of one forward pass over one sequence of `s` tokens.
 fn forward_flops(c: &BertConfig, s: usize) -> f64 {
@@ -46,7 +50,7 @@ fn gemm_peak_gflops() -> f64 {
 }
 
 fn main() {
-    sieve_encoder::alloc::configure();
+    alloc::configure();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage =
         "usage: bench_encoder MODEL_DIR {forward|train} {fixed|texts FILE} [BATCH] [SEQ] [STEPS]";
