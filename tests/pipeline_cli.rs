@@ -245,7 +245,7 @@ fn an_untrustworthy_judge_stops_the_run_or_is_skipped() {
     )
     .unwrap();
     let config = tmp.path().join("pipeline.toml");
-    let write = |policy: &str| {
+    let write_target = |target: f64, policy: &str| {
         std::fs::write(
             &config,
             format!(
@@ -256,7 +256,7 @@ max_doc_tokens = 64
 
 [judge.calibrate]
 pairs = "graded.jsonl"
-precision_target = 0.5
+precision_target = {target}
 {policy}
 
 [train]
@@ -268,6 +268,7 @@ batch_size = 2
         )
         .unwrap()
     };
+    let write = |policy: &str| write_target(0.5, policy);
     let run = || {
         sieve()
             .args(["pipeline", "--quiet"])
@@ -296,4 +297,20 @@ batch_size = 2
     );
     assert!(!tmp.path().join("work/labeled.parquet").exists());
     assert!(tmp.path().join("work/model/model.safetensors").exists());
+
+    // [judge.calibrate] changed: the calibration is redone. The judge is still
+    // skipped, so what training reads is unchanged and it is reused.
+    write_target(0.6, "if_unreachable = \"skip-judge\"");
+    let recalibrated = run();
+    let err = String::from_utf8_lossy(&recalibrated.stderr);
+    assert!(recalibrated.status.success(), "{err}");
+    let out = String::from_utf8_lossy(&recalibrated.stdout);
+    assert_eq!(
+        did(&out, "calibrate"),
+        "redone (calibrate.precision_target: 0.5 → 0.6)",
+        "{out}"
+    );
+    for stage in ["mine", "train", "eval-base", "eval-trained"] {
+        assert_eq!(did(&out, stage), "reused", "{out}");
+    }
 }
