@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use sieve_judge::cache::VerdictCache;
 use sieve_judge::calibrate::{CalibrateSettings, CalibrationReport};
-use sieve_judge::label::{label_file, write_requests, LabelOptions};
+use sieve_judge::label::{label_with, write_requests};
 use sieve_judge::{
     adversarial, calibrate_file, judge_blocking, Job, JudgeSettings, Judged, Outcome,
 };
@@ -181,10 +181,10 @@ pub fn run(args: &JudgeArgs) -> Result<()> {
     // clap requires --mined without a subcommand, and --out without --write-requests.
     let mined = args.mined.clone().unwrap_or_default();
     let s = &args.server;
-    let client = s.settings.client()?;
-    let templates = s.settings.templates()?;
     let mut cache = s.cache()?;
     if let Some(path) = &args.write_requests {
+        let client = s.settings.client()?;
+        let templates = s.settings.templates()?;
         let n = write_requests(
             &mined,
             args.corpus.as_deref(),
@@ -199,25 +199,17 @@ pub fn run(args: &JudgeArgs) -> Result<()> {
         return Ok(());
     }
     let out = args.out.clone().unwrap_or_default();
-    let pb = bar(s.quiet);
-    let stats = label_file(
+    let bars = crate::progress::Bars::new(s.quiet);
+    let stats = label_with(
+        &s.settings,
         &mined,
         &out,
-        client,
-        &templates,
+        args.threshold,
+        args.corpus.clone(),
         &mut cache,
-        &LabelOptions {
-            threshold: args.threshold,
-            max_doc_tokens: s.settings.max_doc_tokens,
-            concurrency: s.settings.concurrency,
-            budget: s.settings.budget(),
-            corpus: args.corpus.clone(),
-        },
-        &|n| pb.inc(n as u64),
-        &|n| pb.set_length(n as u64),
+        &bars,
     )
     .with_context(|| format!("judging {}", mined.display()))?;
-    pb.finish_and_clear();
     println!("{stats}");
     eprintln!("wrote {}", out.display());
     Ok(())

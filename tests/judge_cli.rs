@@ -523,3 +523,35 @@ fn fused_judge_is_the_mean_of_its_templates_and_reuses_their_verdicts() {
     );
     assert_ne!(meta["sieve.prompt_hash"], dmeta["sieve.prompt_hash"]);
 }
+
+/// A judge whose every request fails (nothing listens on the port) exits non-zero and
+/// says why, instead of writing all-`error` labels and exiting 0; what it wrote keeps
+/// every pair `error`, so a later run retries them.
+#[test]
+fn a_judge_whose_requests_all_fail_exits_non_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mined, _) = write_fixture(tmp.path(), 8);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = tmp.path().join("labeled.parquet");
+    let endpoint = format!("http://127.0.0.1:{port}/v1");
+    let run = judge_cmd(&mined, &out, &tmp.path().join("verdicts.log"), &endpoint)
+        .args(["--judge-model", "x", "--max-attempts", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "exited 0: {err}");
+    assert!(
+        err.contains("8 of 8 pairs failed every attempt") && err.contains("server up"),
+        "{err}"
+    );
+    let (rows, _) = sieve_datasets::mined::read_mined(&out).unwrap();
+    let labels: Vec<_> = rows
+        .iter()
+        .flat_map(|r| &r.candidates)
+        .map(|c| c.label.as_deref())
+        .collect();
+    assert!(labels.iter().all(|l| *l == Some("error")), "{labels:?}");
+}

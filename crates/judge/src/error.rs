@@ -20,6 +20,18 @@ pub enum Error {
         "{endpoint} refused the request ({detail}); check the API key variable and the model name"
     )]
     Unauthorized { endpoint: String, detail: String },
+    /// Too many pairs failed every attempt for the labels to be a result.
+    #[error(
+        "{failed} of {attempted} pairs failed every attempt (more than max_error_share {limit}); \
+         {} keeps what was judged and the next run retries the rest; is the server up?",
+        out.display()
+    )]
+    TooManyFailures {
+        failed: usize,
+        attempted: usize,
+        limit: f64,
+        out: PathBuf,
+    },
     #[error(transparent)]
     Data(#[from] sieve_datasets::Error),
 }

@@ -331,5 +331,15 @@ pub fn label_with(
         &|n| progress.start("pairs", n),
     )?;
     progress.finish();
+    let attempted = stats.relevant + stats.irrelevant + stats.errors;
+    if stats.errors > 0 && stats.errors as f64 > settings.max_error_share * attempted as f64 {
+        progress.note(&stats.to_string());
+        return Err(Error::TooManyFailures {
+            failed: stats.errors,
+            attempted,
+            limit: settings.max_error_share,
+            out: out.to_path_buf(),
+        });
+    }
     Ok(stats)
 }

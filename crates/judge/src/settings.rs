@@ -100,7 +100,17 @@ pub struct JudgeSettings {
     /// Price per million completion tokens.
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
     pub price_completion: f64,
+
+    /// Fail the run (a non-zero exit, after writing what was judged) when more than
+    /// this share of the pairs failed every attempt: a judge that could not answer must
+    /// never look like a result. The failed pairs are labeled `error` and retried by
+    /// the next run.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_MAX_ERROR_SHARE))]
+    pub max_error_share: f64,
 }
+
+/// Share of failed pairs above which a judge run fails by default.
+pub const DEFAULT_MAX_ERROR_SHARE: f64 = 0.1;
 
 impl Default for JudgeSettings {
     fn default() -> Self {
@@ -121,6 +131,7 @@ impl Default for JudgeSettings {
             max_cost: None,
             price_prompt: 0.0,
             price_completion: 0.0,
+            max_error_share: DEFAULT_MAX_ERROR_SHARE,
         }
     }
 }
