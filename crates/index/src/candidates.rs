@@ -98,17 +98,8 @@ impl HybridSearch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retrievers::tests::embed;
     use crate::Retriever;
-
-    fn embed(text: &str) -> Vec<f32> {
-        let mut v: Vec<f32> = ["red", "green", "blue", "gold"]
-            .iter()
-            .map(|w| text.matches(w).count() as f32 + 0.01)
-            .collect();
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.iter_mut().for_each(|x| *x /= n);
-        v
-    }
 
     /// The lists equal BM25's and the exact dense search's own, fused by
     /// `fuse_rrf`; an excluded document is in none of them.

@@ -70,7 +70,7 @@ impl<E: QueryEncoder> Retriever for DenseRetriever<E> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Embeds a text as the normalised counts of four marker words.
@@ -83,7 +83,9 @@ mod tests {
             Ok(queries.iter().flat_map(|q| embed(q)).collect())
         }
     }
-    fn embed(text: &str) -> Vec<f32> {
+    /// A text as the normalised counts of four marker words (shared with the
+    /// candidate generator's tests).
+    pub(crate) fn embed(text: &str) -> Vec<f32> {
         let mut v: Vec<f32> = ["red", "green", "blue", "gold"]
             .iter()
             .map(|w| text.matches(w).count() as f32 + 0.01)
