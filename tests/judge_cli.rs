@@ -555,3 +555,76 @@ fn a_judge_whose_requests_all_fail_exits_non_zero() {
         .collect();
     assert!(labels.iter().all(|l| *l == Some("error")), "{labels:?}");
 }
+
+/// A server that answers every request 401 with a body echoing the request's
+/// Authorization header, as some proxies do; returns its base URL.
+fn echoing_401_server() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let mut reader = BufReader::new(conn);
+            let (mut auth, mut length) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if lower.starts_with("authorization:") {
+                    auth = line.trim_end().to_string();
+                } else if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let reply =
+                serde_json::json!({"error": format!("invalid credentials: {auth}")}).to_string();
+            let mut conn = reader.into_inner();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    url
+}
+
+/// The key never reaches stderr, even when the server echoes it back in an error body:
+/// neither through the judging request nor through the /models lookup.
+#[test]
+fn an_echoed_api_key_is_redacted_from_every_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mined, _) = write_fixture(tmp.path(), 2);
+    let url = echoing_401_server();
+    for named_model in [true, false] {
+        let mut cmd = judge_cmd(
+            &mined,
+            &tmp.path().join("labeled.parquet"),
+            &tmp.path().join("verdicts.log"),
+            &url,
+        );
+        if named_model {
+            cmd.args(["--judge-model", "x"]);
+        }
+        let run = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        let out = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            !run.status.success(),
+            "a refused key must fail the run: {err}"
+        );
+        assert!(
+            !err.contains(SECRET) && !out.contains(SECRET),
+            "the key leaked: {err}{out}"
+        );
+        assert!(
+            err.contains("[redacted]"),
+            "the echo is shown, redacted: {err}"
+        );
+    }
+}

@@ -26,6 +26,23 @@ impl Secret {
     fn expose(&self) -> &str {
         &self.0
     }
+
+    /// `text` with every occurrence of the key replaced: a server or proxy that echoes
+    /// the Authorization header in an error body must not make sieve print the key.
+    pub fn redact(&self, text: &str) -> String {
+        if self.0.is_empty() {
+            return text.to_string();
+        }
+        text.replace(&self.0, "[redacted]")
+    }
+}
+
+/// `text` without the key, when there is one.
+fn redacted(key: Option<&Secret>, text: &str) -> String {
+    match key {
+        Some(k) => k.redact(text),
+        None => text.to_string(),
+    }
 }
 
 impl std::fmt::Debug for Secret {
@@ -151,7 +168,10 @@ pub async fn served_models(
     let fail = |m: String| Error::Config(format!("asking {url} which model it serves: {m}"));
     let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
     let status = resp.status();
-    let text = resp.text().await.map_err(|e| fail(e.to_string()))?;
+    let text = redacted(
+        api_key,
+        &resp.text().await.map_err(|e| fail(e.to_string()))?,
+    );
     if !status.is_success() {
         let mut snippet: String = text.chars().take(200).collect();
         if snippet.len() < text.len() {
@@ -316,6 +336,8 @@ impl Client {
                 Failure::BadBody(format!("reading the body: {e}"))
             }
         })?;
+        // Nothing a server sends back reaches a message with the key in it.
+        let text = redacted(self.cfg.api_key.as_ref(), &text);
         if !status.is_success() {
             return Err(Failure::Status {
                 code: status.as_u16(),
