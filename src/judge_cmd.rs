@@ -146,15 +146,7 @@ impl ServerArgs {
             .cache
             .clone()
             .unwrap_or_else(|| self.cache_dir.resolve().join("judge/verdicts.log"));
-        let cache = VerdictCache::open(&path)?;
-        if cache.skipped_lines > 0 {
-            eprintln!(
-                "note: {} damaged lines skipped in {} (those pairs will be judged again)",
-                cache.skipped_lines,
-                path.display()
-            );
-        }
-        Ok(cache)
+        Ok(VerdictCache::open_noting(&path, &sieve_datasets::Silent)?)
     }
 }
 

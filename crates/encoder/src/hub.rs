@@ -58,3 +58,13 @@ fn download(repo_id: &str) -> Result<PathBuf> {
     dir.flatten()
         .ok_or_else(|| hub_err(&"download returned no directory"))
 }
+
+/// The directory's name for a local model (as MTEB names result folders), else the
+/// hub id: how results and mined files name a model.
+pub fn display_name(model: &str) -> String {
+    let p = Path::new(model);
+    match p.file_name() {
+        Some(name) if p.is_dir() => name.to_string_lossy().to_string(),
+        _ => model.to_string(),
+    }
+}

@@ -88,16 +88,6 @@ pub struct EvalRequest<'a> {
     pub progress: sieve_datasets::SharedProgress,
 }
 
-/// The directory's name for a local model (as MTEB names result folders), else the
-/// hub id.
-pub fn model_display_name(model: &str) -> String {
-    let p = Path::new(model);
-    match p.file_name() {
-        Some(name) if p.is_dir() => name.to_string_lossy().to_string(),
-        _ => model.to_string(),
-    }
-}
-
 /// Loads the split and scores the retriever on it, as MTEB does; data warnings go to
 /// `warn` (they are errors with `strict`).
 pub fn evaluate(
@@ -144,7 +134,7 @@ pub fn evaluate(
     let name = |suffix: &str| {
         req.model_name
             .clone()
-            .unwrap_or_else(|| format!("{}{suffix}", model_display_name(req.model)))
+            .unwrap_or_else(|| format!("{}{suffix}", sieve_encoder::hub::display_name(req.model)))
     };
     match settings.retriever {
         RetrieverKind::Bm25 => crate::evaluate_bm25(&ds, &task, req.split, req.bm25_index, &opts),

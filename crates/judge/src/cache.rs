@@ -87,6 +87,20 @@ pub struct VerdictCache {
 
 impl VerdictCache {
     /// Opens (creating) the store at `path`.
+    /// [`Self::open`], telling `progress` how many damaged lines were skipped (their
+    /// pairs are judged again).
+    pub fn open_noting(path: &Path, progress: &dyn sieve_datasets::Progress) -> Result<Self> {
+        let cache = Self::open(path)?;
+        if cache.skipped_lines > 0 {
+            progress.note(&format!(
+                "note: {} damaged lines skipped in {} (those pairs will be judged again)",
+                cache.skipped_lines,
+                path.display()
+            ));
+        }
+        Ok(cache)
+    }
+
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -142,7 +142,10 @@ fn embeddings(
         }
         Embedder::Model(model) => {
             let encoder = sieve_encoder::Encoder::load(model, &settings.encode.load_options()?)?;
-            meta.insert("sieve.model".into(), model_display_name(model));
+            meta.insert(
+                "sieve.model".into(),
+                sieve_encoder::hub::display_name(model),
+            );
             let fp = encoder.fingerprint().to_string();
             meta.insert("sieve.model_fingerprint".into(), fp.clone());
             let cache = sieve_encoder::cache::EmbeddingCache::new(cache_root);
@@ -170,16 +173,6 @@ fn embeddings(
             };
             Ok((emb, fp))
         }
-    }
-}
-
-/// The directory's name for a local model (as MTEB names result folders), else the
-/// hub id.
-fn model_display_name(model: &str) -> String {
-    let p = Path::new(model);
-    match p.file_name() {
-        Some(name) if p.is_dir() => name.to_string_lossy().to_string(),
-        _ => model.to_string(),
     }
 }
 

@@ -70,6 +70,7 @@ pub fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<PipelineRepo
         progress,
         stages: Vec::new(),
         model_id: model_identity(&cfg.model)?,
+        dataset_id: key::fingerprint(&cfg.dataset)?,
     };
     let mine_key = run.mine()?;
     let mined = run.work.join("mined.parquet");
@@ -111,6 +112,8 @@ struct Run<'a> {
     progress: &'a dyn Progress,
     stages: Vec<StageRun>,
     model_id: String,
+    /// The dataset's fingerprint, taken once: mining and both evaluations key on it.
+    dataset_id: String,
 }
 
 impl Run<'_> {
@@ -120,7 +123,7 @@ impl Run<'_> {
         let mined = self.work.join("mined.parquet");
         let key = StageKey::new(json!({
             "settings": cfg.mine,
-            "dataset": key::fingerprint(&cfg.dataset)?,
+            "dataset": self.dataset_id,
             "split": cfg.train_split,
             "model": self.model_id,
         }));
@@ -309,7 +312,7 @@ impl Run<'_> {
         let result_path = self.work.join(format!("eval-{name}.result.json"));
         let mut inputs = json!({
             "settings": cfg.eval,
-            "dataset": key::fingerprint(&cfg.dataset)?,
+            "dataset": self.dataset_id,
             "split": cfg.test_split,
         });
         if let (Some(o), Some(u)) = (inputs.as_object_mut(), upstream.as_object()) {
@@ -381,18 +384,10 @@ fn model_identity(model: &str) -> Result<String> {
 }
 
 fn open_cache(path: &Path, progress: &dyn Progress) -> Result<VerdictCache> {
-    let cache = VerdictCache::open(path).map_err(|source| Error::Judge {
+    VerdictCache::open_noting(path, progress).map_err(|source| Error::Judge {
         stage: "judge",
         source,
-    })?;
-    if cache.skipped_lines > 0 {
-        progress.note(&format!(
-            "note: {} damaged lines skipped in {} (those pairs will be judged again)",
-            cache.skipped_lines,
-            path.display()
-        ));
-    }
-    Ok(cache)
+    })
 }
 
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
