@@ -96,7 +96,7 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
         "threads": rayon::current_num_threads(),
     });
     if args.json {
-        println!("{stats}");
+        outln!("{stats}");
     } else {
         eprintln!(
             "embedded {} texts in {seconds:.1} s ({:.1} texts/s), dim {}",

@@ -28,7 +28,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let path = result
         .write(&args.output_dir)
         .with_context(|| format!("writing results under {}", args.output_dir.display()))?;
-    println!("{}", result.markdown());
-    println!("results: {}", path.display());
+    outln!("{}", result.markdown());
+    outln!("results: {}", path.display());
     Ok(())
 }

@@ -180,7 +180,7 @@ pub fn run(args: &MineArgs) -> Result<()> {
 
 /// Prints the statistics (and writes them as JSON when asked).
 pub fn report(stats: &MineStats, json: Option<&PathBuf>) -> Result<()> {
-    println!("{stats}");
+    outln!("{stats}");
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&stats.to_json())?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -37,10 +37,10 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
     let bars = crate::progress::Bars::new(args.quiet);
     let report = sieve_pipeline::run(&cfg, &bars)
         .with_context(|| format!("pipeline {}", args.config.display()))?;
-    println!("\n| model | nDCG@10 | Recall@100 |\n| --- | ---: | ---: |");
+    outln!("\n| model | nDCG@10 | Recall@100 |\n| --- | ---: | ---: |");
     for (name, r) in [("base", &report.base), ("trained", &report.trained)] {
         let get = |m: &str| r.scores.get(m).copied().unwrap_or(f64::NAN);
-        println!(
+        outln!(
             "| {name} | {:.5} | {:.5} |",
             get("ndcg_at_10"),
             get("recall_at_100")
@@ -53,17 +53,18 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
             .as_ref()
             .and_then(|c| c.threshold_for_precision),
     ) {
-        (Some(t), Some(op)) => println!(
+        (Some(t), Some(op)) => outln!(
             "judge threshold: {t:.4} (precision {:.3}, recall {:.3} on the calibration pairs)",
-            op.precision, op.recall
+            op.precision,
+            op.recall
         ),
-        (Some(t), None) => println!("judge threshold: {t:.4} (fixed in the config)"),
+        (Some(t), None) => outln!("judge threshold: {t:.4} (fixed in the config)"),
         _ => {}
     }
     if let Some(why) = &report.judge_skipped {
-        println!("judge labels not used: {why}");
+        outln!("judge labels not used: {why}");
     }
-    println!("\n| stage | what it did | wall time |\n| --- | --- | ---: |");
+    outln!("\n| stage | what it did | wall time |\n| --- | --- | ---: |");
     for s in &report.stages {
         let what = match &s.decision {
             Decision::Current => "reused".to_string(),
@@ -71,10 +72,10 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
             Decision::New => "ran".to_string(),
             Decision::Changed(why) => format!("redone ({})", why.join("; ")),
         };
-        println!("| {} | {what} | {} |", s.stage, minutes(s.seconds));
+        outln!("| {} | {what} | {} |", s.stage, minutes(s.seconds));
     }
-    println!("| whole run | | {} |", minutes(report.seconds));
-    println!("work directory: {}", report.work_dir.display());
+    outln!("| whole run | | {} |", minutes(report.seconds));
+    outln!("work directory: {}", report.work_dir.display());
     Ok(())
 }
 

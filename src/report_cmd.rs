@@ -61,7 +61,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     }
     let md = ablation::render(&rows, &chart_name);
     std::fs::write(&args.out, &md).with_context(|| format!("writing {}", args.out.display()))?;
-    println!("{md}");
+    outln!("{md}");
     eprintln!("wrote {} ({} runs)", args.out.display(), rows.len());
     Ok(())
 }

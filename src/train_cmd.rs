@@ -89,6 +89,6 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let bars = crate::progress::Bars::new(args.quiet);
     let summary = train_model(&job, &args.settings, &bars)
         .with_context(|| format!("training into {}", args.output.display()))?;
-    println!("{}", describe(&summary, &args.output));
+    outln!("{}", describe(&summary, &args.output));
     Ok(())
 }

@@ -176,3 +176,191 @@ fn unreachable_hub_fails_clearly() {
         "{err}"
     );
 }
+
+/// `sieve eval … | head`: a closed stdout ends the run quietly with exit 0 (it once
+/// panicked on the broken pipe with exit 101).
+#[test]
+fn a_closed_stdout_ends_the_run_quietly() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = sieve()
+        .args(["eval", "--retriever", "bm25", "--quiet", "--dataset"])
+        .arg(fixture())
+        .arg("--output-dir")
+        .arg(out.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let st = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(st.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// An empty corpus is an error, not a score (it once scored main_score -0.0, exit 0);
+/// a task name cannot leave the output directory.
+#[test]
+fn an_empty_corpus_and_an_escaping_task_name_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    std::fs::create_dir_all(ds.join("qrels")).unwrap();
+    std::fs::write(ds.join("corpus.jsonl"), "").unwrap();
+    std::fs::write(
+        ds.join("queries.jsonl"),
+        "{\"_id\": \"q1\", \"text\": \"q\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ds.join("qrels/test.tsv"),
+        "query-id\tcorpus-id\tscore\nq1\td1\t1\n",
+    )
+    .unwrap();
+    let eval = |dataset: &Path, extra: &[&str]| {
+        sieve()
+            .args(["eval", "--retriever", "bm25", "--quiet", "--dataset"])
+            .arg(dataset)
+            .arg("--output-dir")
+            .arg(dir.path().join("out/results"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let st = eval(&ds, &[]);
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(!st.status.success(), "{err}");
+    assert!(err.contains("the corpus has no documents"), "{err}");
+
+    let st = eval(&fixture(), &["--task-name", "../../Escaped"]);
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(!st.status.success(), "{err}");
+    assert!(err.contains("must be one file name"), "{err}");
+    let escaped: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("Escaped"))
+        .collect();
+    assert!(escaped.is_empty(), "{escaped:?}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// Out-of-range values are errors naming the value, never quietly another value
+/// (`--threshold 2`, `--max-attempts 0`, `--lr -1`, `--epochs 0`, … were accepted).
+#[test]
+fn out_of_range_values_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("v.log");
+    let judge = |extra: &[&str]| {
+        let mut c = sieve();
+        c.args(["judge", "--quiet", "--mined"])
+            .arg(tmp.path().join("m.parquet"))
+            .arg("--out")
+            .arg(tmp.path().join("l.parquet"))
+            .arg("--cache")
+            .arg(&cache)
+            .args(["--judge-model", "x", "--endpoint", "http://127.0.0.1:9/v1"])
+            .args(extra);
+        c
+    };
+    for (args, message) in [
+        (vec!["--threshold", "2"], "threshold must be a probability"),
+        (vec!["--threshold=-1"], "threshold must be a probability"),
+        (
+            vec!["--threshold", "NaN"],
+            "threshold must be a probability",
+        ),
+        (
+            vec!["--max-attempts", "0"],
+            "max_attempts must be at least 1",
+        ),
+        (vec!["--max-error-share", "1.5"], "max_error_share"),
+    ] {
+        let st = judge(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&st.stderr);
+        assert!(!st.status.success(), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    let data = tmp.path().join("pairs.jsonl");
+    std::fs::write(
+        &data,
+        "{\"query\": \"a\", \"positive\": \"b\"}\n{\"query\": \"c\", \"positive\": \"d\"}\n",
+    )
+    .unwrap();
+    let train = |extra: &[&str]| {
+        let mut c = sieve();
+        c.args(["train", "--quiet", "--model"])
+            .arg(model_dir())
+            .arg("--data")
+            .arg(&data)
+            .arg("--output")
+            .arg(tmp.path().join("out"))
+            .args(extra);
+        c
+    };
+    for (args, message) in [
+        (vec!["--lr=-1"], "lr must be a positive number"),
+        (vec!["--scale", "0"], "scale must be positive"),
+        (
+            vec!["--warmup-ratio", "2"],
+            "warmup_ratio must be between 0 and 1",
+        ),
+        (vec!["--epochs", "0"], "epochs must be at least 1"),
+        (vec!["--max-steps", "0"], "max_steps must be at least 1"),
+        (
+            vec!["--batch-size", "1"],
+            "batch_size 1 without hard negatives",
+        ),
+    ] {
+        let st = train(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&st.stderr);
+        assert!(!st.status.success(), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+        assert!(
+            !tmp.path().join("out/model.safetensors").exists(),
+            "{args:?}: a model was exported"
+        );
+    }
+}
+
+/// Each cause is printed once: a message that already quotes its source
+/// (`{path}: {source}`) is not followed by the source again.
+#[test]
+fn each_cause_is_printed_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let st = sieve()
+        .args([
+            "judge",
+            "calibrate",
+            "--quiet",
+            "--judge-model",
+            "x",
+            "--pairs",
+        ])
+        .arg(tmp.path().join("missing.jsonl"))
+        .arg("--cache")
+        .arg(tmp.path().join("v.log"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(!st.status.success());
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(cause) = l.trim().strip_prefix("caused by: ") {
+            assert!(
+                !lines[..i].iter().any(|p| p.contains(cause)),
+                "printed twice: {cause}\n{err}"
+            );
+        }
+    }
+}

@@ -252,3 +252,66 @@ fn bad_shard_and_embedding_shapes_are_clear_errors() {
         "{err}"
     );
 }
+
+/// The dataset path's spelling (`ds`, `./ds/`, absolute) does not change the run: the
+/// second run reuses the output and removes the parts a kill after the final rename
+/// left. An `--out` that is a directory or a foreign file is named as such, not as
+/// "made with other options".
+#[test]
+fn path_spelling_reuses_the_output_and_bad_outs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (beir, c, q) = synthetic(dir.path(), 200, 20);
+    let out = dir.path().join("mined.parquet");
+    ok(&mut mine_cmd(dir.path(), &beir, &c, &q, &out));
+    let bytes = std::fs::read(&out).unwrap();
+    let orphan = out.with_file_name("mined.parquet.parts");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("part-000000.parquet"), b"left by a kill").unwrap();
+
+    let rel = format!("./{}/", beir.strip_prefix(dir.path()).unwrap().display());
+    let st = mine_cmd(dir.path(), Path::new(&rel), &c, &q, &out)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&st.stdout),
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(
+        st.status.success() && said.contains("already mined"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+    assert!(
+        !orphan.exists(),
+        "the orphaned parts directory is still there"
+    );
+
+    let as_dir = dir.path().join("a-directory");
+    std::fs::create_dir(&as_dir).unwrap();
+    let st = mine_cmd(dir.path(), &beir, &c, &q, &as_dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(
+        !st.status.success() && err.contains("is a directory"),
+        "{err}"
+    );
+
+    let foreign = dir.path().join("notes.parquet");
+    std::fs::write(&foreign, "not parquet").unwrap();
+    let st = mine_cmd(dir.path(), &beir, &c, &q, &foreign)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(
+        !st.status.success() && err.contains("is not a mined Parquet file"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&foreign).unwrap(),
+        b"not parquet",
+        "the foreign file was touched"
+    );
+}

@@ -314,3 +314,38 @@ batch_size = 2
         assert_eq!(did(&out, stage), "reused", "{out}");
     }
 }
+
+/// Bad settings of a later stage stop the run before the first stage starts (a
+/// `[train] batch_size = 0` was once found only after mining and judging).
+#[test]
+fn bad_settings_of_any_stage_stop_the_run_before_mining() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("pipeline.toml");
+    for (table, message) in [
+        ("[train]\nbatch_size = 0\n", "[train]"),
+        ("[train]\nlr = -1.0\n", "lr must be a positive number"),
+        ("[eval]\ntop_k = 0\n", "[eval]"),
+        (
+            "[judge]\nthreshold = 2.0\nendpoints = [\"http://127.0.0.1:9/v1\"]\n",
+            "threshold must be a probability",
+        ),
+        (
+            "[judge]\nmax_attempts = 0\nendpoints = [\"http://127.0.0.1:9/v1\"]\n",
+            "max_attempts must be at least 1",
+        ),
+    ] {
+        std::fs::write(&config, format!("{}\n{table}", config_head())).unwrap();
+        let out = sieve()
+            .args(["pipeline", "--quiet"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{table}: ran: {err}");
+        assert!(err.contains(message), "{table}: {err}");
+        assert!(
+            !tmp.path().join("work/mined.parquet").exists(),
+            "{table}: mining ran before the settings were checked"
+        );
+    }
+}

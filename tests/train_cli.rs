@@ -204,6 +204,54 @@ fn kill_9_and_resume_reach_the_uninterrupted_weights() {
     );
 }
 
+/// A resume refuses whatever would change the result, naming it: another token limit,
+/// or data with the same counts but other texts (the guard once compared only the
+/// counts). The same inputs still resume.
+#[test]
+fn resume_refuses_changed_inputs_and_names_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = pairs(tmp.path());
+    let out = tmp.path().join("out");
+    let st = train(&data, &out, &[]).output().unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    // The exported weights get the mode of every other file written (they were 0600).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |f: &str| std::fs::metadata(out.join(f)).unwrap().permissions().mode();
+    assert_eq!(mode("model.safetensors"), mode("modules.json"));
+
+    let st = train(&data, &out, &["--resume", "--max-seq-length", "32"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(
+        !st.status.success(),
+        "resumed with another max_seq_length: {err}"
+    );
+    assert!(err.contains("max_seq_length: 256 then, 32 now"), "{err}");
+
+    let edited = tmp.path().join("edited.jsonl");
+    let body = std::fs::read_to_string(&data).unwrap();
+    std::fs::write(&edited, body.replacen("helps in most", "fails in most", 1)).unwrap();
+    let st = train(&edited, &out, &["--resume"]).output().unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(!st.status.success(), "resumed on edited data: {err}");
+    assert!(
+        err.contains("the same counts") && err.contains("other texts"),
+        "{err}"
+    );
+
+    let st = train(&data, &out, &["--resume"]).output().unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
 #[test]
 fn bad_data_names_the_file_and_line() {
     let tmp = tempfile::tempdir().unwrap();

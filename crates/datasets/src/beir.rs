@@ -294,6 +294,21 @@ impl Iterator for QrelsReader {
 
 /// Reads a whole corpus, keeping the first of duplicate ids and counting
 /// duplicates and empty texts (missing `text` counts as empty) in `report`.
+/// SHA-256 over the documents (id, title, text) in order: the miner writes it into
+/// the mined file (`sieve.corpus_hash`) and the judge checks the corpus it reads
+/// against it, so an edited corpus is never judged as the one mined.
+pub fn corpus_hash(docs: &[Document]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for d in docs {
+        for part in [&d.id, &d.title, &d.text] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+    }
+    format!("{:x}", h.finalize())
+}
+
 pub fn read_corpus(path: &Path, report: &mut ValidationReport) -> Result<Vec<Document>, Error> {
     let mut reader = CorpusReader::open(path)?;
     let mut seen = HashSet::new();

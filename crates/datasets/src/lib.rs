@@ -41,8 +41,8 @@ mod report;
 pub mod rng;
 
 pub use beir::{
-    load_beir, read_corpus, read_qrels, read_queries, BeirDataset, CorpusReader, Document, Qrel,
-    Qrels, QrelsReader, Query, QueryReader,
+    corpus_hash, load_beir, read_corpus, read_qrels, read_queries, BeirDataset, CorpusReader,
+    Document, Qrel, Qrels, QrelsReader, Query, QueryReader,
 };
 pub use error::Error;
 pub use lines::JsonLines;

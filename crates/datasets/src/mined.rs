@@ -39,6 +39,10 @@ pub const LABEL_IRRELEVANT: &str = "irrelevant";
 /// The judge could not label the pair (after retries); retried on the next run and
 /// never treated as irrelevant.
 pub const LABEL_ERROR: &str = "error";
+/// The pair's text reads as an instruction to the judge (`sieve_judge::detect`): its
+/// verdict is kept in `p_relevant` but never acted on: neither masked nor used as a
+/// hard negative.
+pub const LABEL_SUSPICIOUS: &str = "suspicious";
 
 /// One candidate document of a query.
 #[derive(Debug, Clone, PartialEq)]

@@ -35,6 +35,23 @@ const COPIED_FILES: &[&str] = &[
     "sentencepiece.bpe.model",
 ];
 
+/// Writes `tensors` to `path` as safetensors with the permissions any other file sieve
+/// writes gets (0666 less the umask): the safetensors crate writes through a private
+/// temporary file, which left exported weights 0600 beside 0644 configs.
+pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    candle_core::safetensors::save(tensors, path)?;
+    as_created(path).map_err(io(path))
+}
+
+/// Gives `path` the mode a newly created file in its directory gets.
+pub fn as_created(path: &Path) -> std::io::Result<()> {
+    let probe = path.with_extension(format!("mode-probe-{}", std::process::id()));
+    std::fs::File::create(&probe)?;
+    let perms = std::fs::metadata(&probe)?.permissions();
+    std::fs::remove_file(&probe)?;
+    std::fs::set_permissions(path, perms)
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.into(),
@@ -82,7 +99,7 @@ pub fn export(encoder: &Encoder, weights: &HashMap<String, Tensor>, out: &Path) 
         tensors.insert(name.clone(), t);
     }
     let weights_tmp = out.join(".model.safetensors.tmp");
-    candle_core::safetensors::save(&tensors, &weights_tmp)?;
+    save_tensors(&tensors, &weights_tmp)?;
 
     let dim = encoder.dim();
     let mut modules = vec![

@@ -135,3 +135,29 @@ fn missing_files_and_unreachable_hub_give_clear_errors() {
         .to_string();
     assert!(err.contains("no such directory"), "{err}");
 }
+
+/// A `config.json` naming fewer layers than the weights hold is refused, naming both
+/// counts (a 4-layer config over 6-layer weights once loaded silently and scored
+/// nDCG 0.378).
+#[test]
+fn a_config_with_fewer_layers_than_the_weights_is_refused() {
+    let src = model_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["tokenizer.json", "model.safetensors"] {
+        std::os::unix::fs::symlink(src.join(f), tmp.path().join(f)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
+    config["num_hidden_layers"] = 4.into();
+    std::fs::write(tmp.path().join("config.json"), config.to_string()).unwrap();
+    let err = Encoder::load_dir(tmp.path(), &LoadOptions::default())
+        .err()
+        .expect("a 4-layer config over 6-layer weights loaded")
+        .to_string();
+    assert!(
+        err.contains("num_hidden_layers is 4") && err.contains("holds 6 layers"),
+        "{err}"
+    );
+    // The untouched directory still loads.
+    Encoder::load_dir(&src, &LoadOptions::default()).unwrap();
+}

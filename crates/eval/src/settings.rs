@@ -90,16 +90,40 @@ pub struct EvalRequest<'a> {
 
 /// Loads the split and scores the retriever on it, as MTEB does; data warnings go to
 /// `warn` (they are errors with `strict`).
+impl EvalSettings {
+    /// Every value in range (a pipeline checks them before its first stage).
+    pub fn validate(&self) -> Result<()> {
+        if self.top_k == 0 || self.encode.batch_size == 0 {
+            return Err(crate::Error::Invalid(
+                "top_k and batch_size must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A task name becomes a file name under the output directory: one path component,
+/// never `.` or `..` (`--task-name ../../X` once wrote outside it).
+pub fn check_task_name(task: &str) -> Result<()> {
+    let ok = !matches!(task, "" | "." | "..")
+        && task
+            .chars()
+            .all(|c| !c.is_control() && !matches!(c, '/' | '\\' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::Error::Invalid(format!(
+            "task name {task:?} must be one file name (not . or .., no '/', '\\', ':' or control characters)"
+        )))
+    }
+}
+
 pub fn evaluate(
     settings: &EvalSettings,
     req: &EvalRequest<'_>,
     warn: &dyn Fn(&str),
 ) -> Result<TaskResult> {
-    if settings.top_k == 0 || settings.encode.batch_size == 0 {
-        return Err(crate::Error::Invalid(
-            "top_k and batch_size must be at least 1".into(),
-        ));
-    }
+    settings.validate()?;
     let ds = sieve_datasets::load_beir(
         req.dataset,
         req.split,
@@ -110,10 +134,26 @@ pub fn evaluate(
     if !ds.report.is_clean() {
         warn(&ds.report.to_string());
     }
+    // Nothing to rank or nothing to ask: a score would be a number about nothing (an
+    // empty corpus once scored main_score -0.0 with exit 0).
+    if ds.corpus.is_empty() {
+        return Err(crate::Error::Invalid(format!(
+            "{}: the corpus has no documents",
+            req.dataset.display()
+        )));
+    }
+    if ds.queries.is_empty() {
+        return Err(crate::Error::Invalid(format!(
+            "{}: no query of split {:?} has relevance judgements",
+            req.dataset.display(),
+            req.split
+        )));
+    }
     let task = req
         .task_name
         .clone()
         .unwrap_or_else(|| report::task_name_for(req.dataset));
+    check_task_name(&task)?;
     let opts = EvalOptions {
         batch_size: settings.encode.batch_size,
         top_k: settings.top_k,

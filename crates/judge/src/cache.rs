@@ -127,18 +127,24 @@ impl VerdictCache {
         let mut entries = HashMap::new();
         let mut skipped = 0;
         let mut reader = BufReader::new(&file);
-        let mut line = String::new();
+        let mut raw = Vec::new();
         loop {
-            line.clear();
+            raw.clear();
             let n = reader
-                .read_line(&mut line)
+                .read_until(b'\n', &mut raw)
                 .map_err(|e| Error::io(path, e))?;
             if n == 0 {
                 break;
             }
-            let Some(body) = line.strip_suffix('\n') else {
+            let Some(raw_body) = raw.strip_suffix(b"\n") else {
                 skipped += 1; // torn last line
                 break;
+            };
+            // A damaged byte that is not UTF-8 spoils its line only, like any other
+            // damage (it once made the whole cache unreadable).
+            let Ok(body) = std::str::from_utf8(raw_body) else {
+                skipped += 1;
+                continue;
             };
             let parsed = body
                 .rsplit_once('\t')
@@ -268,5 +274,26 @@ mod tests {
         assert_eq!(c.len(), 3); // a, c, e
         assert_eq!(c.get("e").unwrap().p_relevant, 0.2);
         assert_eq!(c.skipped_lines, 2);
+    }
+
+    /// One byte that is not UTF-8 costs its line only (it once made the judge fail
+    /// with "stream did not contain valid UTF-8" and no line number).
+    #[test]
+    fn a_non_utf8_byte_spoils_only_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("verdicts.log");
+        {
+            let mut c = VerdictCache::open(&path).unwrap();
+            c.put(entry("a", 0.9)).unwrap();
+            c.put(entry("b", 0.1)).unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.windows(7).position(|w| w == b"\"k\":\"b\"").unwrap();
+        bytes[at + 5] = 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        let c = VerdictCache::open(&path).unwrap();
+        assert_eq!(c.skipped_lines, 1);
+        assert_eq!(c.get("a").unwrap().p_relevant, 0.9);
+        assert!(c.get("b").is_none());
     }
 }

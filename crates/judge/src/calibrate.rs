@@ -354,9 +354,26 @@ impl Default for CalibrateSettings {
 }
 
 impl CalibrateSettings {
+    /// The precision target is a precision (0, 1]; a sample or limit of 0 judges nothing.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.precision_target > 0.0 && self.precision_target <= 1.0) {
+            return Err(crate::Error::Config(format!(
+                "precision_target must be in (0, 1], got {}",
+                self.precision_target
+            )));
+        }
+        if self.limit == Some(0) || self.sample == Some(0) {
+            return Err(crate::Error::Config(
+                "limit and sample must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The graded pairs of `path` these settings judge (first `limit`, or a seeded
     /// `sample`); an empty selection is an error naming the file.
     pub fn read(&self, path: &Path) -> Result<Vec<Graded>> {
+        self.validate()?;
         let mut pairs = read_graded(path, &self.query_field, &self.doc_field, &self.grade_field)?;
         if let Some(n) = self.limit {
             pairs.truncate(n);
@@ -406,7 +423,13 @@ impl From<&Operating> for OperatingPoint {
         Self {
             threshold: o.threshold,
             accuracy: o.accuracy(),
-            precision: o.precision(),
+            // Undefined with nothing judged relevant: null in JSON (n/a on the
+            // console), never the 1.0 convention the threshold search uses.
+            precision: if o.tp + o.fp == 0 {
+                f64::NAN
+            } else {
+                o.precision()
+            },
             recall: o.recall(),
             tp: o.tp,
             fp: o.fp,
@@ -453,6 +476,9 @@ pub struct CalibrationReport {
     pub prompt_tokens: u64,
     #[serde(default)]
     pub completion_tokens: u64,
+    /// How the verdicts were read (logprobs, or 0/1 from text or a JSON schema).
+    #[serde(default)]
+    pub score_methods: crate::ScoreMethods,
     /// Every judged pair's P(relevant) and human label, in input order (failed ones
     /// left out): for curves, other thresholds, and fusing two judges.
     pub scores: Vec<ScoredPair>,
@@ -500,6 +526,7 @@ impl CalibrationReport {
             from_cache: 0,
             prompt_tokens: 0,
             completion_tokens: 0,
+            score_methods: Default::default(),
             scores: scored,
         }
     }
@@ -544,8 +571,12 @@ impl std::fmt::Display for CalibrationReport {
         }
         write!(
             f,
-            "requests {} ({} from the cache), tokens {} prompt + {} completion",
-            self.requests, self.from_cache, self.prompt_tokens, self.completion_tokens
+            "requests {} ({} from the cache), tokens {} prompt + {} completion\n{}",
+            self.requests,
+            self.from_cache,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.score_methods
         )
     }
 }
@@ -580,5 +611,30 @@ mod report_tests {
         assert_eq!(back.best_accuracy.threshold, r.best_accuracy.threshold);
         assert_eq!(back.scores, r.scores);
         assert_eq!(back.at_0_5.tp, r.at_0_5.tp);
+    }
+
+    /// Nothing judged relevant: the JSON's precision is null where the console says
+    /// n/a (it once wrote 1.0, which reads as a perfect judge).
+    #[test]
+    fn an_undefined_precision_is_null_in_json_and_na_on_the_console() {
+        let pairs: Vec<Graded> = (0..2)
+            .map(|i| Graded {
+                query: format!("q{i}"),
+                document: "d".into(),
+                grade: 4 * i,
+            })
+            .collect();
+        let r = CalibrationReport::new(
+            Path::new("p.jsonl"),
+            &CalibrateSettings::default(),
+            &pairs,
+            &[Some(0.1), Some(0.2)],
+            "m",
+            "h",
+        );
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(r.at_0_5.tp + r.at_0_5.fp, 0);
+        assert!(v["at_0_5"]["precision"].is_null(), "{}", v["at_0_5"]);
+        assert!(r.to_string().contains("precision n/a"), "{r}");
     }
 }

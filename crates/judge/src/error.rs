@@ -32,6 +32,18 @@ pub enum Error {
         limit: f64,
         out: PathBuf,
     },
+    /// Calibration over 0/1 scores: its threshold would rank nothing.
+    #[error(
+        "{binary} of {judged} calibration verdicts from {endpoint} came without logprobs \
+         (P(relevant) 0 or 1), so a calibrated threshold would be meaningless; use a server \
+         that returns logprobs, or pass --allow-binary-scores (pipeline: \
+         `allow_binary_scores = true` in [judge]) to calibrate on them anyway"
+    )]
+    BinaryScores {
+        binary: usize,
+        judged: usize,
+        endpoint: String,
+    },
     #[error(transparent)]
     Data(#[from] sieve_datasets::Error),
 }

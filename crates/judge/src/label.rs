@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use sieve_datasets::mined::{
     read_mined, write_mined, MinedRow, LABEL_ERROR, LABEL_IRRELEVANT, LABEL_RELEVANT,
+    LABEL_SUSPICIOUS,
 };
 use sieve_datasets::parquet_io::Metadata;
 use sieve_datasets::ValidationReport;
@@ -28,6 +29,9 @@ pub struct LabelOptions {
     pub budget: Budget,
     /// Overrides the corpus named in the mined file's metadata.
     pub corpus: Option<PathBuf>,
+    /// Label pairs whose text reads as an instruction to the judge `suspicious`
+    /// ([`crate::detect`]) instead of acting on their verdict.
+    pub check_instructions: bool,
 }
 
 /// What the run found and spent.
@@ -38,11 +42,15 @@ pub struct LabelStats {
     pub irrelevant: usize,
     pub errors: usize,
     pub unjudged: usize,
+    /// Judged pairs labeled `suspicious` by the instruction check, by reason.
+    pub suspicious: BTreeMap<&'static str, usize>,
     /// source → (relevant, judged)
     pub by_source: BTreeMap<String, (usize, usize)>,
     /// bucket upper bound (u32::MAX for the rest) → (relevant, judged)
     pub by_rank: BTreeMap<u32, (usize, usize)>,
     pub run: RunReport,
+    /// How the verdicts were read.
+    pub methods: crate::ScoreMethods,
     pub cost: f64,
 }
 
@@ -67,6 +75,19 @@ impl std::fmt::Display for LabelStats {
             "errors (retried next run): {}, not judged (budget): {}",
             self.errors, self.unjudged
         )?;
+        if !self.suspicious.is_empty() {
+            let reasons: Vec<String> = self
+                .suspicious
+                .iter()
+                .map(|(r, n)| format!("{n} {r}"))
+                .collect();
+            writeln!(
+                f,
+                "suspicious (text reads as an instruction to the judge; verdict not acted on): {} ({})",
+                self.suspicious.values().sum::<usize>(),
+                reasons.join(", ")
+            )?;
+        }
         writeln!(f, "by source:")?;
         for (s, (r, n)) in &self.by_source {
             writeln!(f, "  {s:>6}: {r:>6} / {n:<7} {:5.1}%", pct(*r, *n))?;
@@ -92,6 +113,7 @@ impl std::fmt::Display for LabelStats {
             self.run.completion_tokens,
             self.cost
         )?;
+        writeln!(f, "{}", self.methods)?;
         if self.run.truncated > 0 {
             writeln!(
                 f,
@@ -130,6 +152,17 @@ fn load_jobs(mined: &Path, corpus: Option<&Path>) -> Result<Loaded> {
     let corpus_file = corpus_path(mined, &meta, corpus)?;
     let mut report = ValidationReport::default();
     let corpus = sieve_datasets::read_corpus(&corpus_file, &mut report)?;
+    if let Some(mined_hash) = meta.get("sieve.corpus_hash") {
+        if *mined_hash != sieve_datasets::corpus_hash(&corpus) {
+            return Err(Error::Config(format!(
+                "{}: this corpus is not the one {} was mined from (its sieve.corpus_hash \
+                 differs): the candidates' texts would not be the ones mined; mine again, or \
+                 pass the original corpus with --corpus",
+                corpus_file.display(),
+                mined.display()
+            )));
+        }
+    }
     let text: HashMap<&str, String> = corpus
         .iter()
         .map(|d| (d.id.as_str(), d.full_text()))
@@ -210,6 +243,10 @@ pub fn label_file(
     total: &dyn Fn(usize),
 ) -> Result<LabelStats> {
     let (mut rows, mut meta, jobs, slots) = load_jobs(mined, opts.corpus.as_deref())?;
+    let signals: Vec<Option<&'static str>> = jobs
+        .iter()
+        .map(|j| crate::detect::pair_signal(&j.query, &j.document))
+        .collect();
     total(jobs.len() * templates.len());
     let model = client.model().to_string();
     let client = Arc::new(client);
@@ -231,11 +268,18 @@ pub fn label_file(
     ))?;
     let mut stats = LabelStats {
         candidates: jobs.len(),
+        methods: crate::ScoreMethods::of(&outcomes),
         ..Default::default()
     };
-    for ((ri, ci), outcome) in slots.into_iter().zip(outcomes) {
+    for (j, ((ri, ci), outcome)) in slots.into_iter().zip(outcomes).enumerate() {
         let c = &mut rows[ri].candidates[ci];
         match outcome {
+            Outcome::Judged(e) if opts.check_instructions && signals[j].is_some() => {
+                c.p_relevant = Some(e.p_relevant);
+                c.label = Some(LABEL_SUSPICIOUS.to_string());
+                let why = signals[j].unwrap_or_default();
+                *stats.suspicious.entry(why).or_default() += 1;
+            }
             Outcome::Judged(e) => {
                 let relevant = e.p_relevant >= opts.threshold;
                 c.p_relevant = Some(e.p_relevant);
@@ -293,6 +337,14 @@ pub fn label_file(
     }
     meta.insert("sieve.judge_threshold".into(), opts.threshold.to_string());
     meta.insert(
+        "sieve.judge_instruction_check".into(),
+        opts.check_instructions.to_string(),
+    );
+    meta.insert(
+        "sieve.judge_score_methods".into(),
+        serde_json::to_string(&stats.methods).unwrap_or_default(),
+    );
+    meta.insert(
         "sieve.judge_max_doc_tokens".into(),
         opts.max_doc_tokens.to_string(),
     );
@@ -312,6 +364,7 @@ pub fn label_with(
     cache: &mut VerdictCache,
     progress: &dyn sieve_datasets::Progress,
 ) -> Result<LabelStats> {
+    crate::settings::check_threshold(threshold)?;
     let client = settings.client()?;
     let templates = settings.templates()?;
     let stats = label_file(
@@ -326,6 +379,7 @@ pub fn label_with(
             concurrency: settings.concurrency,
             budget: settings.budget(),
             corpus,
+            check_instructions: !settings.allow_instructions,
         },
         &|n| progress.advance(n),
         &|n| progress.start("pairs", n),

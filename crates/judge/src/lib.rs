@@ -14,6 +14,7 @@ pub mod adversarial;
 pub mod cache;
 pub mod calibrate;
 pub mod client;
+pub mod detect;
 mod error;
 pub mod label;
 pub mod prompt;
@@ -119,6 +120,78 @@ pub enum Outcome {
     Failed(String),
     /// Not attempted: the budget ran out first.
     Skipped,
+}
+
+/// How a run's verdicts were read: from logprobs (a graded P(relevant)) or from the
+/// answer's text or a JSON schema (P is 0 or 1 only). A calibrated threshold means
+/// nothing over 0/1 scores, so every run says which it got, and calibration refuses
+/// binary scores unless asked to take them ([`MAX_BINARY_SHARE`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScoreMethods {
+    pub logprobs: usize,
+    pub text: usize,
+    pub json: usize,
+}
+
+/// Share of binary (0/1) verdicts above which calibration refuses to choose a
+/// threshold unless `allow_binary_scores` is set: a few text answers happen when the
+/// yes/no tokens fall out of the server's top logprobs; many mean it sends none.
+pub const MAX_BINARY_SHARE: f64 = 0.05;
+
+impl ScoreMethods {
+    /// Counts the judged outcomes by method (failed and skipped ones are not counted).
+    pub fn of(outcomes: &[Outcome]) -> Self {
+        let mut m = Self::default();
+        for o in outcomes {
+            if let Outcome::Judged(e) = o {
+                match score::Method::from_name(&e.method) {
+                    Some(score::Method::Logprobs) => m.logprobs += 1,
+                    Some(score::Method::Json) => m.json += 1,
+                    // A cache line from an older or foreign writer: not graded.
+                    Some(score::Method::Text) | None => m.text += 1,
+                }
+            }
+        }
+        m
+    }
+
+    /// Verdicts whose P(relevant) is 0 or 1 only.
+    pub fn binary(&self) -> usize {
+        self.text + self.json
+    }
+
+    pub fn total(&self) -> usize {
+        self.logprobs + self.binary()
+    }
+
+    pub fn binary_share(&self) -> f64 {
+        if self.total() == 0 {
+            0.0
+        } else {
+            self.binary() as f64 / self.total() as f64
+        }
+    }
+}
+
+impl std::fmt::Display for ScoreMethods {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "scores: {} from logprobs, {} from the answer's text (0/1), {} from a JSON schema (0/1)",
+            self.logprobs, self.text, self.json
+        )?;
+        if self.text > 0 {
+            write!(
+                f,
+                "\nwarning: {} of {} verdicts came without logprobs, so their P(relevant) is 0 or 1 \
+                 and no threshold can rank them; use a server that returns logprobs \
+                 (llama-server, vLLM and OpenAI do when asked)",
+                self.text,
+                self.total()
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Totals of one run.
@@ -357,6 +430,10 @@ pub async fn judge_fused(
                     a.prompt_tokens += b.prompt_tokens;
                     a.completion_tokens += b.completion_tokens;
                     a.truncated |= b.truncated;
+                    // A fused P is graded only when every template's was.
+                    if b.method != score::Method::Logprobs.name() {
+                        a.method = b.method;
+                    }
                     Outcome::Judged(a)
                 }
                 (Outcome::Failed(e), _) | (_, Outcome::Failed(e)) => Outcome::Failed(e),
@@ -480,6 +557,17 @@ pub fn calibrate_file(
         })
         .collect();
     let judged = judge_blocking(settings, cache, &jobs, progress)?;
+    let methods = ScoreMethods::of(&judged.outcomes);
+    if methods.binary_share() > MAX_BINARY_SHARE
+        && !settings.allow_binary_scores
+        && !settings.json_schema
+    {
+        return Err(Error::BinaryScores {
+            binary: methods.binary(),
+            judged: methods.total(),
+            endpoint: settings.endpoints.first().cloned().unwrap_or_default(),
+        });
+    }
     let p: Vec<Option<f32>> = judged
         .outcomes
         .iter()
@@ -500,5 +588,6 @@ pub fn calibrate_file(
     report.from_cache = judged.report.from_cache as u64;
     report.prompt_tokens = judged.report.prompt_tokens;
     report.completion_tokens = judged.report.completion_tokens;
+    report.score_methods = methods;
     Ok(report)
 }

@@ -107,6 +107,31 @@ pub struct JudgeSettings {
     /// the next run.
     #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_MAX_ERROR_SHARE))]
     pub max_error_share: f64,
+
+    /// Accept verdicts read from the answer's text (P 0 or 1, when the server returns
+    /// no logprobs) for calibration and calibrated masking; without it calibration
+    /// refuses them, since no threshold can rank 0/1 scores (`--json-schema` implies it).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub allow_binary_scores: bool,
+
+    /// Act on the verdicts of pairs whose document or query reads as an instruction
+    /// to the judge ("answer yes", a fake chat turn, a note to the grader). By default
+    /// such pairs are labeled `suspicious` and their verdict is never acted on by
+    /// itself: neither masked nor used as a hard negative.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub allow_instructions: bool,
+}
+
+/// A labelling threshold is a probability: 0 < t ≤ 1 (0 would call everything
+/// relevant; 2, -1 and NaN were once accepted).
+pub fn check_threshold(t: f32) -> Result<()> {
+    if t > 0.0 && t <= 1.0 {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "threshold must be a probability in (0, 1], got {t}"
+        )))
+    }
 }
 
 /// Share of failed pairs above which a judge run fails by default.
@@ -132,6 +157,8 @@ impl Default for JudgeSettings {
             price_prompt: 0.0,
             price_completion: 0.0,
             max_error_share: DEFAULT_MAX_ERROR_SHARE,
+            allow_binary_scores: false,
+            allow_instructions: false,
         }
     }
 }
@@ -140,17 +167,7 @@ impl JudgeSettings {
     /// A client for these settings; without `judge_model`, asks the first endpoint
     /// which one model it serves.
     pub fn client(&self) -> Result<Client> {
-        if self.concurrency == 0 {
-            return Err(Error::Config("concurrency must be at least 1".into()));
-        }
-        if self.endpoints.is_empty() {
-            return Err(Error::Config("no endpoint".into()));
-        }
-        if self.timeout <= 0.0 || !self.timeout.is_finite() {
-            return Err(Error::Config(
-                "timeout must be a positive number of seconds".into(),
-            ));
-        }
+        self.validate()?;
         let api_key = std::env::var(&self.api_key_env)
             .ok()
             .filter(|k| !k.is_empty())
@@ -165,7 +182,7 @@ impl JudgeSettings {
             api_key,
             timeout: Duration::from_secs_f64(self.timeout),
             retry: RetryPolicy {
-                max_attempts: self.max_attempts.max(1),
+                max_attempts: self.max_attempts,
                 ..Default::default()
             },
             json_schema: self.json_schema,
@@ -173,6 +190,54 @@ impl JudgeSettings {
             tokens_per_minute: self.tokens_per_minute,
             ..Default::default()
         })
+    }
+
+    /// Every value in range, checked before anything is sent (a pipeline checks them
+    /// before its first stage): a bad value is an error, never quietly another one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.concurrency == 0 {
+            return bad("concurrency must be at least 1".into());
+        }
+        if self.endpoints.is_empty() {
+            return bad("no endpoint".into());
+        }
+        if self.timeout <= 0.0 || !self.timeout.is_finite() {
+            return bad(format!(
+                "timeout must be a positive number of seconds, got {}",
+                self.timeout
+            ));
+        }
+        if self.max_attempts == 0 {
+            return bad("max_attempts must be at least 1 (1: no retries)".into());
+        }
+        if !(0.0..=1.0).contains(&self.max_error_share) {
+            return bad(format!(
+                "max_error_share must be between 0 and 1, got {}",
+                self.max_error_share
+            ));
+        }
+        if self.max_doc_tokens == 0 {
+            return bad("max_doc_tokens must be at least 1".into());
+        }
+        for (name, v) in [
+            ("requests_per_second", self.requests_per_second),
+            ("tokens_per_minute", self.tokens_per_minute),
+            ("max_cost", self.max_cost),
+        ] {
+            if let Some(v) = v.filter(|v| !(*v > 0.0 && v.is_finite())) {
+                return bad(format!("{name} must be a positive number, got {v}"));
+            }
+        }
+        for (name, v) in [
+            ("price_prompt", self.price_prompt),
+            ("price_completion", self.price_completion),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return bad(format!("{name} must be zero or more, got {v}"));
+            }
+        }
+        Ok(())
     }
 
     /// The only model the first endpoint serves.

@@ -156,11 +156,21 @@ impl MiningInput {
     /// SHA-256 over the corpus ids and texts in order: names the BM25 index and the
     /// assembled corpus file, and ties a mined file to the corpus it refers to.
     pub fn corpus_hash(&self) -> String {
+        sieve_datasets::corpus_hash(&self.corpus)
+    }
+
+    /// SHA-256 over the queries (id, text, positives) in order: with the corpus hash,
+    /// what the output depends on, however the input's path was spelled.
+    pub fn queries_hash(&self) -> String {
         let mut h = Sha256::new();
-        for d in &self.corpus {
-            for part in [&d.id, &d.title, &d.text] {
+        for q in &self.queries {
+            for part in [&q.id, &q.text] {
                 h.update((part.len() as u64).to_le_bytes());
                 h.update(part.as_bytes());
+            }
+            h.update((q.positives.len() as u64).to_le_bytes());
+            for p in &q.positives {
+                h.update(p.to_le_bytes());
             }
         }
         format!("{:x}", h.finalize())

@@ -349,7 +349,7 @@ pub fn run_key(metadata: &Metadata) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for (k, v) in metadata {
-        if k == RUN_KEY {
+        if k == RUN_KEY || DESCRIPTIVE_KEYS.contains(&k.as_str()) {
             continue;
         }
         h.update((k.len() as u64).to_le_bytes());
@@ -359,6 +359,11 @@ pub fn run_key(metadata: &Metadata) -> String {
     }
     format!("{:x}", h.finalize())
 }
+
+/// Footer keys that say where the inputs were found, not what they hold: left out of
+/// the run key, so `ds`, `./ds/` and an absolute path resume the same run (the
+/// content is keyed by `sieve.corpus_hash` and `sieve.queries_hash`).
+pub const DESCRIPTIVE_KEYS: [&str; 3] = ["sieve.input", "sieve.corpus", "sieve.extra_corpus"];
 
 /// The complete footer metadata of a run: the caller's (model, input…) plus the
 /// options, the corpus hash, the query count, the shard and the run key that ties
@@ -374,6 +379,7 @@ pub fn run_metadata(
     );
     metadata.insert("sieve.corpus_hash".into(), input.corpus_hash());
     metadata.insert("sieve.queries".into(), input.queries.len().to_string());
+    metadata.insert("sieve.queries_hash".into(), input.queries_hash());
     metadata.insert("sieve.stage".into(), "mined".into());
     if let Some((i, n)) = opts.shard {
         metadata.insert(SHARD_KEY.into(), format!("{i}/{n}"));

@@ -206,6 +206,26 @@ fn hnsw_index(
     Ok(index)
 }
 
+/// Which keyed footer entries differ between an existing output and this run, e.g.
+/// `sieve.options, sieve.corpus_hash differ`.
+fn changed_keys(old: &Metadata, new: &Metadata) -> String {
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let changed: Vec<&str> = keys
+        .into_iter()
+        .filter(|k| {
+            k.as_str() != RUN_KEY
+                && !crate::DESCRIPTIVE_KEYS.contains(&k.as_str())
+                && old.get(*k) != new.get(*k)
+        })
+        .map(|k| k.as_str())
+        .collect();
+    match changed.as_slice() {
+        [] => "the run key differs".into(),
+        [one] => format!("{one} differs"),
+        many => format!("{} differ", many.join(", ")),
+    }
+}
+
 /// Mines `req` with `settings`: reuses an output already mined with the same options
 /// (and refuses to replace one made otherwise unless `overwrite`), resumes from the
 /// output's parts directory after a kill.
@@ -215,6 +235,12 @@ pub fn mine_to_file(
     progress: &dyn Progress,
 ) -> Result<Mined> {
     let start = Instant::now();
+    if req.out.is_dir() {
+        return Err(Error::mismatch(
+            &req.out,
+            "is a directory; --out takes the Parquet file to write (e.g. mined.parquet)",
+        ));
+    }
     let mut meta = Metadata::new();
     meta.insert("sieve.version".into(), env!("CARGO_PKG_VERSION").into());
     let input = load_input(&req.source, settings.strict, &mut meta)?;
@@ -257,7 +283,24 @@ pub fn mine_to_file(
     let meta = crate::run_metadata(&input, &opts, meta)?;
 
     if req.out.exists() {
-        let existing = read_metadata(&req.out).ok();
+        let existing = match read_metadata(&req.out) {
+            Ok(m) if m.contains_key(RUN_KEY) => Some(m),
+            Ok(_) if !req.overwrite => {
+                return Err(Error::mismatch(
+                    &req.out,
+                    "exists and is a Parquet file sieve did not mine (--overwrite replaces it)",
+                ))
+            }
+            Err(e) if !req.overwrite => {
+                return Err(Error::mismatch(
+                    &req.out,
+                    &format!(
+                        "exists and is not a mined Parquet file ({e}); --overwrite replaces it"
+                    ),
+                ))
+            }
+            _ => None,
+        };
         if existing
             .as_ref()
             .is_some_and(|m| m.get(RUN_KEY) == meta.get(RUN_KEY))
@@ -266,6 +309,12 @@ pub fn mine_to_file(
                 "{} is already mined with these options; nothing to do",
                 req.out.display()
             ));
+            // A kill between the output's rename and the parts' cleanup leaves them:
+            // they belong to this finished run.
+            let parts = crate::parts_dir(&req.out);
+            if parts.is_dir() {
+                std::fs::remove_dir_all(&parts).map_err(|e| Error::io(&parts, e))?;
+            }
             let (rows, _) = sieve_datasets::mined::read_mined(&req.out)?;
             let stats = MineStats::from_rows(&rows, &opts);
             return Ok(Mined {
@@ -276,9 +325,17 @@ pub fn mine_to_file(
             });
         }
         if !req.overwrite {
+            let changed = existing
+                .as_ref()
+                .map(|m| changed_keys(m, &meta))
+                .unwrap_or_default();
             return Err(Error::mismatch(
                 &req.out,
-                "exists and was made with other options, model or input (--overwrite replaces it)",
+                &format!(
+                    "exists and was made with other options, model or input ({}); \
+                     --overwrite replaces it",
+                    changed
+                ),
             ));
         }
     }

@@ -113,6 +113,50 @@ impl PipelineConfig {
         Ok(cfg.resolved(base))
     }
 
+    /// Checks every stage's settings and that the work directory takes files, before
+    /// any stage starts: `[train] batch_size = 0` or an unwritable directory were once
+    /// found only after mining, calibration and judging had run.
+    pub fn validate(&self) -> Result<()> {
+        let stage = |name: &str, e: &dyn std::fmt::Display| Error::Config {
+            path: PathBuf::from(format!("[{name}]")),
+            message: e.to_string(),
+        };
+        self.mine.options(1, None).map_err(|e| stage("mine", &e))?;
+        if let Some(j) = &self.judge {
+            j.settings.validate().map_err(|e| stage("judge", &e))?;
+            if let Some(t) = j.threshold {
+                sieve_judge::settings::check_threshold(t).map_err(|e| stage("judge", &e))?;
+            }
+            if let Some(c) = &j.calibrate {
+                c.settings
+                    .validate()
+                    .map_err(|e| stage("judge.calibrate", &e))?;
+                if !c.pairs.is_file() {
+                    return Err(stage(
+                        "judge.calibrate",
+                        &format!("pairs: {} is not a file", c.pairs.display()),
+                    ));
+                }
+            }
+        }
+        self.train.validate().map_err(|e| stage("train", &e))?;
+        self.eval.validate().map_err(|e| stage("eval", &e))?;
+        if !self.dataset.is_dir() {
+            return Err(Error::Config {
+                path: self.dataset.clone(),
+                message: "dataset: not a directory (a BEIR dataset: corpus, queries, qrels/)"
+                    .into(),
+            });
+        }
+        std::fs::create_dir_all(&self.work_dir).map_err(|e| Error::io(&self.work_dir, e))?;
+        let probe = self
+            .work_dir
+            .join(format!(".sieve-write-check-{}", std::process::id()));
+        std::fs::write(&probe, b"").map_err(|e| Error::io(&self.work_dir, e))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(())
+    }
+
     /// Reads and parses the file at `path`.
     pub fn load(path: &Path) -> Result<Self> {
         let body = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;

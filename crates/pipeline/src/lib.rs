@@ -63,7 +63,7 @@ pub struct PipelineReport {
 /// Runs the stages in order; see the crate docs.
 pub fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<PipelineReport> {
     let started = Instant::now();
-    std::fs::create_dir_all(&cfg.work_dir).map_err(|e| Error::io(&cfg.work_dir, e))?;
+    cfg.validate()?;
     let mut run = Run {
         cfg,
         work: &cfg.work_dir,

@@ -98,6 +98,35 @@ pub struct LoadStats {
 }
 
 impl TrainData {
+    /// SHA-256 over every text and every example's roles (query, positive, negatives,
+    /// known and judged positives) and the corpus: a resume compares it, so data with
+    /// the same counts but other texts or pairings is refused rather than continued.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let ids = |h: &mut Sha256, tag: u8, v: &[TextId]| {
+            h.update([tag]);
+            h.update((v.len() as u64).to_le_bytes());
+            for t in v {
+                h.update(t.to_le_bytes());
+            }
+        };
+        h.update((self.texts.len() as u64).to_le_bytes());
+        for t in &self.texts {
+            h.update((t.len() as u64).to_le_bytes());
+            h.update(t.as_bytes());
+        }
+        h.update((self.examples.len() as u64).to_le_bytes());
+        for e in &self.examples {
+            ids(&mut h, b'q', &[e.query, e.positive]);
+            ids(&mut h, b'n', &e.negatives);
+            ids(&mut h, b'k', &e.known);
+            ids(&mut h, b'j', &e.judged);
+        }
+        ids(&mut h, b'c', &self.corpus);
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     fn intern(&mut self, text: &str) -> TextId {
         if let Some(&id) = self.index.get(text) {
             return id;
@@ -353,7 +382,9 @@ impl TrainData {
             let (mut negatives, mut judged) = (Vec::new(), Vec::new());
             for c in candidates {
                 let relevant = match (opts.judge_threshold, c.p_relevant, c.label.as_deref()) {
-                    (_, _, None) | (_, _, Some(sieve_datasets::mined::LABEL_ERROR)) => None,
+                    (_, _, None)
+                    | (_, _, Some(sieve_datasets::mined::LABEL_ERROR))
+                    | (_, _, Some(sieve_datasets::mined::LABEL_SUSPICIOUS)) => None,
                     (Some(t), Some(p), _) => Some(p >= t),
                     (_, _, Some(LABEL_RELEVANT)) => Some(true),
                     (_, _, Some(LABEL_IRRELEVANT)) => Some(false),

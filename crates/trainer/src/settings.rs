@@ -233,11 +233,60 @@ impl TrainSettings {
         Ok(scale)
     }
 
+    /// Every value in range, before any model or data is loaded (a pipeline checks them
+    /// before its first stage): `--lr -1`, `--warmup-ratio 2` or `--epochs 0` once
+    /// trained, or exported an untrained copy, with exit 0.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1".into());
+        }
+        if self.mini_batch_size == Some(0) {
+            return bad("mini_batch_size must be at least 1".into());
+        }
+        match self.max_steps {
+            Some(0) => return bad("max_steps must be at least 1".into()),
+            None if self.epochs == 0 => {
+                return bad("epochs must be at least 1 (or give max_steps)".into())
+            }
+            _ => {}
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if !(0.0..=1.0).contains(&self.warmup_ratio) {
+            return bad(format!(
+                "warmup_ratio must be between 0 and 1, got {}",
+                self.warmup_ratio
+            ));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad(format!(
+                "weight_decay must be zero or more, got {}",
+                self.weight_decay
+            ));
+        }
+        if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
+            return bad(format!(
+                "max_grad_norm must be zero (no clipping) or more, got {}",
+                self.max_grad_norm
+            ));
+        }
+        if self.max_seq_length == Some(0) {
+            return bad("max_seq_length must be at least 1".into());
+        }
+        if self.clusters == Some(0) {
+            return bad("clusters must be at least 1".into());
+        }
+        if let Some(t) = self.judge_threshold.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
+            return bad(format!("judge_threshold must be in (0, 1], got {t}"));
+        }
+        self.scale().map(|_| ())
+    }
+
     /// The engine's configuration for these settings.
     pub fn config(&self) -> Result<TrainConfig> {
-        if self.batch_size == 0 {
-            return Err(Error::Config("batch_size must be at least 1".into()));
-        }
+        self.validate()?;
         Ok(TrainConfig {
             epochs: self.epochs,
             max_steps: self.max_steps,

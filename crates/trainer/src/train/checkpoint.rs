@@ -54,17 +54,42 @@ impl Trainer {
                 ),
             ));
         }
-        if (state.data_examples, state.data_texts)
-            != (self.data.examples.len(), self.data.texts.len())
+        let now = &self.state;
+        let mut changed = Vec::new();
+        if (state.data_examples, state.data_texts) != (now.data_examples, now.data_texts) {
+            changed.push(format!(
+                "data: trained on {} examples / {} texts, given now {} / {}",
+                state.data_examples, state.data_texts, now.data_examples, now.data_texts
+            ));
+        } else if state.data_fingerprint.is_some() && state.data_fingerprint != now.data_fingerprint
         {
+            changed.push(format!(
+                "data: the same counts ({} examples / {} texts) but other texts or pairings",
+                now.data_examples, now.data_texts
+            ));
+        }
+        let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+        if state.max_seq_length.is_some() && state.max_seq_length != now.max_seq_length {
+            changed.push(format!(
+                "max_seq_length: {} then, {} now",
+                state.max_seq_length.unwrap_or_default(),
+                now.max_seq_length.unwrap_or_default()
+            ));
+        }
+        if state.dtype.is_some() && state.dtype != now.dtype {
+            changed.push(format!(
+                "dtype: {} then, {} now",
+                opt(&state.dtype),
+                opt(&now.dtype)
+            ));
+        }
+        if !changed.is_empty() {
             return Err(ckpt_err(
                 &state_path,
                 format!(
-                    "was trained on {} examples / {} texts, the data given now has {} / {}",
-                    state.data_examples,
-                    state.data_texts,
-                    self.data.examples.len(),
-                    self.data.texts.len()
+                    "cannot resume: the result would differ from an uninterrupted run; resume with \
+                     the same inputs or use another output directory\n  {}",
+                    changed.join("\n  ")
                 ),
             ));
         }
@@ -173,8 +198,10 @@ impl Trainer {
             std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
         }
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        candle_core::safetensors::save(&self.weights(), tmp.join("model.safetensors"))?;
-        self.opt.save(&tmp.join("optimizer.safetensors"))?;
+        sieve_encoder::export::save_tensors(&self.weights(), &tmp.join("model.safetensors"))?;
+        let opt_path = tmp.join("optimizer.safetensors");
+        self.opt.save(&opt_path)?;
+        sieve_encoder::export::as_created(&opt_path).map_err(io(&opt_path))?;
         if let Some(table) = &self.table {
             let t = Tensor::from_slice(
                 &table.data,
@@ -182,12 +209,12 @@ impl Trainer {
                 &candle_core::Device::Cpu,
             )?;
             let refreshed = Tensor::new(&[self.table_refreshed as i64], &candle_core::Device::Cpu)?;
-            candle_core::safetensors::save(
+            sieve_encoder::export::save_tensors(
                 &HashMap::from([
                     ("table".to_string(), t),
                     ("refreshed".to_string(), refreshed),
                 ]),
-                tmp.join("table.safetensors"),
+                &tmp.join("table.safetensors"),
             )?;
         }
         let state_path = tmp.join("trainer_state.json");

@@ -183,6 +183,15 @@ pub struct TrainState {
     /// Examples and texts in the data, to refuse resuming on other data.
     pub data_examples: usize,
     pub data_texts: usize,
+    /// [`TrainData::fingerprint`] of the data (absent in checkpoints from before it).
+    #[serde(default)]
+    pub data_fingerprint: Option<String>,
+    /// What loading the model decided and the trajectory depends on: the token limit
+    /// per text and the compute dtype (absent in older checkpoints).
+    #[serde(default)]
+    pub max_seq_length: Option<usize>,
+    #[serde(default)]
+    pub dtype: Option<String>,
 }
 
 /// One step's numbers, as logged.
@@ -309,6 +318,18 @@ impl Trainer {
         if config.mini_batch_size == Some(0) {
             return Err(Error::Config("mini_batch_size must be at least 1".into()));
         }
+        // One example and no hard negative: the softmax has only the positive, the
+        // loss is 0 and nothing is learned (it once "trained" with loss 0, exit 0).
+        if config.batch_size == 1
+            && config.objective != Objective::Exact
+            && data.examples.iter().all(|e| e.negatives.is_empty())
+        {
+            return Err(Error::Config(
+                "batch_size 1 without hard negatives leaves the positive alone in the softmax \
+                 (loss 0, nothing learned): use a larger batch, hard negatives, or the exact objective"
+                    .into(),
+            ));
+        }
         if config.alternate_every > 0 && config.objective != Objective::Exact {
             return Err(Error::Config(
                 "alternate_every (alternating sides) needs the exact objective".into(),
@@ -358,6 +379,9 @@ impl Trainer {
             config: config.clone(),
             data_examples: data.examples.len(),
             data_texts: data.texts.len(),
+            data_fingerprint: Some(data.fingerprint()),
+            max_seq_length: Some(encoder.max_seq_length()),
+            dtype: Some(format!("{:?}", encoder.dtype())),
         };
         Ok(Self {
             encoder,
