@@ -479,6 +479,10 @@ pub struct CalibrationReport {
     /// How the verdicts were read (logprobs, or 0/1 from text or a JSON schema).
     #[serde(default)]
     pub score_methods: crate::ScoreMethods,
+    /// Pairs the instruction check ([`crate::detect`]) would flag: real documents
+    /// whose verdicts a run would not act on (the check's cost).
+    #[serde(default)]
+    pub instruction_flagged: usize,
     /// Every judged pair's P(relevant) and human label, in input order (failed ones
     /// left out): for curves, other thresholds, and fusing two judges.
     pub scores: Vec<ScoredPair>,
@@ -527,6 +531,10 @@ impl CalibrationReport {
             prompt_tokens: 0,
             completion_tokens: 0,
             score_methods: Default::default(),
+            instruction_flagged: pairs
+                .iter()
+                .filter(|p| crate::detect::pair_signal(&p.query, &p.document).is_some())
+                .count(),
             scores: scored,
         }
     }
@@ -571,7 +579,10 @@ impl std::fmt::Display for CalibrationReport {
         }
         write!(
             f,
-            "requests {} ({} from the cache), tokens {} prompt + {} completion\n{}",
+            "flagged by the instruction check (not acted on in a run): {} of {} pairs\n\
+             requests {} ({} from the cache), tokens {} prompt + {} completion\n{}",
+            self.instruction_flagged,
+            self.judged + self.not_judged,
             self.requests,
             self.from_cache,
             self.prompt_tokens,

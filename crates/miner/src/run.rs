@@ -294,7 +294,7 @@ pub fn mine_to_file(
             Err(e) if !req.overwrite => {
                 return Err(Error::mismatch(
                     &req.out,
-                    &format!(
+                    format!(
                         "exists and is not a mined Parquet file ({e}); --overwrite replaces it"
                     ),
                 ))
@@ -331,7 +331,7 @@ pub fn mine_to_file(
                 .unwrap_or_default();
             return Err(Error::mismatch(
                 &req.out,
-                &format!(
+                format!(
                     "exists and was made with other options, model or input ({}); \
                      --overwrite replaces it",
                     changed

@@ -548,6 +548,7 @@ mod tests {
             ("d3", "neg a"),
             ("d4", "neg b"),
             ("d5", "err"),
+            ("d6", "sus"),
         ] {
             corpus.push_str(&serde_json::json!({"_id": id, "title": "", "text": text}).to_string());
             corpus.push('\n');
@@ -573,6 +574,8 @@ mod tests {
                 cand("d2", 1, Some("relevant"), Some(0.9)),
                 cand("d3", 2, Some("irrelevant"), Some(0.4)),
                 cand("d5", 4, Some("error"), None),
+                // Flagged by the instruction check: never acted on, even re-thresholded.
+                cand("d6", 5, Some("suspicious"), Some(0.95)),
             ],
             ..Default::default()
         };
@@ -589,7 +592,7 @@ mod tests {
             LoadStats {
                 judged_relevant: 1,
                 judged_irrelevant: 2,
-                unjudged: 1
+                unjudged: 2
             }
         );
         let e = &data.examples[0];
@@ -598,7 +601,7 @@ mod tests {
         assert_eq!(
             negs,
             vec!["neg a", "neg b"],
-            "best rank first; errors are not negatives"
+            "best rank first; errors and suspicious pairs are not negatives"
         );
         let judged: Vec<&str> = e.judged.iter().map(|&t| data.text(t)).collect();
         assert_eq!(judged, vec!["fn"]);
