@@ -243,9 +243,14 @@ pub fn label_file(
     total: &dyn Fn(usize),
 ) -> Result<LabelStats> {
     let (mut rows, mut meta, jobs, slots) = load_jobs(mined, opts.corpus.as_deref())?;
+    // Only when the check is on: it reads every document once more.
     let signals: Vec<Option<&'static str>> = jobs
         .iter()
-        .map(|j| crate::detect::pair_signal(&j.query, &j.document))
+        .map(|j| {
+            opts.check_instructions
+                .then(|| crate::detect::pair_signal(&j.query, &j.document))
+                .flatten()
+        })
         .collect();
     total(jobs.len() * templates.len());
     let model = client.model().to_string();
@@ -274,7 +279,7 @@ pub fn label_file(
     for (j, ((ri, ci), outcome)) in slots.into_iter().zip(outcomes).enumerate() {
         let c = &mut rows[ri].candidates[ci];
         match outcome {
-            Outcome::Judged(e) if opts.check_instructions && signals[j].is_some() => {
+            Outcome::Judged(e) if signals[j].is_some() => {
                 c.p_relevant = Some(e.p_relevant);
                 c.label = Some(LABEL_SUSPICIOUS.to_string());
                 let why = signals[j].unwrap_or_default();

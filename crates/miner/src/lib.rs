@@ -349,7 +349,7 @@ pub fn run_key(metadata: &Metadata) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for (k, v) in metadata {
-        if k == RUN_KEY || DESCRIPTIVE_KEYS.contains(&k.as_str()) {
+        if !is_keyed(k) {
             continue;
         }
         h.update((k.len() as u64).to_le_bytes());
@@ -364,6 +364,12 @@ pub fn run_key(metadata: &Metadata) -> String {
 /// the run key, so `ds`, `./ds/` and an absolute path resume the same run (the
 /// content is keyed by `sieve.corpus_hash` and `sieve.queries_hash`).
 pub const DESCRIPTIVE_KEYS: [&str; 3] = ["sieve.input", "sieve.corpus", "sieve.extra_corpus"];
+
+/// Whether a footer key is part of the run key (neither the key itself nor one of
+/// [`DESCRIPTIVE_KEYS`]).
+pub fn is_keyed(key: &str) -> bool {
+    key != RUN_KEY && !DESCRIPTIVE_KEYS.contains(&key)
+}
 
 /// The complete footer metadata of a run: the caller's (model, input…) plus the
 /// options, the corpus hash, the query count, the shard and the run key that ties

@@ -212,11 +212,7 @@ fn changed_keys(old: &Metadata, new: &Metadata) -> String {
     let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     let changed: Vec<&str> = keys
         .into_iter()
-        .filter(|k| {
-            k.as_str() != RUN_KEY
-                && !crate::DESCRIPTIVE_KEYS.contains(&k.as_str())
-                && old.get(*k) != new.get(*k)
-        })
+        .filter(|k| crate::is_keyed(k) && old.get(*k) != new.get(*k))
         .map(|k| k.as_str())
         .collect();
     match changed.as_slice() {
