@@ -441,13 +441,16 @@ pub fn named_corpus(mined: &Path, meta: &Metadata) -> Option<std::path::PathBuf>
 
 /// Reads a mined or labeled file: its rows and footer metadata.
 pub fn read_mined(path: &Path) -> Result<(Vec<MinedRow>, Metadata), Error> {
-    let reader = BatchReader::open(path)?;
-    let metadata = reader.metadata().clone();
-    let mut rows = Vec::new();
-    for b in reader {
-        rows.extend(rows_of(&b?, path)?);
-    }
-    Ok((rows, metadata))
+    // Decoding the columns of a damaged file can panic inside arrow too.
+    crate::parquet_io::guarded(path, || {
+        let reader = BatchReader::open(path)?;
+        let metadata = reader.metadata().clone();
+        let mut rows = Vec::new();
+        for b in reader {
+            rows.extend(rows_of(&b?, path)?);
+        }
+        Ok((rows, metadata))
+    })
 }
 
 #[cfg(test)]

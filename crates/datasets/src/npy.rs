@@ -70,6 +70,15 @@ pub fn read_npy(path: &Path) -> Result<(usize, usize, Vec<f32>), Error> {
         }
         v => return Err(bad(format!("unsupported .npy version {v}"))),
     };
+    // Lengths come from the file: check them against its size before allocating, so
+    // that a damaged header is an error rather than a multi-GB allocation that aborts.
+    let size = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let start = pre.len() as u64 + if pre[6] == 1 { 2 } else { 4 };
+    if header_len as u64 > size.saturating_sub(start) {
+        return Err(bad(format!(
+            "header of {header_len} bytes, but the file has {size} bytes in all"
+        )));
+    }
     let mut header = vec![0u8; header_len];
     f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
     let header = String::from_utf8_lossy(&header).into_owned();
@@ -98,7 +107,18 @@ pub fn read_npy(path: &Path) -> Result<(usize, usize, Vec<f32>), Error> {
     };
     // Read straight into the f32 buffer (no second copy of a multi-GB matrix), then
     // fix the byte order in place (a no-op on little-endian machines).
-    let len = rows * dim;
+    let payload = size.saturating_sub(start + header_len as u64);
+    let len = match rows.checked_mul(dim) {
+        Some(n) if n.checked_mul(4).is_some_and(|b| b as u64 <= payload) => n,
+        _ => {
+            return Err(bad(format!(
+                "shape ({rows}, {dim}) needs {} bytes of data, found {payload} (truncated?)",
+                rows.checked_mul(dim)
+                    .and_then(|n| n.checked_mul(4))
+                    .map_or("more than 2^64".to_string(), |b| b.to_string())
+            )))
+        }
+    };
     let mut data = vec![0f32; len];
     // SAFETY: any byte pattern is a valid f32; the slice covers exactly `data`.
     let bytes = unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<u8>(), len * 4) };

@@ -334,6 +334,10 @@ struct ParquetPairs {
 
 impl ParquetPairs {
     fn open(path: &Path) -> Result<Self, Error> {
+        crate::parquet_io::guarded(path, || Self::open_unguarded(path))
+    }
+
+    fn open_unguarded(path: &Path) -> Result<Self, Error> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let builder =
             ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
@@ -540,12 +544,16 @@ impl PairReader {
                 if let Some(e) = pq.deferred.take() {
                     return Err(e);
                 }
-                match pq.batches.next() {
-                    None => return Ok(None),
-                    Some(batch) => {
-                        let batch = batch.map_err(|e| Error::arrow(path, e))?;
-                        pq.decode(&batch, path);
-                    }
+                let next = crate::parquet_io::guarded(path, || {
+                    let Some(batch) = pq.batches.next() else {
+                        return Ok(false);
+                    };
+                    let batch = batch.map_err(|e| Error::arrow(path, e))?;
+                    pq.decode(&batch, path);
+                    Ok(true)
+                })?;
+                if !next {
+                    return Ok(None);
                 }
             },
         }

@@ -21,6 +21,26 @@ use parquet::file::properties::WriterProperties;
 
 use crate::Error;
 
+/// Runs `f`, which decodes Parquet from `path`, turning a panic into an error naming
+/// the file. parquet-rs and arrow panic on some damaged files instead of returning an
+/// error (`bench/fuzz` found out-of-bounds offsets in a footer's column chunk and in a
+/// page's null bitmap); a damaged file must be refused like any other bad input, not
+/// take the process down. Only decoding runs inside: it holds no state a panic could
+/// leave half-changed beyond the reader being abandoned.
+pub(crate) fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Err(Error::Format {
+            path: path.to_path_buf(),
+            problem: format!("damaged Parquet file: the decoder failed ({why})"),
+        })
+    })
+}
+
 /// Key/value metadata stored in the Parquet footer (how a file was made:
 /// model, k, judge, prompt hash, tool version). Sorted so files written from
 /// the same inputs are byte-identical.
@@ -160,17 +180,19 @@ pub struct BatchReader {
 
 impl BatchReader {
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
-        let schema = builder.schema().clone();
-        let metadata = footer_metadata(builder.metadata());
-        let inner = builder.build().map_err(|e| Error::parquet(path, e))?;
-        Ok(BatchReader {
-            inner,
-            path: path.to_path_buf(),
-            schema,
-            metadata,
+        guarded(path, || {
+            let file = File::open(path).map_err(|e| Error::io(path, e))?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| Error::parquet(path, e))?;
+            let schema = builder.schema().clone();
+            let metadata = footer_metadata(builder.metadata());
+            let inner = builder.build().map_err(|e| Error::parquet(path, e))?;
+            Ok(BatchReader {
+                inner,
+                path: path.to_path_buf(),
+                schema,
+                metadata,
+            })
         })
     }
 
@@ -187,9 +209,12 @@ impl Iterator for BatchReader {
     type Item = Result<RecordBatch, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner
-            .next()
-            .map(|r| r.map_err(|e| Error::arrow(&self.path, e)))
+        let path = self.path.clone();
+        let inner = &mut self.inner;
+        guarded(&path, || {
+            Ok(inner.next().map(|r| r.map_err(|e| Error::arrow(&path, e))))
+        })
+        .unwrap_or_else(|e| Some(Err(e)))
     }
 }
 
@@ -217,8 +242,10 @@ pub fn read_parquet(path: &Path) -> Result<ParquetContents, Error> {
 /// Reads only the footer's key/value metadata, e.g. to check how a file was
 /// made before deciding to resume from it.
 pub fn read_metadata(path: &Path) -> Result<Metadata, Error> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
-    Ok(footer_metadata(builder.metadata()))
+    guarded(path, || {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+        Ok(footer_metadata(builder.metadata()))
+    })
 }

@@ -82,10 +82,16 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// The longest a server's `Retry-After` is honoured for. A server (or a proxy in front
+/// of it) that asks for hours or days, or sends a date far in the future, would
+/// otherwise stall the run with nothing printed; past this the judge waits this long
+/// and tries again, which a server that is really down answers with another error.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
 impl RetryPolicy {
     /// The wait before attempt `attempt + 1` (attempt counts from 0): a uniform
     /// draw from [0, min(cap, base·2^attempt)] using `unit` ∈ [0, 1), and at least
-    /// `retry_after`.
+    /// `retry_after` (itself at most [`MAX_RETRY_AFTER`]).
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
         let exp = self
             .base
@@ -93,7 +99,7 @@ impl RetryPolicy {
             .min(self.cap);
         let jittered = exp.mul_f64(unit.clamp(0.0, 1.0));
         match retry_after {
-            Some(ra) => ra.max(jittered),
+            Some(ra) => ra.min(MAX_RETRY_AFTER).max(jittered),
             None => jittered,
         }
     }
@@ -148,6 +154,13 @@ mod tests {
             Duration::from_secs(7)
         );
         assert_eq!(p.delay(40, None, 1.0), Duration::from_secs(1));
+        // A server asking for a day, or for u64::MAX seconds, gets the bound.
+        for ask in [86_400, u64::MAX] {
+            assert_eq!(
+                p.delay(0, Some(Duration::from_secs(ask)), 0.3),
+                MAX_RETRY_AFTER
+            );
+        }
     }
 
     #[test]
