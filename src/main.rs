@@ -92,10 +92,78 @@ pub struct CacheDir {
 
 impl CacheDir {
     pub fn resolve(&self) -> PathBuf {
-        self.dir
+        let dir = self
+            .dir
             .clone()
-            .unwrap_or_else(sieve_encoder::cache::default_cache_dir)
+            .unwrap_or_else(sieve_encoder::cache::default_cache_dir);
+        let _ = CACHE_IN_USE.set(dir.clone());
+        dir
     }
+}
+
+/// The cache directory this run uses, for the disk-full hint (what can be freed).
+static CACHE_IN_USE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Whether `err` comes from a full disk, a quota or a file-size limit. Some layers
+/// (tantivy, parquet) keep only the message of the `std::io::Error`, so the messages
+/// are matched too.
+fn out_of_space(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
+    err.chain().any(|cause| {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), StorageFull | QuotaExceeded | FileTooLarge) {
+                return true;
+            }
+        }
+        let text = cause.to_string();
+        [
+            "No space left on device",
+            "Disk quota exceeded",
+            "File too large",
+        ]
+        .iter()
+        .any(|m| text.contains(m))
+    })
+}
+
+/// Bytes under `dir` (0 if absent).
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// What to tell a user whose disk filled: that nothing half-written is left for a later
+/// stage to take as finished, what can be deleted, and that the rerun resumes.
+fn out_of_space_hint() -> String {
+    let mut hint = String::from(
+        "hint: the disk is full (or a quota or `ulimit -f` file-size limit was reached). \
+         sieve removed what it had half-written: no file above is left for a later stage \
+         to take as finished. Free space on the filesystem of the path named above and run \
+         the same command again; finished work (mined parts, judged verdicts, checkpoints) \
+         is kept and resumed.",
+    );
+    if let Some(cache) = CACHE_IN_USE.get() {
+        let mb = |d: &str| dir_size(&cache.join(d)) as f64 / 1e6;
+        let (emb, bm25, hnsw, judge) = (mb("embeddings"), mb("bm25"), mb("hnsw"), mb("judge"));
+        if emb + bm25 + hnsw > 0.0 {
+            hint.push_str(&format!(
+                "\n  in {}: embeddings/ {emb:.0} MB, bm25/ {bm25:.0} MB, hnsw/ {hnsw:.0} MB can be \
+                 deleted (rebuilt when needed); judge/ ({judge:.0} MB) holds verdicts that cost \
+                 judge time to redo.",
+                cache.display()
+            ));
+        }
+    }
+    hint
 }
 
 /// Evaluate retrieval on a BEIR dataset, as MTEB does.
@@ -189,6 +257,9 @@ fn main() -> ExitCode {
                     shown.push('\n');
                     shown.push_str(&cause);
                 }
+            }
+            if out_of_space(&err) {
+                eprintln!("{}", out_of_space_hint());
             }
             ExitCode::FAILURE
         }

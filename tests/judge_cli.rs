@@ -21,7 +21,7 @@ mod common;
 
 const SECRET: &str = "sk-test-0123456789-do-not-print";
 
-use common::sieve;
+use common::{assert_out_of_space, leftovers, sieve, sieve_with_file_limit};
 
 fn server() -> String {
     common::llm_server()
@@ -812,4 +812,86 @@ fn a_document_that_orders_an_answer_is_labeled_suspicious() {
     );
     let (labels, _) = label_of(&["--allow-instructions"]);
     assert_eq!(labels["d1"], "relevant", "{labels:?}");
+}
+
+/// A server that answers every pair "Yes" with logprobs, as llama-server does.
+fn logprobs_server() -> String {
+    canned_server(|request, _| {
+        let body = if request.contains("/models") {
+            serde_json::json!({"data": [{"id": "graded"}]})
+        } else {
+            serde_json::json!({
+                "choices": [{"message": {"role": "assistant", "content": "Yes"},
+                  "logprobs": {"content": [{"token": "Yes", "logprob": -0.4,
+                    "top_logprobs": [{"token": "Yes", "logprob": -0.4}, {"token": "No", "logprob": -1.2}]}]}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 1}
+            })
+        };
+        ("200 OK", body.to_string())
+    })
+}
+
+/// A full disk while judging (a 1 KiB file-size limit: the verdict cache fills after a
+/// few verdicts): the run fails naming the file, writes no labeled file, and the same
+/// command run again with room labels every pair, keeping the verdicts already stored.
+#[test]
+fn a_full_disk_while_judging_leaves_no_labeled_file_and_the_rerun_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mined, _) = write_fixture(tmp.path(), 24);
+    let url = logprobs_server();
+    let out = tmp.path().join("labeled.parquet");
+    let cache = tmp.path().join("verdicts.log");
+    let judge = |mut c: Command| {
+        c.args([
+            "judge",
+            "--quiet",
+            "--concurrency",
+            "2",
+            "--judge-model",
+            "graded",
+        ])
+        .arg("--mined")
+        .arg(&mined)
+        .arg("--out")
+        .arg(&out)
+        .arg("--cache")
+        .arg(&cache)
+        .args(["--endpoint", &url])
+        .output()
+        .unwrap()
+    };
+    let st = judge(sieve_with_file_limit(1));
+    let err = assert_out_of_space(&st, tmp.path());
+    assert!(err.contains("verdicts.log"), "{err}");
+    assert!(!out.exists());
+    assert_eq!(leftovers(tmp.path()), Vec::<std::path::PathBuf>::new());
+    let kept = std::fs::read_to_string(&cache).unwrap().lines().count();
+    assert!(
+        kept > 0 && kept < 24,
+        "{kept} verdict lines before the limit"
+    );
+
+    let st = judge(sieve());
+    let stderr = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{stderr}");
+    let (rows, _) = sieve_datasets::mined::read_mined(&out).unwrap();
+    let labels: Vec<_> = rows
+        .iter()
+        .flat_map(|r| &r.candidates)
+        .map(|c| c.label.as_deref())
+        .collect();
+    assert_eq!(labels.len(), 24);
+    assert!(labels.iter().all(|l| *l == Some("relevant")), "{labels:?}");
+    // The verdicts stored before the limit are reused (the last line may be torn).
+    let stdout = String::from_utf8_lossy(&st.stdout);
+    let reused: usize = stdout
+        .split(" verdicts from the cache")
+        .next()
+        .and_then(|s| s.rsplit("; ").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no cache count: {stdout}"));
+    assert!(
+        reused + 1 >= kept && reused > 0,
+        "{reused} reused of {kept}: {stdout}"
+    );
 }

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{model_dir, sieve};
+use common::{assert_out_of_space, leftovers, model_dir, sieve, sieve_with_file_limit};
 
 fn ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
@@ -314,4 +314,75 @@ fn path_spelling_reuses_the_output_and_bad_outs_are_named() {
         b"not parquet",
         "the foreign file was touched"
     );
+}
+
+/// A full disk (here a 1 KiB file-size limit) while mining: the run fails naming the
+/// file, leaves no half-written index, cache entry or output, and the same command
+/// run again with room finishes with the bytes of a run that never failed.
+#[test]
+fn a_full_disk_leaves_nothing_half_written_and_the_rerun_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-beir");
+    let mine = |mut cmd: Command, cache: &str, out: &Path| {
+        cmd.args([
+            "mine",
+            "--quiet",
+            "--split",
+            "test",
+            "--bm25-k",
+            "3",
+            "--dense-k",
+            "3",
+        ])
+        .arg("--dataset")
+        .arg(&fixture)
+        .arg("--model")
+        .arg(model_dir())
+        .arg("--cache-dir")
+        .arg(dir.path().join(cache))
+        .arg("--out")
+        .arg(out);
+        cmd.output().unwrap()
+    };
+    let reference = dir.path().join("reference.parquet");
+    let st = mine(sieve(), "cache", &reference);
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let want = std::fs::read(&reference).unwrap();
+
+    // An empty cache: the first cache write (an embedding entry) hits the limit.
+    let out = dir.path().join("mined.parquet");
+    let st = mine(sieve_with_file_limit(1), "fresh-cache", &out);
+    let err = assert_out_of_space(&st, dir.path());
+    assert!(err.contains("embeddings"), "{err}");
+    assert!(!out.exists());
+    assert_eq!(leftovers(dir.path()), Vec::<PathBuf>::new());
+    // A warm cache: the output's first part hits it.
+    let st = mine(sieve_with_file_limit(1), "cache", &out);
+    let err = assert_out_of_space(&st, dir.path());
+    assert!(err.contains("mined.parquet"), "{err}");
+    assert!(
+        err.contains("embeddings/"),
+        "the hint sizes the cache: {err}"
+    );
+    assert!(!out.exists());
+    assert_eq!(leftovers(dir.path()), Vec::<PathBuf>::new());
+
+    for cache in ["fresh-cache", "cache"] {
+        let _ = std::fs::remove_file(&out);
+        let st = mine(sieve(), cache, &out);
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            want,
+            "after a full disk ({cache})"
+        );
+    }
 }

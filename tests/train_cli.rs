@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{model_dir, sieve};
+use common::{assert_out_of_space, leftovers, model_dir, sieve, sieve_with_file_limit};
 
 fn pairs(dir: &Path) -> PathBuf {
     let topics = [
@@ -279,5 +279,55 @@ fn help_explains_the_false_negative_policy() {
         "sentence-transformers",
     ] {
         assert!(help.contains(word), "{word} missing from --help");
+    }
+}
+
+/// A full disk while training (a 50 MB file-size limit, under the 90 MB weights): at a
+/// checkpoint and at the final export, the run fails naming the file, leaves no
+/// half-written checkpoint or weights a resume or `sieve eval` would take, and the
+/// same command run again with room finishes.
+#[test]
+fn a_full_disk_while_training_leaves_no_half_checkpoint_or_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = pairs(tmp.path());
+    for (case, save_every) in [("checkpoint", "2"), ("export", "100")] {
+        let out = tmp.path().join(case);
+        let run = |mut cmd: Command| {
+            cmd.args(["train", "--quiet", "--model"])
+                .arg(model_dir())
+                .arg("--data")
+                .arg(&data)
+                .arg("--output")
+                .arg(&out)
+                .args([
+                    "--batch-size",
+                    "4",
+                    "--max-steps",
+                    "4",
+                    "--save-every",
+                    save_every,
+                ])
+                .arg("--resume")
+                .output()
+                .unwrap()
+        };
+        let st = run(sieve_with_file_limit(50_000));
+        let err = assert_out_of_space(&st, &out);
+        assert!(err.contains("model.safetensors"), "{case}: {err}");
+        assert!(!out.join("model.safetensors").exists(), "{case}");
+        assert_eq!(leftovers(&out), Vec::<PathBuf>::new(), "{case}");
+        let finished: Vec<_> = std::fs::read_dir(out.join("checkpoints"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        if case == "checkpoint" {
+            assert!(finished.is_empty(), "{finished:?}");
+        }
+        let st = run(sieve());
+        assert!(
+            st.status.success(),
+            "{case}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        assert!(out.join("model.safetensors").exists());
     }
 }

@@ -28,3 +28,53 @@ pub fn llm_server() -> String {
         ),
     }
 }
+
+/// `sieve` with a file-size limit of `kib` KiB (`ulimit -f`) and SIGXFSZ ignored, so a
+/// write past the limit fails with EFBIG as a write to a full disk fails with ENOSPC:
+/// the disk-full tests need no root and no small filesystem.
+pub fn sieve_with_file_limit(kib: u64) -> Command {
+    let mut c = Command::new("bash");
+    c.arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {kib} && exec \"$0\" \"$@\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_sieve"));
+    c
+}
+
+/// Every path under `dir` whose name marks it unfinished (`.tmp`, `tmp-`): what a
+/// failed write must not leave behind.
+pub fn leftovers(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.contains(".tmp") || name.contains("tmp-") {
+            out.push(p.clone());
+        }
+        if p.is_dir() {
+            out.extend(leftovers(&p));
+        }
+    }
+    out
+}
+
+/// The checks every disk-full test makes of a failed run's stderr: it failed, named
+/// the limit's error and a file under `dir`, and said what to do.
+pub fn assert_out_of_space(st: &std::process::Output, dir: &Path) -> String {
+    let err = String::from_utf8_lossy(&st.stderr).into_owned();
+    assert!(!st.status.success(), "succeeded past the limit: {err}");
+    assert!(err.contains("File too large"), "{err}");
+    assert!(
+        err.contains(&dir.display().to_string()),
+        "no path named: {err}"
+    );
+    assert!(
+        err.contains("hint: the disk is full") && err.contains("run the same command again"),
+        "{err}"
+    );
+    err
+}

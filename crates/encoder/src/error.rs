@@ -25,6 +25,10 @@ pub enum Error {
     Hub { spec: String, message: String },
     #[error("{path}: missing {file} (a model directory needs config.json, tokenizer.json and model.safetensors)")]
     MissingFile { path: PathBuf, file: &'static str },
+    /// Writing a file failed (a full disk, a file-size limit) where the writer gave no
+    /// `std::io::Error` to keep.
+    #[error("{path}: writing failed: {message}")]
+    Write { path: PathBuf, message: String },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

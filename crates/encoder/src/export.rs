@@ -38,8 +38,23 @@ const COPIED_FILES: &[&str] = &[
 /// Writes `tensors` to `path` as safetensors with the permissions any other file sieve
 /// writes gets (0666 less the umask): the safetensors crate writes through a private
 /// temporary file, which left exported weights 0600 beside 0644 configs.
+///
+/// A failed write (a full disk) removes what it wrote and names the file: candle's own
+/// error names neither.
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    candle_core::safetensors::save(tensors, path)?;
+    if let Err(e) = candle_core::safetensors::save(tensors, path) {
+        let _ = std::fs::remove_file(path);
+        return Err(match e {
+            candle_core::Error::Io(source) => Error::Io {
+                path: path.into(),
+                source,
+            },
+            other => Error::Write {
+                path: path.into(),
+                message: other.to_string(),
+            },
+        });
+    }
     as_created(path).map_err(io(path))
 }
 
@@ -65,7 +80,10 @@ fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
         source,
     })?;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, body).map_err(io(&tmp))?;
+    std::fs::write(&tmp, body).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(&tmp)(e)
+    })?;
     rename(&tmp, path)
 }
 
@@ -73,6 +91,20 @@ fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
 /// in the source `model.safetensors`; source tensors missing from `weights`, such as an
 /// unused pooler, are copied unchanged) into the directory `out`.
 pub fn export(encoder: &Encoder, weights: &HashMap<String, Tensor>, out: &Path) -> Result<()> {
+    let result = export_inner(encoder, weights, out);
+    if result.is_err() {
+        // A failed export (a full disk) leaves no temporary files behind to fill it
+        // further; the files already renamed are complete, and without
+        // `model.safetensors` (renamed last) no stage takes the directory for a model.
+        for file in COPIED_FILES {
+            let _ = std::fs::remove_file(out.join(format!(".{file}.tmp")));
+        }
+        let _ = std::fs::remove_file(out.join(".model.safetensors.tmp"));
+    }
+    result
+}
+
+fn export_inner(encoder: &Encoder, weights: &HashMap<String, Tensor>, out: &Path) -> Result<()> {
     let src = encoder.dir();
     std::fs::create_dir_all(out.join("1_Pooling")).map_err(io(out))?;
     for file in COPIED_FILES {

@@ -7,6 +7,14 @@ pub enum Error {
     Data(#[from] sieve_datasets::Error),
     #[error(transparent)]
     Index(#[from] sieve_index::Error),
+    /// Building or storing an index failed (tantivy's errors do not name the directory).
+    #[error("building the {what} index in {}: {source}", dir.display())]
+    Build {
+        what: &'static str,
+        dir: PathBuf,
+        #[source]
+        source: sieve_index::Error,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

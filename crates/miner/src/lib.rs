@@ -183,7 +183,15 @@ pub fn open_or_build_bm25(input: &MiningInput, cache_root: &Path) -> Result<Bm25
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    drop(Bm25Index::build(&input.corpus, Some(&tmp))?);
+    if let Err(source) = Bm25Index::build(&input.corpus, Some(&tmp)) {
+        // A failed build (a full disk) leaves no half index holding the space.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(Error::Build {
+            what: "BM25",
+            dir,
+            source,
+        });
+    }
     if std::fs::rename(&tmp, &dir).is_err() {
         // Another process finished first: use its index.
         let _ = std::fs::remove_dir_all(&tmp);
@@ -215,7 +223,14 @@ pub fn open_or_build_hnsw(
     }
     let index = HnswIndex::build(&emb.corpus, emb.dim, params)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    index.dump(dir)?;
+    if let Err(source) = index.dump(dir) {
+        let _ = std::fs::remove_dir_all(dir);
+        return Err(Error::Build {
+            what: "HNSW",
+            dir: dir.to_path_buf(),
+            source,
+        });
+    }
     Ok(index)
 }
 

@@ -222,7 +222,10 @@ impl AdamW {
         ]
         .into();
         let tmp = path.with_extension("safetensors.tmp");
-        safetensors::serialize_to_file(tensors, Some(meta), &tmp).map_err(|e| ckpt(path, e))?;
+        safetensors::serialize_to_file(tensors, Some(meta), &tmp).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            ckpt(path, e)
+        })?;
         std::fs::rename(&tmp, path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,

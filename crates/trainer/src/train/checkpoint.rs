@@ -198,28 +198,39 @@ impl Trainer {
             std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
         }
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        sieve_encoder::export::save_tensors(&self.weights(), &tmp.join("model.safetensors"))?;
-        let opt_path = tmp.join("optimizer.safetensors");
-        self.opt.save(&opt_path)?;
-        sieve_encoder::export::as_created(&opt_path).map_err(io(&opt_path))?;
-        if let Some(table) = &self.table {
-            let t = Tensor::from_slice(
-                &table.data,
-                (table.len(), table.dim),
-                &candle_core::Device::Cpu,
-            )?;
-            let refreshed = Tensor::new(&[self.table_refreshed as i64], &candle_core::Device::Cpu)?;
-            sieve_encoder::export::save_tensors(
-                &HashMap::from([
-                    ("table".to_string(), t),
-                    ("refreshed".to_string(), refreshed),
-                ]),
-                &tmp.join("table.safetensors"),
-            )?;
+        // A failed write (a full disk) removes the half-written checkpoint: it is never
+        // taken for a finished one (only `step-N/` is), but it would hold the space.
+        let write = || -> Result<()> {
+            sieve_encoder::export::save_tensors(&self.weights(), &tmp.join("model.safetensors"))?;
+            let opt_path = tmp.join("optimizer.safetensors");
+            self.opt.save(&opt_path)?;
+            sieve_encoder::export::as_created(&opt_path).map_err(io(&opt_path))?;
+            if let Some(table) = &self.table {
+                let t = Tensor::from_slice(
+                    &table.data,
+                    (table.len(), table.dim),
+                    &candle_core::Device::Cpu,
+                )?;
+                let refreshed =
+                    Tensor::new(&[self.table_refreshed as i64], &candle_core::Device::Cpu)?;
+                sieve_encoder::export::save_tensors(
+                    &HashMap::from([
+                        ("table".to_string(), t),
+                        ("refreshed".to_string(), refreshed),
+                    ]),
+                    &tmp.join("table.safetensors"),
+                )?;
+            }
+            let state_path = tmp.join("trainer_state.json");
+            let body =
+                serde_json::to_vec_pretty(&self.state).map_err(|e| ckpt_err(&state_path, e))?;
+            std::fs::write(&state_path, body).map_err(io(&state_path))?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
         }
-        let state_path = tmp.join("trainer_state.json");
-        let body = serde_json::to_vec_pretty(&self.state).map_err(|e| ckpt_err(&state_path, e))?;
-        std::fs::write(&state_path, body).map_err(io(&state_path))?;
         sync_dir(&tmp);
         if final_dir.exists() {
             std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
