@@ -72,3 +72,21 @@ fn inputs_that_once_crashed_a_reader_are_errors() {
     let e = sieve_datasets::npy::read_npy(&p).unwrap_err().to_string();
     assert!(e.contains("emb.npy") && e.contains("truncated"), "{e}");
 }
+
+/// A `config.json` whose `layer_norm_eps` lost its mantissa (`-12` for `1e-12`) loaded
+/// and embedded every text to NaN, until the fuzzer found it.
+#[test]
+fn a_non_positive_layer_norm_eps_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    harness::tiny_model(dir.path());
+    assert!(sieve_encoder::Encoder::load_dir(dir.path(), &Default::default()).is_ok());
+    let path = dir.path().join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    cfg["layer_norm_eps"] = serde_json::json!(-12);
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let e = sieve_encoder::Encoder::load_dir(dir.path(), &Default::default())
+        .err()
+        .expect("a negative epsilon loaded")
+        .to_string();
+    assert!(e.contains("config.json") && e.contains("layer_norm_eps"), "{e}");
+}

@@ -18,6 +18,7 @@ ONLY=${2:-}
 scripts/build.sh -q
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- 2>/dev/null || commit="$commit+uncommitted"
 OUT=target/fuzz/last.jsonl
 mkdir -p target/fuzz bench/fuzz/results
 args=(--cases "$CASES" --work target/fuzz)

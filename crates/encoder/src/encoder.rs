@@ -199,6 +199,15 @@ impl Encoder {
                 config.hidden_act
             )));
         }
+        // A zero or negative epsilon divides by zero in every layer norm of a constant
+        // row, and a model that loads then embeds everything to NaN (bench/fuzz found
+        // `-12` for `1e-12`); transformers would fail the same way, later.
+        if !(config.layer_norm_eps.is_finite() && config.layer_norm_eps > 0.0) {
+            return Err(config_err(format!(
+                "layer_norm_eps {} must be a positive number (BERT's is 1e-12)",
+                config.layer_norm_eps
+            )));
+        }
         if config.num_attention_heads == 0
             || !config
                 .hidden_size
