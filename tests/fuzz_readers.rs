@@ -81,12 +81,16 @@ fn a_non_positive_layer_norm_eps_is_refused() {
     harness::tiny_model(dir.path());
     assert!(sieve_encoder::Encoder::load_dir(dir.path(), &Default::default()).is_ok());
     let path = dir.path().join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     cfg["layer_norm_eps"] = serde_json::json!(-12);
     std::fs::write(&path, cfg.to_string()).unwrap();
     let e = sieve_encoder::Encoder::load_dir(dir.path(), &Default::default())
         .err()
         .expect("a negative epsilon loaded")
         .to_string();
-    assert!(e.contains("config.json") && e.contains("layer_norm_eps"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("layer_norm_eps"),
+        "{e}"
+    );
 }

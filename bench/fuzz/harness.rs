@@ -546,7 +546,6 @@ fn pair_parquet_seeds(dir: &Path) -> Vec<Vec<u8>> {
             query: format!("query {i}"),
             positive: format!("positive {i}"),
             negatives: (0..i).map(|k| format!("negative {k}")).collect(),
-            ..Default::default()
         })
         .collect();
     sieve_datasets::write_pairs_parquet(&p, &pairs).expect("seed pairs");
@@ -605,7 +604,7 @@ fn mined_seeds(dir: &Path) -> Vec<Vec<u8>> {
         dense: 0.8 - 0.1 * i as f32,
         source: ["bm25", "dense", "both"][i as usize % 3].into(),
         bm25_rank: Some(i),
-        dense_rank: (i % 2 == 0).then_some(i),
+        dense_rank: i.is_multiple_of(2).then_some(i),
         label: label.map(str::to_string),
         p_relevant: label.map(|_| 0.25 * i as f32),
     };
@@ -669,7 +668,7 @@ fn npy_seeds(dir: &Path) -> Vec<Vec<u8>> {
     let header = |ver: u8, dict: &str, payload: usize| -> Vec<u8> {
         let mut h = dict.to_string();
         let pre = if ver == 1 { 10 } else { 12 };
-        while (pre + h.len() + 1) % 64 != 0 {
+        while !(pre + h.len() + 1).is_multiple_of(64) {
             h.push(' ');
         }
         h.push('\n');
@@ -1224,16 +1223,13 @@ pub fn targets(seed_dir: &Path) -> Vec<Target> {
             }
         }),
     });
-    let entry = |k: &str, p: f32| {
-        let e = sieve_judge::cache::Entry {
-            key: k.into(),
-            p_relevant: p,
-            method: "logprobs".into(),
-            prompt_tokens: 300,
-            completion_tokens: 1,
-            truncated: false,
-        };
-        e
+    let entry = |k: &str, p: f32| sieve_judge::cache::Entry {
+        key: k.into(),
+        p_relevant: p,
+        method: "logprobs".into(),
+        prompt_tokens: 300,
+        completion_tokens: 1,
+        truncated: false,
     };
     let cache_seed = {
         let p = seed_dir.join("verdicts.log");
