@@ -1095,7 +1095,7 @@ pub fn targets(seed_dir: &Path) -> Vec<Target> {
             // The checks `validate` makes before any stage, except the ones that touch
             // the file system (a fuzzed work_dir could name any directory).
             let stage = || -> Result<(), String> {
-                cfg.mine.options(1, None).map_err(|e| e.to_string())?;
+                cfg.mine.options(1, 1, None).map_err(|e| e.to_string())?;
                 if let Some(j) = &cfg.judge {
                     j.settings.validate().map_err(|e| e.to_string())?;
                     if let Some(th) = j.threshold {

@@ -20,6 +20,9 @@ const QUERY_BLOCK: usize = 256;
 /// Corpus rows scored per GEMM call; see [`QUERY_BLOCK`] for the tile size.
 const DOC_CHUNK: usize = 4096;
 
+/// Scores tested against a query's heap threshold at once (two AVX-512 registers).
+const SCAN_GROUP: usize = 32;
+
 /// Corpus shards per worker thread when there are too few query blocks to keep
 /// every thread busy; more than one evens out uneven shard run times.
 const SHARDS_PER_THREAD: usize = 2;
@@ -151,16 +154,26 @@ fn score_tile(
         );
         for (r, top) in tops.iter_mut().enumerate() {
             let q = q0 + r;
-            for (c, &score) in tile[r * cols..(r + 1) * cols].iter().enumerate() {
-                if top.threshold().is_some_and(|t| score < t) {
-                    continue;
+            let row = &tile[r * cols..(r + 1) * cols];
+            for (g, group) in row.chunks(SCAN_GROUP).enumerate() {
+                // Once the heap is full almost every score is below its threshold: test a
+                // group at once (a branch-free compare that vectorises) and skip it whole.
+                if let Some(t) = top.threshold() {
+                    if !group.iter().fold(false, |any, &s| any | (s >= t)) {
+                        continue;
+                    }
                 }
-                let doc = start + c;
-                if skip(q, doc) {
-                    continue;
+                for (i, &score) in group.iter().enumerate() {
+                    if top.threshold().is_some_and(|t| score < t) {
+                        continue;
+                    }
+                    let doc = start + g * SCAN_GROUP + i;
+                    if skip(q, doc) {
+                        continue;
+                    }
+                    // `doc < n <= u32::MAX`, checked by the caller.
+                    top.push(doc as u32, score);
                 }
-                // `doc < n <= u32::MAX`, checked by the caller.
-                top.push(doc as u32, score);
             }
         }
         start = end;

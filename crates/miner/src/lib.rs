@@ -63,8 +63,9 @@ pub const RUN_KEY: &str = "sieve.run_key";
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "kind")]
 pub enum DenseSearch {
-    /// Brute force (a blocked matrix product): exact, and fast enough up to a few
-    /// hundred thousand documents.
+    /// Brute force (a blocked matrix product at ~85% of the GEMM peak): exact, and
+    /// cheaper than building any graph until the queries number in the hundreds of
+    /// thousands (see `settings::auto_cost`).
     Exact,
     /// hnsw_rs, built once and stored.
     Hnsw {

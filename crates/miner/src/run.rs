@@ -254,7 +254,12 @@ pub fn mine_to_file(
         input.queries.len(),
         input.corpus.len()
     ));
-    let opts = settings.options(input.corpus.len(), req.shard)?;
+    let opts = settings.options(input.corpus.len(), input.queries.len(), req.shard)?;
+    progress.note(
+        &settings
+            .dense_choice(input.corpus.len(), input.queries.len())
+            .1,
+    );
 
     // Where the judge finds the document texts again.
     let out_dir = match req.out.parent() {

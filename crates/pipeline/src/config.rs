@@ -121,7 +121,9 @@ impl PipelineConfig {
             path: PathBuf::from(format!("[{name}]")),
             message: e.to_string(),
         };
-        self.mine.options(1, None).map_err(|e| stage("mine", &e))?;
+        self.mine
+            .options(1, 1, None)
+            .map_err(|e| stage("mine", &e))?;
         if let Some(j) = &self.judge {
             j.settings.validate().map_err(|e| stage("judge", &e))?;
             if let Some(t) = j.threshold {
