@@ -12,6 +12,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+#[path = "../common.rs"]
+mod common;
+use common::{gemm_peak, peak_rss_mib};
+
 fn main() {
     let mut corpus = PathBuf::new();
     let mut queries = PathBuf::new();
@@ -71,63 +75,6 @@ fn main() {
             "threads": rayon::current_num_threads(), "peak_rss_mib": peak_rss_mib(),
         })
     );
-}
-
-/// The best of three runs of a 2048 × 2048 × 2048 f32 product on all threads.
-fn gemm_peak() -> f64 {
-    let m = 2048;
-    let a: Vec<f32> = (0..m * m)
-        .map(|i| ((i % 97) as f32 - 48.0) / 97.0)
-        .collect();
-    let b: Vec<f32> = (0..m * m)
-        .map(|i| ((i % 89) as f32 - 44.0) / 89.0)
-        .collect();
-    let mut out = vec![0f32; m * m];
-    let threads = rayon::current_num_threads();
-    let mut best = 0f64;
-    for _ in 0..3 {
-        let t = Instant::now();
-        // SAFETY: all three buffers are m × m, row-major, and do not alias.
-        unsafe {
-            gemm::gemm(
-                m,
-                m,
-                m,
-                out.as_mut_ptr(),
-                1,
-                m as isize,
-                false,
-                a.as_ptr(),
-                1,
-                m as isize,
-                b.as_ptr(),
-                1,
-                m as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(threads),
-            );
-        }
-        let s = t.elapsed().as_secs_f64();
-        best = best.max(2.0 * (m * m * m) as f64 / s / 1e9);
-    }
-    std::hint::black_box(&out);
-    best
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn die(msg: &str) -> ! {

@@ -216,21 +216,74 @@ pub fn supported(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
 }
 
-/// Runs a kernel compiled for AVX2+FMA when the CPU has them. The crate is built for
-/// baseline x86-64 (SSE2) so the binary runs anywhere; this recovers the wide vectors
-/// for the element-wise loops without `-C target-cpu=native`.
-mod simd {
+/// Runs kernels compiled for the widest vectors the CPU has: AVX-512 (F) or AVX2+FMA,
+/// detected at run time. The crates are built for baseline x86-64 (SSE2) so the binary
+/// runs anywhere; this recovers the wide vectors for the element-wise loops without
+/// `-C target-cpu=native`. The one place where sieve's CPU kernels choose an ISA (the
+/// trainer's AdamW and exact-softmax passes use it too).
+pub mod simd {
+    /// The vector extension [`dispatch`] runs kernels with on this CPU.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Isa {
+        Avx512,
+        Avx2,
+        Baseline,
+    }
+
+    /// What the CPU has, capped by `SIEVE_CPU_ISA` (`avx2` or `baseline`; as
+    /// `MKL_ENABLE_INSTRUCTIONS` caps MKL) so that one binary can be measured on each
+    /// path, or a CPU that clocks down under AVX-512 kept on AVX2. Read once. The
+    /// matrix products (the `gemm` crate) choose their own kernels and ignore it.
+    #[inline(always)]
+    pub fn isa() -> Isa {
+        static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| {
+            let detected = detect();
+            match std::env::var("SIEVE_CPU_ISA").as_deref() {
+                Ok("baseline") => Isa::Baseline,
+                Ok("avx2") if detected == Isa::Avx512 => Isa::Avx2,
+                _ => detected,
+            }
+        })
+    }
+
+    fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Baseline
+    }
+
+    /// Runs `f` inlined into a function compiled for [`isa`].
     #[inline(always)]
     pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
+            match isa() {
                 // SAFETY: the features were just detected on this CPU.
-                return unsafe { avx2(f) };
+                Isa::Avx512 => return unsafe { avx512(f) },
+                // SAFETY: as above.
+                Isa::Avx2 => return unsafe { avx2(f) },
+                Isa::Baseline => {}
             }
         }
+        f()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
         f()
     }
 
@@ -240,18 +293,25 @@ mod simd {
         f()
     }
 
-    /// A closure is not always inlined into [`avx2`]; the hottest loop (the attention
-    /// softmax) gets a dedicated AVX2 instance of its own.
+    /// A closure is not always inlined into [`dispatch`]'s instances; the hottest loop
+    /// (the attention softmax) gets dedicated instances of its own.
     pub fn softmax_rows<T: super::Real>(scores: &mut [T], bias: &[T], seq: usize) {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
+            match isa() {
                 // SAFETY: the features were just detected on this CPU.
-                return unsafe { softmax_rows_avx2(scores, bias, seq) };
+                Isa::Avx512 => return unsafe { softmax_rows_avx512(scores, bias, seq) },
+                // SAFETY: as above.
+                Isa::Avx2 => return unsafe { softmax_rows_avx2(scores, bias, seq) },
+                Isa::Baseline => {}
             }
         }
+        super::softmax_rows(scores, bias, seq)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn softmax_rows_avx512<T: super::Real>(scores: &mut [T], bias: &[T], seq: usize) {
         super::softmax_rows(scores, bias, seq)
     }
 

@@ -331,4 +331,26 @@ mod tests {
         let d = max_abs_diff(&a.narrow(0, 5, 2).unwrap(), &b.narrow(0, 5, 2).unwrap());
         assert!(d < 1e-12, "padding leaked into attention: {d}");
     }
+
+    /// The kernels' checks above run on the CPU's widest vectors; this reruns them in
+    /// a child test process with each narrower path forced (`SIEVE_CPU_ISA`), so every
+    /// instance [`crate::fused::simd::dispatch`] can choose is checked against the
+    /// reference on a machine that has them all.
+    #[test]
+    fn every_isa_passes_the_kernel_checks() {
+        let exe = std::env::current_exe().unwrap();
+        for isa in ["avx2", "baseline"] {
+            let out = std::process::Command::new(&exe)
+                .args(["ops::tests::fused_", "--test-threads", "1"])
+                .env("SIEVE_CPU_ISA", isa)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "SIEVE_CPU_ISA={isa}:\n{text}");
+            assert!(
+                text.contains("test result: ok. 5 passed"),
+                "SIEVE_CPU_ISA={isa} ran other than the 5 kernel checks:\n{text}"
+            );
+        }
+    }
 }

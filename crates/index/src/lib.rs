@@ -21,8 +21,9 @@ pub use candidates::{Candidates, HybridSearch};
 pub use dense::exact_top_k;
 pub use fusion::{fuse_rrf, DEFAULT_RRF_K};
 pub use hnsw::{
-    HnswIndex, HnswParams, DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_EF_SEARCH, DEFAULT_HNSW_M,
-    DEFAULT_HNSW_PARAMS, NORM_TOLERANCE,
+    ef_search_for, measured_recall, HnswIndex, HnswParams, MeasuredRecall,
+    DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_EF_SEARCH, DEFAULT_HNSW_M, DEFAULT_HNSW_PARAMS,
+    NORM_TOLERANCE,
 };
 pub use retrievers::{DenseRetriever, QueryEncoder};
 

@@ -119,6 +119,8 @@ impl Pacer {
 pub struct Usage {
     pub requests: AtomicU64,
     pub prompt_tokens: AtomicU64,
+    /// Prompt tokens the servers served from their prompt caches.
+    pub cached_tokens: AtomicU64,
     pub completion_tokens: AtomicU64,
     pub retries: AtomicU64,
 }
@@ -371,6 +373,9 @@ impl Client {
                     self.usage
                         .prompt_tokens
                         .fetch_add(v.prompt_tokens, Ordering::Relaxed);
+                    self.usage
+                        .cached_tokens
+                        .fetch_add(v.cached_tokens, Ordering::Relaxed);
                     self.usage
                         .completion_tokens
                         .fetch_add(v.completion_tokens, Ordering::Relaxed);

@@ -105,11 +105,12 @@ impl std::fmt::Display for LabelStats {
         }
         writeln!(
             f,
-            "requests: {} ({} retries; {} verdicts from the cache), tokens: {} prompt + {} completion, cost: {:.4}",
+            "requests: {} ({} retries; {} verdicts from the cache), tokens: {} prompt ({} from the server's prompt cache) + {} completion, cost: {:.4}",
             self.run.requests,
             self.run.retries,
             self.run.from_cache,
             self.run.prompt_tokens,
+            self.run.cached_tokens,
             self.run.completion_tokens,
             self.cost
         )?;

@@ -204,6 +204,9 @@ pub struct RunReport {
     pub requests: u64,
     pub retries: u64,
     pub prompt_tokens: u64,
+    /// Of `prompt_tokens`, served from the servers' prompt caches (see
+    /// `score::Verdict::cached_tokens`).
+    pub cached_tokens: u64,
     pub completion_tokens: u64,
     pub truncated: usize,
     pub stopped_by_budget: bool,
@@ -275,6 +278,7 @@ pub async fn judge_jobs(
     let started_requests = client.usage.requests.load(Ordering::Relaxed);
     let started_prompt = client.usage.prompt_tokens.load(Ordering::Relaxed);
     let started_completion = client.usage.completion_tokens.load(Ordering::Relaxed);
+    let started_cached = client.usage.cached_tokens.load(Ordering::Relaxed);
     let spent = |c: &Client| {
         (
             c.usage.requests.load(Ordering::Relaxed) - started_requests,
@@ -360,6 +364,7 @@ pub async fn judge_jobs(
     report.requests = r;
     report.prompt_tokens = p;
     report.completion_tokens = c;
+    report.cached_tokens = client.usage.cached_tokens.load(Ordering::Relaxed) - started_cached;
     report.retries = client.usage.retries.load(Ordering::Relaxed);
     Ok((outcomes, report))
 }
@@ -417,6 +422,7 @@ pub async fn judge_fused(
         total.judged += report.judged;
         total.requests += report.requests;
         total.prompt_tokens += report.prompt_tokens;
+        total.cached_tokens += report.cached_tokens;
         total.completion_tokens += report.completion_tokens;
         total.truncated += report.truncated;
         total.stopped_by_budget |= report.stopped_by_budget;

@@ -39,6 +39,10 @@ pub struct Verdict {
     pub p_relevant: f32,
     pub method: Method,
     pub prompt_tokens: u64,
+    /// Of `prompt_tokens`, how many the server served from its prompt cache
+    /// (`usage.prompt_tokens_details.cached_tokens`, as OpenAI, llama.cpp and vLLM
+    /// report it; 0 when a server does not say).
+    pub cached_tokens: u64,
     pub completion_tokens: u64,
 }
 
@@ -90,6 +94,14 @@ struct Usage {
     prompt_tokens: u64,
     #[serde(default)]
     completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct PromptTokensDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
 }
 
 /// yes / no / neither for one token or word.
@@ -124,6 +136,12 @@ pub fn parse_response(body: &str, json_mode: bool) -> Result<Verdict, BadBody> {
         p_relevant: p,
         method,
         prompt_tokens: usage.prompt_tokens,
+        cached_tokens: usage
+            .prompt_tokens_details
+            .as_ref()
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0)
+            .min(usage.prompt_tokens),
         completion_tokens: usage.completion_tokens,
     };
     let text = choice.message.and_then(|m| m.content).unwrap_or_default();
@@ -202,6 +220,16 @@ mod tests {
         assert_eq!(v.method, Method::Logprobs);
         assert!((v.p_relevant - 0.75).abs() < 1e-6, "{v:?}");
         assert_eq!((v.prompt_tokens, v.completion_tokens), (120, 1));
+        assert_eq!(
+            v.cached_tokens, 0,
+            "no prompt_tokens_details: nothing cached"
+        );
+        let cached = b.replace(
+            r#""total_tokens":121"#,
+            r#""total_tokens":121,"prompt_tokens_details":{"cached_tokens":96}"#,
+        );
+        assert_ne!(cached, b);
+        assert_eq!(parse_response(&cached, false).unwrap().cached_tokens, 96);
     }
 
     #[test]

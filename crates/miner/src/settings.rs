@@ -96,12 +96,11 @@ pub struct MineSettings {
     )]
     pub hnsw_ef_construction: usize,
 
-    /// HNSW candidates while searching (raised to the k searched for).
-    #[cfg_attr(
-        feature = "clap",
-        arg(long, default_value_t = sieve_index::DEFAULT_HNSW_EF_SEARCH)
-    )]
-    pub hnsw_ef_search: usize,
+    /// HNSW candidates while searching (raised to the k searched for). Default: scaled
+    /// with the corpus to reach recall@10 ≥ 0.98 (64 up to 100k documents, 256 at 1M;
+    /// `bench/hnsw`); the recall reached is measured on a sample and printed.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub hnsw_ef_search: Option<usize>,
 
     /// sentence-transformers' `mine_hard_negatives` filters.
     #[cfg_attr(feature = "clap", command(flatten))]
@@ -131,7 +130,7 @@ impl Default for MineSettings {
             dense: DenseKind::Auto,
             hnsw_m: sieve_index::DEFAULT_HNSW_M,
             hnsw_ef_construction: sieve_index::DEFAULT_HNSW_EF_CONSTRUCTION,
-            hnsw_ef_search: sieve_index::DEFAULT_HNSW_EF_SEARCH,
+            hnsw_ef_search: None,
             rules: Rules::default(),
             part_queries: DEFAULT_PART_QUERIES,
             strict: false,
@@ -160,13 +159,16 @@ impl MineSettings {
                 return Err(Error::Config(format!("{name} must be at least 1")));
             }
         }
+        if self.hnsw_ef_search == Some(0) {
+            return Err(Error::Config("hnsw_ef_search must be at least 1".into()));
+        }
         let use_hnsw = self.dense_choice(documents, queries).0;
         Ok(MineOptions {
             bm25_k: self.bm25_k,
             dense_k: self.dense_k,
             rrf_k: self.rrf_k,
             dense: if use_hnsw {
-                DenseSearch::hnsw(self.hnsw_params())
+                DenseSearch::hnsw(self.hnsw_params(documents))
             } else {
                 DenseSearch::Exact
             },
@@ -206,11 +208,17 @@ impl MineSettings {
         }
     }
 
-    pub fn hnsw_params(&self) -> HnswParams {
+    /// The graph's parameters for a corpus of `documents`: `ef_search` as given, or
+    /// scaled with the corpus ([`sieve_index::ef_search_for`]), raised to the k
+    /// searched for.
+    pub fn hnsw_params(&self, documents: usize) -> HnswParams {
         HnswParams {
             m: self.hnsw_m,
             ef_construction: self.hnsw_ef_construction,
-            ef_search: self.hnsw_ef_search.max(self.dense_k + 1),
+            ef_search: self
+                .hnsw_ef_search
+                .unwrap_or_else(|| sieve_index::ef_search_for(documents))
+                .max(self.dense_k + 1),
         }
     }
 }
@@ -268,9 +276,16 @@ mod tests {
         // Millions of queries against a million documents: a graph pays.
         assert!(matches!(
             s.options(1_000_000, 5_000_000, None).unwrap().dense,
-            DenseSearch::Hnsw { ef_search, .. }
-                if ef_search == sieve_index::DEFAULT_HNSW_EF_SEARCH.max(DEFAULT_K + 1)
+            DenseSearch::Hnsw { ef_search: 256, .. }
         ));
+        let err = MineSettings {
+            hnsw_ef_search: Some(0),
+            ..Default::default()
+        }
+        .options(10, 10, None)
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("hnsw_ef_search"), "{err}");
         let zero = MineSettings {
             dense_k: 0,
             ..Default::default()

@@ -105,10 +105,41 @@ fn masked_logsumexp(x: &Tensor) -> Result<Tensor> {
 
 /// Streams `LSE_n s_in` over the table rows not in `skip_i`, returning per query the
 /// value and `∂/∂q̂_i` (scale · softmax-weighted mean of the rows), both detached.
+///
+/// f32 on the CPU (training's case) takes the fused pass of [`crate::exact_scan`];
+/// other devices and dtypes stream blocks through candle ops ([`table_lse_blocks`]).
 fn table_lse(
     qn: &Tensor,
     table: &CorpusTable,
     skip: &[Vec<usize>],
+    scale: f64,
+    chunk: usize,
+) -> Result<(Vec<f64>, Tensor)> {
+    // Per query, its skipped positions sorted, to find each block's share by bisection.
+    let mut skip_sorted: Vec<Vec<usize>> = skip.to_vec();
+    skip_sorted.iter_mut().for_each(|s| {
+        s.sort_unstable();
+        s.dedup()
+    });
+    if qn.device().is_cpu() && qn.dtype() == DType::F32 && table.dim > 0 {
+        let (b, dim) = qn.dims2()?;
+        if dim != table.dim {
+            candle_core::bail!("exact_loss: queries are {dim}-d, the table {}-d", table.dim);
+        }
+        let q = qn.detach().flatten_all()?.to_vec1::<f32>()?;
+        let (lse, grad) =
+            crate::exact_scan::table_lse(&q, dim, &table.data, &skip_sorted, scale as f32);
+        return Ok((lse, Tensor::from_vec(grad, (b, dim), qn.device())?));
+    }
+    table_lse_blocks(qn, table, &skip_sorted, scale, chunk)
+}
+
+/// [`table_lse`] by candle ops over `chunk`-row blocks (any device and dtype);
+/// `skip_sorted[i]` is sorted and deduplicated.
+fn table_lse_blocks(
+    qn: &Tensor,
+    table: &CorpusTable,
+    skip_sorted: &[Vec<usize>],
     scale: f64,
     chunk: usize,
 ) -> Result<(Vec<f64>, Tensor)> {
@@ -121,12 +152,6 @@ fn table_lse(
     let mut max = Tensor::full(MAX_FLOOR, (b, 1), &device)?.to_dtype(dtype)?;
     let mut sum = Tensor::zeros((b, 1), dtype, &device)?;
     let mut weighted = Tensor::zeros((b, dim), dtype, &device)?;
-    // Per query, its skipped positions sorted, to build each block's bias sparsely.
-    let mut skip_sorted: Vec<Vec<usize>> = skip.to_vec();
-    skip_sorted.iter_mut().for_each(|s| {
-        s.sort_unstable();
-        s.dedup()
-    });
     let mut from = 0;
     while from < n {
         let to = (from + chunk.max(1)).min(n);
@@ -423,6 +448,98 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The fused f32 pass against the block path in f64 on the same f32 table, over
+    /// sizes that leave partial tiles and span several parallel ranges, with skipped
+    /// rows on tile and range edges and one query whose every row is skipped.
+    #[test]
+    fn the_fused_cpu_pass_equals_the_block_path() {
+        let dim = 8;
+        for n in [1, 127, 129, 16_384 * 2 + 300] {
+            let b = 5;
+            let table =
+                CorpusTable::new(values(11, n * dim).iter().map(|&x| x as f32).collect(), dim);
+            let qv: Vec<f32> = values(12, b * dim).iter().map(|&x| x as f32).collect();
+            let q32 =
+                normalize(&Tensor::from_vec(qv.clone(), (b, dim), &Device::Cpu).unwrap()).unwrap();
+            let q64 = q32.to_dtype(DType::F64).unwrap();
+            let edges = [0, 127, 128, 16_383, 16_384, n - 1];
+            let skip: Vec<Vec<usize>> = vec![
+                vec![],
+                edges.iter().copied().filter(|&e| e < n).collect(),
+                vec![n / 2],
+                (0..n).collect(),
+                vec![n - 1, 0, n - 1],
+            ];
+            let (lse, grad) = table_lse(&q32, &table, &skip, 20.0, DEFAULT_CHUNK).unwrap();
+            let mut sorted = skip.clone();
+            sorted.iter_mut().for_each(|s| {
+                s.sort_unstable();
+                s.dedup()
+            });
+            let (want, want_grad) = table_lse_blocks(&q64, &table, &sorted, 20.0, 1000).unwrap();
+            assert_eq!(lse[3], f64::NEG_INFINITY, "n {n}: every row skipped");
+            for (i, (a, w)) in lse.iter().zip(&want).enumerate() {
+                if w.is_finite() {
+                    assert!((a - w).abs() < 1e-5, "n {n}, query {i}: {a} vs {w}");
+                } else {
+                    assert_eq!(a, w, "n {n}, query {i}");
+                }
+            }
+            let g = grad.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let wg = want_grad.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for (k, (a, w)) in g.iter().zip(&wg).enumerate() {
+                assert!((*a as f64 - w).abs() < 1e-4, "n {n}, {k}: {a} vs {w}");
+            }
+        }
+    }
+
+    /// The f32 loss (fused pass) against the f64 dense reference, value and query
+    /// gradient by finite differences of the reference.
+    #[test]
+    fn the_f32_loss_equals_the_dense_reference() {
+        let (batch, n, dim) = setup();
+        let qv = values(21, 3 * dim);
+        let fv = values(22, 4 * dim);
+        let table = CorpusTable::new(values(23, n * dim).iter().map(|&x| x as f32).collect(), dim);
+        let table64 = rows(
+            &table.data.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+            dim,
+        );
+        let q32: Vec<f32> = qv.iter().map(|&x| x as f32).collect();
+        let q = Var::from_tensor(&Tensor::from_vec(q32, (3, dim), &Device::Cpu).unwrap()).unwrap();
+        let f = Tensor::from_vec(
+            fv.iter().map(|&x| x as f32).collect(),
+            (4, dim),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let loss = exact_loss(q.as_tensor(), &f, &batch, &table, 20.0, DEFAULT_CHUNK).unwrap();
+        let got = loss.to_scalar::<f32>().unwrap() as f64;
+        let qr: Vec<f64> = qv.iter().map(|&x| x as f32 as f64).collect();
+        let fr: Vec<f64> = fv.iter().map(|&x| x as f32 as f64).collect();
+        let reference = |q: &[f64]| {
+            reference_exact_loss(&rows(q, dim), &rows(&fr, dim), &batch, &table64, 20.0)
+        };
+        let want = reference(&qr);
+        assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+        let g = loss
+            .backward()
+            .unwrap()
+            .get(q.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for k in 0..qr.len() {
+            let (mut up, mut down) = (qr.clone(), qr.clone());
+            up[k] += 1e-6;
+            down[k] -= 1e-6;
+            let fd = (reference(&up) - reference(&down)) / 2e-6;
+            assert!((g[k] as f64 - fd).abs() < 1e-3, "{k}: {} vs {fd}", g[k]);
         }
     }
 

@@ -38,6 +38,7 @@ pub mod dose;
 mod error;
 pub mod estimate;
 pub mod exact;
+mod exact_scan;
 pub mod loss;
 pub mod optim;
 pub mod plot;

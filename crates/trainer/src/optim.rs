@@ -404,14 +404,19 @@ impl<T: WithDType + num_traits::Float + Send + Sync> Update<'_, T> {
             .zip(m.par_chunks_mut(ELEMENTS_PER_TASK))
             .zip(v.par_chunks_mut(ELEMENTS_PER_TASK))
             .for_each(|(((theta, g), m), v)| {
-                for i in 0..theta.len() {
-                    let gi = g[i];
-                    let mi = b1 * m[i] + one_b1 * gi;
-                    let vi = b2 * v[i] + one_b2 * gi * gi;
-                    m[i] = mi;
-                    v[i] = vi;
-                    theta[i] = theta[i] * decay - step * mi / (vi.sqrt() * isb + eps);
-                }
+                // Compiled for the CPU's widest vectors (AVX-512 or AVX2), chosen at run
+                // time: the pass is five streams of memory and a sqrt and a division per
+                // element, which baseline SSE2 does four at a time.
+                sieve_encoder::fused::simd::dispatch(|| {
+                    for i in 0..theta.len() {
+                        let gi = g[i];
+                        let mi = b1 * m[i] + one_b1 * gi;
+                        let vi = b2 * v[i] + one_b2 * gi * gi;
+                        m[i] = mi;
+                        v[i] = vi;
+                        theta[i] = theta[i] * decay - step * mi / (vi.sqrt() * isb + eps);
+                    }
+                })
             });
         Ok(())
     }

@@ -1,10 +1,12 @@
 //! One exact-softmax step (loss + backward to the query and fresh embeddings) against a
 //! synthetic `N × 384` corpus table; the sieve half of `bench/exact/run.sh`.
 //!
-//! cargo run --release -p sieve-trainer --example bench_exact -- N [BATCH=32] [REPEATS=3]
+//!   target/release/examples/bench_exact N [BATCH=32] [REPEATS=3]
 //!
-//! Prints one JSON line: median seconds per step, and the process's peak RSS (VmHWM) and
-//! the table's size, so that memory beyond the table can be read off.
+//! Prints one JSON line: median seconds per step; the step's GFLOP/s (its two products
+//! over the table, scores and the softmax-weighted row sum: 4 · batch · N · dim) beside
+//! the machine's f32 GEMM peak measured in the same process; the process's peak RSS
+//! (VmHWM) and the table's size, so that memory beyond the table can be read off.
 
 use std::time::Instant;
 
@@ -12,18 +14,11 @@ use candle_core::{Device, Tensor, Var};
 use sieve_trainer::batch::SplitMix64;
 use sieve_trainer::exact::{exact_loss, CorpusTable, ExactBatch, DEFAULT_CHUNK};
 
-const DIM: usize = 384;
+#[path = "../common.rs"]
+mod common;
+use common::{gemm_peak, peak_rss_mib};
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
+const DIM: usize = 384;
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -59,6 +54,7 @@ fn main() {
             .map(|i| vec![(i * 7919 + 1) % n, (i * 104_729 + 3) % n])
             .collect(),
     };
+    let peak = gemm_peak();
     let mut times = Vec::new();
     for _ in 0..repeats {
         let t = Instant::now();
@@ -77,11 +73,14 @@ fn main() {
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
+    let gflops = 4.0 * (batch * n * DIM) as f64 / median / 1e9;
     println!(
         "{}",
         serde_json::json!({
             "n": n, "batch": batch, "dim": DIM, "seconds": median,
-            "ns_per_doc": median / n as f64 * 1e9,
+            "ns_per_doc": median / n as f64 * 1e9, "all_seconds": times,
+            "gflops": gflops, "gemm_peak_gflops": peak, "efficiency": gflops / peak,
+            "threads": rayon::current_num_threads(),
             "peak_rss_mib": peak_rss_mib(),
             "table_mib": (n * DIM * 4) as f64 / (1 << 20) as f64,
         })
