@@ -5,6 +5,10 @@
 #   SciFact length mix (first documents, max 256 tokens), plus each side's 2048² GEMM
 #   GFLOP/s as the machine's float32 matrix-product peak.
 #
+#   On a CPU with AVX-512, sieve also runs with SIEVE_CPU_ISA=avx2 (its fused kernels'
+#   AVX2 instances) beside the default (AVX-512), so both paths are measured in one run.
+#   Results are appended to bench/encoder/results/runs.jsonl with the CPU and its flags.
+#
 #   bench/encoder/run.sh [REPEATS=3] [STEPS=4]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,29 +29,55 @@ with gzip.open(sys.argv[1], "rt") as f, open(sys.argv[2], "w") as out:
 PY
 OUT=target/bench-encoder.jsonl
 : > "$OUT"
+CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+FLAGS=$(grep -m1 '^flags' /proc/cpuinfo | grep -o 'avx512[a-z_0-9]*\|avx2\|fma\|amx[a-z_0-9]*' | sort -u | tr '\n' ' ')
+ISAS="default"
+case " $FLAGS " in *" avx512f "*) ISAS="default avx2" ;; esac
 for i in $(seq "$REPEATS"); do
   for mode in forward train; do
     for input in "fixed" "texts $TEXTS"; do
       echo "run $i/$REPEATS: $mode $input" >&2
-      target/release/examples/bench_encoder "$MODEL" $mode $input 32 128 "$STEPS" >> "$OUT"
+      for isa in $ISAS; do
+        if [ "$isa" = default ]; then
+          target/release/examples/bench_encoder "$MODEL" $mode $input 32 128 "$STEPS" >> "$OUT"
+        else
+          SIEVE_CPU_ISA=$isa target/release/examples/bench_encoder "$MODEL" $mode $input 32 128 "$STEPS" |
+            sed "s/\"tool\": *\"sieve\"/\"tool\":\"sieve-$isa\"/" >> "$OUT"
+        fi
+      done
       OMP_NUM_THREADS=$THREADS OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/encoder/torch_encoder.py \
         "$MODEL" $mode $input 32 128 "$STEPS" 2>/dev/null >> "$OUT"
     done
   done
 done
-python3 - "$OUT" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+python3 - "$OUT" "$CPU" "$FLAGS" "$ISAS" <<'PY'
+import json, os, statistics, sys
+out, cpu, flags, isas = sys.argv[1:]
+rows = [json.loads(l) for l in open(out) if l.startswith("{")]
+sieves = ["sieve"] + [f"sieve-{i}" for i in isas.split() if i != "default"]
 def med(tool, mode, inp, key):
     v = [r[key] for r in rows if r["tool"] == tool and r["mode"] == mode and (r["input"] == "fixed") == (inp == "fixed")]
     return statistics.median(v)
-print(f"{'work':<34} {'sieve':>10} {'pytorch':>10} {'ratio':>7}   GFLOP/s sieve / pytorch")
+print(f"CPU: {cpu} ({flags.strip()})")
+head = "".join(f" {t:>12}" for t in sieves)
+print(f"{'work':<34}{head} {'pytorch':>10} " + " ".join(f"{t + '/pt':>12}" for t in sieves) + "   GFLOP/s sieve / pytorch")
+summary = []
 for mode in ("forward", "train"):
     for inp in ("fixed", "texts"):
-        s, p = med("sieve", mode, inp, "seq_per_s"), med("pytorch", mode, inp, "seq_per_s")
+        p = med("pytorch", mode, inp, "seq_per_s")
+        ss = [med(t, mode, inp, "seq_per_s") for t in sieves]
         label = f"{mode} {'32x128' if inp == 'fixed' else 'SciFact mix (32/batch)'}"
-        print(f"{label:<34} {s:>8.2f}/s {p:>8.2f}/s {s / p:>6.2f}x   "
-              f"{med('sieve', mode, inp, 'gflops'):.0f} / {med('pytorch', mode, inp, 'gflops'):.0f}")
+        print(f"{label:<34}" + "".join(f" {s:>10.2f}/s" for s in ss) + f" {p:>8.2f}/s " +
+              " ".join(f"{s / p:>11.2f}x" for s in ss) +
+              f"   {med('sieve', mode, inp, 'gflops'):.0f} / {med('pytorch', mode, inp, 'gflops'):.0f}")
+        summary.append({"mode": mode, "input": inp, "pytorch_seq_per_s": p,
+                        **{f"{t}_seq_per_s": s for t, s in zip(sieves, ss)},
+                        **{f"{t}_ratio": s / p for t, s in zip(sieves, ss)}})
 print(f"2048² float32 GEMM peak: candle/gemm {med('sieve', 'forward', 'fixed', 'gemm_peak_gflops'):.0f} GFLOP/s, "
       f"torch {med('pytorch', 'forward', 'fixed', 'gemm_peak_gflops'):.0f} GFLOP/s")
+os.makedirs("bench/encoder/results", exist_ok=True)
+with open("bench/encoder/results/runs.jsonl", "a") as f:
+    import time
+    f.write(json.dumps({"date": time.strftime("%Y-%m-%d"), "cpu": cpu, "flags": flags.strip(),
+                        "repeats": len([r for r in rows if r["tool"] == "pytorch"]) // 4, "rows": summary}) + "\n")
 PY

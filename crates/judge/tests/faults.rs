@@ -166,6 +166,7 @@ async fn run(
             max_doc_tokens: 512,
             concurrency: 4,
             budget,
+            order: sieve_judge::RequestOrder::ByQuery,
         },
         &|_| {},
     )
