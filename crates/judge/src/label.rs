@@ -26,7 +26,6 @@ pub struct LabelOptions {
     pub threshold: f32,
     pub max_doc_tokens: usize,
     pub concurrency: usize,
-    pub order: crate::RequestOrder,
     pub budget: Budget,
     /// Overrides the corpus named in the mined file's metadata.
     pub corpus: Option<PathBuf>,
@@ -270,7 +269,6 @@ pub fn label_file(
             max_doc_tokens: opts.max_doc_tokens,
             concurrency: opts.concurrency,
             budget: opts.budget,
-            order: opts.order,
         },
         progress,
     ))?;
@@ -385,7 +383,6 @@ pub fn label_with(
             threshold,
             max_doc_tokens: settings.max_doc_tokens,
             concurrency: settings.concurrency,
-            order: settings.request_order,
             budget: settings.budget(),
             corpus,
             check_instructions: !settings.allow_instructions,

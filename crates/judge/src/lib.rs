@@ -17,7 +17,6 @@ pub mod client;
 pub mod detect;
 mod error;
 pub mod label;
-pub mod order;
 pub mod prompt;
 pub mod retry;
 pub mod score;
@@ -28,7 +27,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub use error::{Error, Result};
-pub use order::RequestOrder;
 pub use settings::JudgeSettings;
 
 use cache::{pair_key, Entry, VerdictCache};
@@ -250,8 +248,6 @@ pub struct RunOptions {
     /// Requests in flight at once.
     pub concurrency: usize,
     pub budget: Budget,
-    /// The order requests go out in ([`order`]).
-    pub order: RequestOrder,
 }
 
 /// Judges `jobs` (cached ones free), at most `opts.concurrency` requests in flight,
@@ -269,7 +265,6 @@ pub async fn judge_jobs(
         max_doc_tokens,
         concurrency,
         budget,
-        order,
     } = opts;
     let model = client_model(&client);
     let mut report = RunReport::default();
@@ -278,9 +273,7 @@ pub async fn judge_jobs(
     progress(report.from_cache);
 
     let mut set = tokio::task::JoinSet::new();
-    // Grouped by query: everything before the document is the same for its candidates.
-    let mut pending = order::Lanes::new(todo, |t| jobs[t.0].query.clone(), concurrency, order);
-    let mut free: Vec<usize> = (0..pending.lanes()).rev().collect();
+    let mut pending = todo.into_iter();
     let mut fatal: Option<Error> = None;
     let started_requests = client.usage.requests.load(Ordering::Relaxed);
     let started_prompt = client.usage.prompt_tokens.load(Ordering::Relaxed);
@@ -296,32 +289,26 @@ pub async fn judge_jobs(
     let mut keys: BTreeMap<usize, String> = BTreeMap::new();
     loop {
         // Keep the pipeline full while the budget and no fatal error allow.
-        while fatal.is_none() {
-            let Some(&lane) = free.last() else {
-                break;
-            };
+        while fatal.is_none() && set.len() < concurrency.max(1) {
             let (r, p, c) = spent(&client);
             if budget.exhausted(r, p, c) {
-                report.stopped_by_budget = pending.remaining() > 0;
+                report.stopped_by_budget = pending.len() > 0;
                 break;
             }
-            let Some((i, key, prompt)) = pending.next(lane) else {
+            let Some((i, key, prompt)) = pending.next() else {
                 break;
             };
-            free.pop();
             keys.insert(i, key);
             let client = client.clone();
             set.spawn(async move {
                 let truncated = prompt.truncated;
-                (i, lane, truncated, client.judge(&prompt).await)
+                (i, truncated, client.judge(&prompt).await)
             });
         }
         let Some(done) = set.join_next().await else {
             break;
         };
-        let (i, lane, truncated, result) =
-            done.map_err(|e| Error::Config(format!("judge task: {e}")))?;
-        free.push(lane);
+        let (i, truncated, result) = done.map_err(|e| Error::Config(format!("judge task: {e}")))?;
         match result {
             Err(e) => {
                 fatal.get_or_insert(e);

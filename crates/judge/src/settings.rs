@@ -47,13 +47,6 @@ pub struct JudgeSettings {
     #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_CONCURRENCY))]
     pub concurrency: usize,
 
-    /// The order requests go out in: `by-query` lets each request in flight work
-    /// through one query's candidates, so a server's prompt cache (llama.cpp, vLLM,
-    /// OpenAI) skips the system turn and the query for all but the first; `input`
-    /// sends them in the mined file's order. Verdicts are the same either way.
-    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t = crate::RequestOrder::ByQuery))]
-    pub request_order: crate::RequestOrder,
-
     /// Requests per second, at most.
     #[cfg_attr(feature = "clap", arg(long))]
     pub requests_per_second: Option<f64>,
@@ -151,7 +144,6 @@ impl Default for JudgeSettings {
             judge_model: None,
             api_key_env: "OPENAI_API_KEY".into(),
             concurrency: DEFAULT_CONCURRENCY,
-            request_order: crate::RequestOrder::ByQuery,
             requests_per_second: None,
             tokens_per_minute: None,
             timeout: DEFAULT_TIMEOUT_S,
@@ -289,7 +281,6 @@ impl JudgeSettings {
             max_doc_tokens: self.max_doc_tokens,
             concurrency: self.concurrency,
             budget: self.budget(),
-            order: self.request_order,
         }
     }
 

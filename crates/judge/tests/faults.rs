@@ -166,7 +166,6 @@ async fn run(
             max_doc_tokens: 512,
             concurrency: 4,
             budget,
-            order: sieve_judge::RequestOrder::ByQuery,
         },
         &|_| {},
     )
