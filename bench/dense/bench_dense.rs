@@ -7,7 +7,9 @@
 //!
 //! Prints one JSON line: seconds (median of the repeats), GFLOP/s of the scoring
 //! (2 · queries · documents · dim per search), the GEMM peak, their ratio, peak RSS,
-//! and the top-k (ids) of the first query for cross-checking against faiss/numpy.
+//! what `--dense auto` would choose for this size and why, and (`--ids-out`) every
+//! query's top-k ids for cross-checking against faiss/numpy. `--tiles QxD,...` times
+//! the given tiles instead of the default one (the tile sweep behind its constants).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -22,6 +24,9 @@ fn main() {
     let mut k = 100usize;
     let mut repeats = 3usize;
     let mut dump: Option<PathBuf> = None;
+    // `--tiles 256x4096,1024x1024`: time each (queries per block × corpus rows per
+    // chunk) instead of the default tile, one JSON line each (the tile sweep).
+    let mut tiles: Vec<(usize, usize)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut v = || {
@@ -34,6 +39,16 @@ fn main() {
             "--k" => k = v().parse().unwrap_or_else(|_| die("--k: a count")),
             "--repeats" => repeats = v().parse().unwrap_or_else(|_| die("--repeats: a count")),
             "--ids-out" => dump = Some(v().into()),
+            "--tiles" => {
+                tiles = v()
+                    .split(',')
+                    .map(|t| {
+                        t.split_once('x')
+                            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                            .unwrap_or_else(|| die("--tiles: QxD[,QxD...]"))
+                    })
+                    .collect()
+            }
             _ => die(&format!("unknown argument {a}")),
         }
     }
@@ -45,36 +60,52 @@ fn main() {
         die(&format!("queries are {qdim}-d, corpus {dim}-d"));
     }
     let peak = gemm_peak();
-    let mut times = Vec::new();
-    let mut hits = Vec::new();
-    for _ in 0..repeats.max(1) {
-        let t = Instant::now();
-        hits = sieve_index::exact_top_k(&q, &c, dim, k, &|_, _| false);
-        times.push(t.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    let secs = times[times.len() / 2];
-    let gflops = 2.0 * nq as f64 * n as f64 * dim as f64 / secs / 1e9;
-    if let Some(path) = dump {
-        // Row-major nq × k int64 ids, for recall against the peers' results.
-        let mut body = Vec::with_capacity(nq * k * 8);
-        for h in &hits {
-            for i in 0..k {
-                let id = h.get(i).map_or(-1i64, |x| x.doc as i64);
-                body.extend_from_slice(&id.to_le_bytes());
-            }
+    // What `sieve mine --dense auto` would choose for this corpus and query count, so
+    // that run.sh can check the choice against both paths' measured times.
+    let (auto_hnsw, auto_why) = sieve_miner::MineSettings::default().dense_choice(n, nq);
+    let sweep = !tiles.is_empty();
+    let tile_list: Vec<Option<(usize, usize)>> = if sweep {
+        tiles.into_iter().map(Some).collect()
+    } else {
+        vec![None]
+    };
+    for tile in tile_list {
+        let mut times = Vec::new();
+        let mut hits = Vec::new();
+        for _ in 0..repeats.max(1) {
+            let t = Instant::now();
+            hits = match tile {
+                Some(tile) => sieve_index::exact_top_k_tiled(&q, &c, dim, k, &|_, _| false, tile),
+                None => sieve_index::exact_top_k(&q, &c, dim, k, &|_, _| false),
+            };
+            times.push(t.elapsed().as_secs_f64());
         }
-        std::fs::write(&path, body).unwrap_or_else(|e| die(&format!("{}: {e}", path.display())));
+        times.sort_by(f64::total_cmp);
+        let secs = times[times.len() / 2];
+        let gflops = 2.0 * nq as f64 * n as f64 * dim as f64 / secs / 1e9;
+        if let (Some(path), false) = (&dump, sweep) {
+            // Row-major nq × k int64 ids, for recall against the peers' results.
+            let mut body = Vec::with_capacity(nq * k * 8);
+            for h in &hits {
+                for i in 0..k {
+                    let id = h.get(i).map_or(-1i64, |x| x.doc as i64);
+                    body.extend_from_slice(&id.to_le_bytes());
+                }
+            }
+            std::fs::write(path, body).unwrap_or_else(|e| die(&format!("{}: {e}", path.display())));
+        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "impl": "sieve exact_top_k", "n": n, "nq": nq, "dim": dim, "k": k,
+                "tile": tile.map(|(a, b)| format!("{a}x{b}")),
+                "seconds": secs, "all_seconds": times, "gflops": gflops,
+                "gemm_peak_gflops": peak, "efficiency": gflops / peak,
+                "threads": rayon::current_num_threads(), "peak_rss_mib": peak_rss_mib(),
+                "auto": if auto_hnsw { "hnsw" } else { "exact" }, "auto_why": auto_why,
+            })
+        );
     }
-    println!(
-        "{}",
-        serde_json::json!({
-            "impl": "sieve exact_top_k", "n": n, "nq": nq, "dim": dim, "k": k,
-            "seconds": secs, "all_seconds": times, "gflops": gflops,
-            "gemm_peak_gflops": peak, "efficiency": gflops / peak,
-            "threads": rayon::current_num_threads(), "peak_rss_mib": peak_rss_mib(),
-        })
-    );
 }
 
 fn die(msg: &str) -> ! {

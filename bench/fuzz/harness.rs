@@ -1286,7 +1286,7 @@ pub fn targets(seed_dir: &Path) -> Vec<Target> {
             let root = p.ancestors().nth(3).unwrap_or(Path::new("."));
             let cache = sieve_encoder::cache::EmbeddingCache::new(root);
             match cache.get(FP, &TEXTS, 2) {
-                Some(v) if v != stored2 && bytes != emb_seed.as_slice() => {
+                Some(v) if v[..] != stored2[..] && bytes != emb_seed.as_slice() => {
                     Outcome::Violation("a damaged entry was read as embeddings".into())
                 }
                 Some(_) => Outcome::Ok,

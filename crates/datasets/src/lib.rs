@@ -31,6 +31,7 @@
 
 mod beir;
 mod error;
+pub mod floats;
 mod lines;
 pub mod mined;
 pub mod npy;

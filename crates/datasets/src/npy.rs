@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
+use crate::floats::Floats;
 use crate::Error;
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -47,6 +48,40 @@ pub fn write_npy(path: &Path, data: &[f32], rows: usize, dim: usize) -> Result<(
 /// is one row. Anything else (float64, Fortran order, big-endian) is refused with
 /// the header in the message, rather than silently converted.
 pub fn read_npy(path: &Path) -> Result<(usize, usize, Vec<f32>), Error> {
+    let (mut f, layout) = open(path)?;
+    Ok((
+        layout.rows,
+        layout.dim,
+        read_payload(path, &mut f, &layout)?,
+    ))
+}
+
+/// As [`read_npy`], but the matrix is a private copy-on-write mapping of the file
+/// where that is exact (see [`Floats`]): a multi-GB corpus matrix is then read in
+/// place as it is used, not copied up front. The same checks and errors as
+/// `read_npy`; a file that cannot be mapped exactly is read instead.
+pub fn read_npy_mapped(path: &Path) -> Result<(usize, usize, Floats), Error> {
+    let (mut f, layout) = open(path)?;
+    let data = match Floats::map(&f, layout.start, layout.len).map_err(|e| Error::io(path, e))? {
+        Some(m) => m,
+        None => read_payload(path, &mut f, &layout)?.into(),
+    };
+    Ok((layout.rows, layout.dim, data))
+}
+
+/// Where a checked `.npy` file's payload lies.
+struct Layout {
+    rows: usize,
+    dim: usize,
+    /// Byte offset of the first value.
+    start: u64,
+    /// Number of f32 values: `rows * dim`, and exactly what the file holds after
+    /// the header.
+    len: usize,
+}
+
+/// Opens `path` and checks its header against its size.
+fn open(path: &Path) -> Result<(std::fs::File, Layout), Error> {
     let bad = |problem: String| Error::Format {
         path: path.to_path_buf(),
         problem,
@@ -105,20 +140,44 @@ pub fn read_npy(path: &Path) -> Result<(usize, usize, Vec<f32>), Error> {
         [r, d] => (*r, *d),
         _ => return Err(bad(format!("expected a 2-D array, shape ({shape})"))),
     };
-    // Read straight into the f32 buffer (no second copy of a multi-GB matrix), then
-    // fix the byte order in place (a no-op on little-endian machines).
-    let payload = size.saturating_sub(start + header_len as u64);
+    let start = start + header_len as u64;
+    let payload = size.saturating_sub(start);
     let len = match rows.checked_mul(dim) {
-        Some(n) if n.checked_mul(4).is_some_and(|b| b as u64 <= payload) => n,
+        Some(n) if n.checked_mul(4).is_some_and(|b| b as u64 == payload) => n,
         _ => {
             return Err(bad(format!(
-                "shape ({rows}, {dim}) needs {} bytes of data, found {payload} (truncated?)",
+                "shape ({rows}, {dim}) needs {} bytes of data, found {payload} ({})",
                 rows.checked_mul(dim)
                     .and_then(|n| n.checked_mul(4))
-                    .map_or("more than 2^64".to_string(), |b| b.to_string())
+                    .map_or("more than 2^64".to_string(), |b| b.to_string()),
+                if rows
+                    .checked_mul(dim)
+                    .and_then(|n| n.checked_mul(4))
+                    .is_some_and(|b| (b as u64) < payload)
+                {
+                    "trailing bytes after the array"
+                } else {
+                    "truncated?"
+                }
             )))
         }
     };
+    Ok((
+        f,
+        Layout {
+            rows,
+            dim,
+            start,
+            len,
+        },
+    ))
+}
+
+/// Reads the payload `open` checked into an owned buffer.
+fn read_payload(path: &Path, f: &mut std::fs::File, layout: &Layout) -> Result<Vec<f32>, Error> {
+    let len = layout.len;
+    // Read straight into the f32 buffer (no second copy of a multi-GB matrix), then
+    // fix the byte order in place (a no-op on little-endian machines).
     let mut data = vec![0f32; len];
     // SAFETY: any byte pattern is a valid f32; the slice covers exactly `data`.
     let bytes = unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<u8>(), len * 4) };
@@ -131,23 +190,22 @@ pub fn read_npy(path: &Path) -> Result<(usize, usize, Vec<f32>), Error> {
             Err(e) => return Err(Error::io(path, e)),
         }
     }
-    let mut extra = [0u8; 1];
-    let trailing = f.read(&mut extra).map_err(|e| Error::io(path, e))?;
-    if filled != bytes.len() || trailing != 0 {
-        return Err(bad(format!(
-            "shape ({rows}, {dim}) needs {} bytes of data, found {} (truncated?)",
-            len * 4,
-            if trailing != 0 {
-                format!("more than {filled}")
-            } else {
-                filled.to_string()
-            }
-        )));
+    // The size was checked in `open`; a shorter read means the file shrank since.
+    if filled != bytes.len() {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            problem: format!(
+                "shape ({}, {}) needs {} bytes of data, found {filled} (truncated while reading?)",
+                layout.rows,
+                layout.dim,
+                len * 4
+            ),
+        });
     }
     for v in &mut data {
         *v = f32::from_bits(u32::from_le(v.to_bits()));
     }
-    Ok((rows, dim, data))
+    Ok(data)
 }
 
 #[cfg(test)]
@@ -161,6 +219,18 @@ mod tests {
         let data: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect();
         write_npy(&p, &data, 3, 4).unwrap();
         assert_eq!(read_npy(&p).unwrap(), (3, 4, data.clone()));
+        let (r, d, mapped) = read_npy_mapped(&p).unwrap();
+        assert!(mapped.is_mapped(), "a 64-byte-aligned payload is mapped");
+        assert_eq!((r, d, &mapped[..]), (3, 4, &data[..]));
+        drop(mapped);
+        // Trailing bytes are refused by both readers.
+        let mut longer = std::fs::read(&p).unwrap();
+        longer.extend([0u8; 4]);
+        let q = dir.path().join("long.npy");
+        std::fs::write(&q, &longer).unwrap();
+        for err in [read_npy(&q).unwrap_err(), read_npy_mapped(&q).unwrap_err()] {
+            assert!(err.to_string().contains("trailing"), "{err}");
+        }
         // Header padded so that data starts on a 64-byte boundary, as numpy does.
         assert_eq!((std::fs::metadata(&p).unwrap().len() - 48) % 64, 0);
         assert!(write_npy(&p, &data, 5, 4).is_err());
@@ -169,6 +239,7 @@ mod tests {
         std::fs::write(&p, &bytes[..bytes.len() - 4]).unwrap();
         let err = read_npy(&p).unwrap_err().to_string();
         assert!(err.contains("truncated") && err.contains("a.npy"), "{err}");
+        assert_eq!(read_npy_mapped(&p).unwrap_err().to_string(), err);
         // float64 is refused, naming the dtype.
         let hdr = "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1), }";
         let mut f64file = b"\x93NUMPY\x01\x00".to_vec();
@@ -177,5 +248,22 @@ mod tests {
         f64file.extend(1.0f64.to_le_bytes());
         std::fs::write(&p, f64file).unwrap();
         assert!(read_npy(&p).unwrap_err().to_string().contains("<f8"));
+        // A payload that does not start on a 4-byte boundary (a hand-written header
+        // of odd length) is read, not mapped, with the same values.
+        let hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }";
+        assert_eq!(
+            (10 + hdr.len()) % 4,
+            3,
+            "the test needs an unaligned payload"
+        );
+        let mut odd = b"\x93NUMPY\x01\x00".to_vec();
+        odd.extend((hdr.len() as u16).to_le_bytes());
+        odd.extend(hdr.as_bytes());
+        odd.extend(1.5f32.to_le_bytes());
+        odd.extend((-2.0f32).to_le_bytes());
+        std::fs::write(&p, odd).unwrap();
+        let (r, d, v) = read_npy_mapped(&p).unwrap();
+        assert!(!v.is_mapped());
+        assert_eq!((r, d, &v[..]), (1, 2, &[1.5, -2.0][..]));
     }
 }

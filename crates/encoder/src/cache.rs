@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use sieve_datasets::floats::Floats;
 
 use crate::error::{Error, Result};
 
@@ -72,7 +73,9 @@ impl EmbeddingCache {
 
     /// The cached `n × dim` matrix for these texts, or `None` if absent or damaged (a
     /// damaged entry is reported, treated as a miss and overwritten by the next put).
-    pub fn get(&self, fingerprint: &str, texts: &[&str], dim: usize) -> Option<Vec<f32>> {
+    /// The matrix is a private mapping of the entry (see [`Floats`]): a hit costs a
+    /// checksum pass over the file, not a copy of it.
+    pub fn get(&self, fingerprint: &str, texts: &[&str], dim: usize) -> Option<Floats> {
         let path = self.path(fingerprint, texts);
         let mut file = std::fs::File::open(&path).ok()?;
         match read_entry(&mut file, texts.len(), dim) {
@@ -94,12 +97,24 @@ impl EmbeddingCache {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-            let payload: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            // The checksum goes before the payload: hash, then write, in chunks (no
+            // byte copy of a multi-GB matrix).
+            let mut h = Sha256::new();
+            let mut chunk = Vec::with_capacity(CHUNK * 4);
+            for part in data.chunks(CHUNK) {
+                chunk.clear();
+                chunk.extend(part.iter().flat_map(|v| v.to_le_bytes()));
+                h.update(&chunk);
+            }
             f.write_all(MAGIC)?;
             f.write_all(&(texts.len() as u64).to_le_bytes())?;
             f.write_all(&(dim as u64).to_le_bytes())?;
-            f.write_all(&Sha256::digest(&payload))?;
-            f.write_all(&payload)?;
+            f.write_all(&h.finalize())?;
+            for part in data.chunks(CHUNK) {
+                chunk.clear();
+                chunk.extend(part.iter().flat_map(|v| v.to_le_bytes()));
+                f.write_all(&chunk)?;
+            }
             f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             std::fs::rename(&tmp, &path)
         };
@@ -110,12 +125,15 @@ impl EmbeddingCache {
     }
 }
 
+/// Values per chunk when hashing or writing an entry.
+const CHUNK: usize = 1 << 16;
+
 /// Reads and checks one entry of `n × dim` values; the error says what is wrong.
 fn read_entry(
     file: &mut std::fs::File,
     n: usize,
     dim: usize,
-) -> std::result::Result<Vec<f32>, String> {
+) -> std::result::Result<Floats, String> {
     let mut header = [0u8; HEADER];
     file.read_exact(&mut header)
         .map_err(|e| format!("header: {e}"))?;
@@ -131,23 +149,42 @@ fn read_entry(
     if (rows, d) != (n, dim) {
         return Err(format!("{rows} × {d}, expected {n} × {dim}"));
     }
-    let mut bytes = Vec::with_capacity(n * dim * 4);
-    file.read_to_end(&mut bytes)
-        .map_err(|e| format!("payload: {e}"))?;
-    if bytes.len() != n * dim * 4 {
-        return Err(format!(
-            "{} payload bytes, expected {}",
-            bytes.len(),
-            n * dim * 4
-        ));
+    let size = file.metadata().map_err(|e| format!("size: {e}"))?.len();
+    let payload = size.saturating_sub(HEADER as u64);
+    if payload != (n * dim * 4) as u64 {
+        return Err(format!("{payload} payload bytes, expected {}", n * dim * 4));
     }
-    if Sha256::digest(&bytes).as_slice() != &header[24..HEADER] {
+    let data = match Floats::map(file, HEADER as u64, n * dim).map_err(|e| format!("map: {e}"))? {
+        Some(m) => m,
+        None => {
+            let mut bytes = Vec::with_capacity(n * dim * 4);
+            file.read_to_end(&mut bytes)
+                .map_err(|e| format!("payload: {e}"))?;
+            if bytes.len() != n * dim * 4 {
+                return Err(format!(
+                    "{} payload bytes, expected {}",
+                    bytes.len(),
+                    n * dim * 4
+                ));
+            }
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect::<Vec<f32>>()
+                .into()
+        }
+    };
+    let mut h = Sha256::new();
+    let mut chunk = Vec::with_capacity(CHUNK * 4);
+    for part in data.chunks(CHUNK) {
+        chunk.clear();
+        chunk.extend(part.iter().flat_map(|v| v.to_le_bytes()));
+        h.update(&chunk);
+    }
+    if h.finalize().as_slice() != &header[24..HEADER] {
         return Err("checksum mismatch: the file was changed after it was written".into());
     }
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+    Ok(data)
 }
 
 /// Embeds `texts` with `encoder`, reading and filling `cache` when given; `progress`
@@ -158,7 +195,7 @@ pub fn encode_cached(
     batch_size: usize,
     cache: Option<&EmbeddingCache>,
     progress: &(dyn Fn(usize) + Sync),
-) -> Result<Vec<f32>> {
+) -> Result<Floats> {
     if let Some(hit) = cache.and_then(|c| c.get(encoder.fingerprint(), texts, encoder.dim())) {
         return Ok(hit);
     }
@@ -166,7 +203,7 @@ pub fn encode_cached(
     if let Some(c) = cache {
         c.put(encoder.fingerprint(), texts, emb.dim, &emb.data)?;
     }
-    Ok(emb.data)
+    Ok(emb.data.into())
 }
 
 #[cfg(test)]
@@ -181,7 +218,12 @@ mod tests {
         let data = [1.0f32, 2.0, 3.0, 4.0];
         assert!(cache.get("f00d", &texts, 2).is_none());
         cache.put("f00d", &texts, 2, &data).unwrap();
-        assert_eq!(cache.get("f00d", &texts, 2).unwrap(), data);
+        let hit = cache.get("f00d", &texts, 2).unwrap();
+        assert_eq!(&hit[..], &data[..]);
+        assert!(
+            hit.is_mapped(),
+            "a hit maps the entry rather than copying it"
+        );
         // Different model, different texts, or a different boundary: misses.
         assert!(cache.get("beef", &texts, 2).is_none());
         assert!(cache.get("f00d", &["ab", "c"], 2).is_none());
@@ -211,7 +253,7 @@ mod tests {
         let texts = ["x", "y"];
         let data = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
         cache.put("m", &texts, 3, &data).unwrap();
-        assert_eq!(cache.get("m", &texts, 3).unwrap(), data);
+        assert_eq!(&cache.get("m", &texts, 3).unwrap()[..], &data[..]);
         let path = cache.path("m", &texts);
         let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.seek(SeekFrom::Start(HEADER as u64 + 4)).unwrap();
@@ -220,6 +262,6 @@ mod tests {
         assert!(cache.get("m", &texts, 3).is_none());
         // The next put repairs it.
         cache.put("m", &texts, 3, &data).unwrap();
-        assert_eq!(cache.get("m", &texts, 3).unwrap(), data);
+        assert_eq!(&cache.get("m", &texts, 3).unwrap()[..], &data[..]);
     }
 }

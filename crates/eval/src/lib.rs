@@ -30,6 +30,7 @@ pub mod significance;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use sieve_datasets::floats::Floats;
 use sieve_datasets::{BeirDataset, Progress, SharedProgress};
 use sieve_encoder::Encoder;
 use sieve_index::{Bm25Index, Hit, Retriever};
@@ -73,7 +74,7 @@ pub fn embed_cached(
     texts: &[&str],
     what: &str,
     opts: &EvalOptions,
-) -> Result<Vec<f32>> {
+) -> Result<Floats> {
     let cache = opts.cache_dir.as_deref().map(cache::EmbeddingCache::new);
     opts.progress.start(what, texts.len());
     let emb = cache::encode_cached(encoder, texts, opts.batch_size, cache.as_ref(), &|n| {
@@ -84,7 +85,7 @@ pub fn embed_cached(
 }
 
 /// The corpus's `title + " " + text` embeddings, through the cache.
-fn embed_corpus(encoder: &Encoder, ds: &BeirDataset, opts: &EvalOptions) -> Result<Vec<f32>> {
+fn embed_corpus(encoder: &Encoder, ds: &BeirDataset, opts: &EvalOptions) -> Result<Floats> {
     let doc_texts: Vec<String> = ds.corpus.iter().map(|d| d.full_text()).collect();
     let doc_refs: Vec<&str> = doc_texts.iter().map(String::as_str).collect();
     embed_cached(encoder, &doc_refs, "corpus", opts)
@@ -159,11 +160,7 @@ pub fn evaluate_dense(
 }
 
 /// The dense run and the corpus embeddings it came from.
-pub fn dense_run(
-    encoder: &Encoder,
-    ds: &BeirDataset,
-    opts: &EvalOptions,
-) -> Result<(Run, Vec<f32>)> {
+pub fn dense_run(encoder: &Encoder, ds: &BeirDataset, opts: &EvalOptions) -> Result<(Run, Floats)> {
     let query_refs: Vec<&str> = ds.queries.iter().map(|q| q.text.as_str()).collect();
     let corpus = embed_corpus(encoder, ds, opts)?;
     let queries = embed_cached(encoder, &query_refs, "queries", opts)?;

@@ -4,21 +4,25 @@
 //! and at evaluation sizes (up to a few million documents) a blocked matrix
 //! product is fast enough: the work is one GEMM per (query block × corpus
 //! chunk) tile followed by a bounded heap per query, so memory stays at
-//! `O(threads × QUERY_BLOCK × DOC_CHUNK + nq × k)` and never holds the full
-//! `nq × n` score matrix.
+//! `O(threads × MAX_QUERY_BLOCK × DOC_CHUNK + nq × k)` and never holds the full
+//! `nq × n` score matrix. At 1M × 10k × 384 it runs at the `gemm` crate's
+//! square-product peak (bench/dense).
 
 use rayon::prelude::*;
 
 use crate::topk::{merge, TopK};
 use crate::Hit;
 
-/// Queries scored together in one GEMM. Large enough that the packed corpus
-/// chunk is reused across many rows, small enough that a score tile
-/// (`QUERY_BLOCK × DOC_CHUNK` f32 = 4 MiB) fits comfortably in cache/RAM per thread.
-const QUERY_BLOCK: usize = 256;
+/// At most this many queries are scored together in one GEMM. The `gemm` crate packs
+/// the corpus chunk inside every call, so the packing is paid once per query block:
+/// ~1,000 rows make it a few percent of the product (256 rows left 26% of the GEMM
+/// peak on the table at 1M × 10k × 384 on a Xeon; bench/dense's tile sweep).
+const MAX_QUERY_BLOCK: usize = 1024;
 
-/// Corpus rows scored per GEMM call; see [`QUERY_BLOCK`] for the tile size.
-const DOC_CHUNK: usize = 4096;
+/// Corpus rows scored per GEMM call: a `1024 × 512` f32 score tile is 2 MiB, in L2
+/// while the heaps read it (1024 × 4096 lost nothing on a 2 MiB-L2 Xeon but would
+/// spill an EPYC's 512 KiB L2 further).
+const DOC_CHUNK: usize = 512;
 
 /// Scores tested against a query's heap threshold at once (two AVX-512 registers).
 const SCAN_GROUP: usize = 32;
@@ -47,7 +51,40 @@ pub fn exact_top_k(
     k: usize,
     skip: &(dyn Fn(usize, usize) -> bool + Sync),
 ) -> Vec<Vec<Hit>> {
+    let nq = queries.len() / dim.max(1);
+    let threads = rayon::current_num_threads().max(1);
+    exact_top_k_tiled(
+        queries,
+        corpus,
+        dim,
+        k,
+        skip,
+        (query_block_for(nq, threads), DOC_CHUNK),
+    )
+}
+
+/// Queries per block: at most [`MAX_QUERY_BLOCK`], with the block count a multiple of
+/// the thread count so that no thread idles through the last round (10,000 queries on
+/// 2 threads: 10 blocks of 1,000, not 9 of 1,024 and one of 784).
+fn query_block_for(nq: usize, threads: usize) -> usize {
+    let threads = threads.max(1);
+    let blocks = threads * nq.div_ceil(threads * MAX_QUERY_BLOCK).max(1);
+    nq.div_ceil(blocks).max(1)
+}
+
+/// [`exact_top_k`] with the tile (queries per block, corpus rows per chunk) given:
+/// for `bench/dense`'s tile sweep, not for callers.
+#[doc(hidden)]
+pub fn exact_top_k_tiled(
+    queries: &[f32],
+    corpus: &[f32],
+    dim: usize,
+    k: usize,
+    skip: &(dyn Fn(usize, usize) -> bool + Sync),
+    (query_block, doc_chunk): (usize, usize),
+) -> Vec<Vec<Hit>> {
     assert!(dim > 0, "exact_top_k: dim must be positive");
+    assert!(query_block > 0 && doc_chunk > 0, "exact_top_k: empty tile");
     assert!(
         queries.len().is_multiple_of(dim) && corpus.len().is_multiple_of(dim),
         "exact_top_k: buffer lengths ({}, {}) are not multiples of dim {dim}",
@@ -67,8 +104,8 @@ pub fn exact_top_k(
         return vec![Vec::new(); nq];
     }
 
-    let query_blocks = nq.div_ceil(QUERY_BLOCK);
-    let doc_chunks = n.div_ceil(DOC_CHUNK);
+    let query_blocks = nq.div_ceil(query_block);
+    let doc_chunks = n.div_ceil(doc_chunk);
     // Few queries (e.g. one interactive query): split the corpus instead so
     // that every thread still has work; results are merged per query below.
     let threads = rayon::current_num_threads().max(1);
@@ -87,10 +124,10 @@ pub fn exact_top_k(
         .map(|task| {
             let block = task / shards;
             let shard = task % shards;
-            let q0 = block * QUERY_BLOCK;
-            let q1 = (q0 + QUERY_BLOCK).min(nq);
-            let d0 = (shard * chunks_per_shard * DOC_CHUNK).min(n);
-            let d1 = ((shard + 1) * chunks_per_shard * DOC_CHUNK).min(n);
+            let q0 = block * query_block;
+            let q1 = (q0 + query_block).min(nq);
+            let d0 = (shard * chunks_per_shard * doc_chunk).min(n);
+            let d1 = ((shard + 1) * chunks_per_shard * doc_chunk).min(n);
             score_tile(
                 &queries[q0 * dim..q1 * dim],
                 q0,
@@ -100,13 +137,14 @@ pub fn exact_top_k(
                 dim,
                 k,
                 skip,
+                doc_chunk,
             )
         })
         .collect();
 
     let mut per_query: Vec<Vec<Vec<Hit>>> = (0..nq).map(|_| Vec::with_capacity(shards)).collect();
     for (task, lists) in partial.into_iter().enumerate() {
-        let q0 = (task / shards) * QUERY_BLOCK;
+        let q0 = (task / shards) * query_block;
         for (offset, list) in lists.into_iter().enumerate() {
             per_query[q0 + offset].push(list);
         }
@@ -135,13 +173,14 @@ fn score_tile(
     dim: usize,
     k: usize,
     skip: &(dyn Fn(usize, usize) -> bool + Sync),
+    doc_chunk: usize,
 ) -> Vec<Vec<Hit>> {
     let rows = block.len() / dim;
     let mut tops: Vec<TopK> = (0..rows).map(|_| TopK::new(k)).collect();
-    let mut scores = vec![0f32; rows * DOC_CHUNK.min(d1.saturating_sub(d0))];
+    let mut scores = vec![0f32; rows * doc_chunk.min(d1.saturating_sub(d0))];
     let mut start = d0;
     while start < d1 {
-        let end = (start + DOC_CHUNK).min(d1);
+        let end = (start + doc_chunk).min(d1);
         let cols = end - start;
         let tile = &mut scores[..rows * cols];
         matmul_transposed(
@@ -221,6 +260,25 @@ fn matmul_transposed(a: &[f32], b: &[f32], dim: usize, rows: usize, cols: usize,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_blocks_come_in_multiples_of_the_threads() {
+        assert_eq!(query_block_for(10_000, 2), 1000);
+        assert_eq!(query_block_for(3000, 2), 750);
+        assert_eq!(query_block_for(2048, 2), 1024);
+        assert_eq!(query_block_for(1, 8), 1);
+        assert_eq!(query_block_for(0, 2), 1);
+        for (nq, threads) in [(10_000, 2), (12_345, 16), (700, 3), (5_000, 1)] {
+            let qb = query_block_for(nq, threads);
+            assert!(qb <= MAX_QUERY_BLOCK);
+            let blocks = nq.div_ceil(qb);
+            // Every round but possibly a short last block keeps all threads busy.
+            assert!(
+                blocks % threads == 0 || blocks < threads,
+                "{nq} on {threads}: {blocks}"
+            );
+        }
+    }
 
     #[test]
     fn matmul_matches_naive() {

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 pub use bm25::{Bm25Index, Bm25Params, DEFAULT_BM25_PARAMS, ENGLISH_STOP_WORDS};
 pub use candidates::{Candidates, HybridSearch};
-pub use dense::exact_top_k;
+pub use dense::{exact_top_k, exact_top_k_tiled};
 pub use fusion::{fuse_rrf, DEFAULT_RRF_K};
 pub use hnsw::{
     ef_search_for, measured_recall, HnswIndex, HnswParams, MeasuredRecall,

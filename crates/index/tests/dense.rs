@@ -1,6 +1,6 @@
 //! `exact_top_k` against a naive O(nq·n) reference.
 
-use sieve_index::{exact_top_k, Hit};
+use sieve_index::{exact_top_k, exact_top_k_tiled, Hit};
 
 /// The workspace's SplitMix64, so tests need no `rand` crate.
 struct Rng(u64);
@@ -79,6 +79,28 @@ fn matches_naive_exactly_with_ties_across_chunks_and_blocks() {
         let want = naive(&queries, &corpus, dim, k, &|_, _| false);
         assert_eq!(got, want, "nq={nq} n={n} k={k}");
         assert!(got.iter().all(|h| h.len() == k));
+    }
+}
+
+#[test]
+fn every_tile_shape_gives_the_same_ranking() {
+    // Odd tiles put block and chunk edges everywhere, a shape larger than the data
+    // leaves one tile, and one-query blocks make the task count exceed the threads.
+    let mut rng = Rng(13);
+    let (nq, n, dim, k) = (45, 1300, 19, 12);
+    let (queries, corpus) = tied_data(&mut rng, nq, n, dim, 40);
+    let skip = |q: usize, d: usize| (q + d) % 11 == 0;
+    let want = naive(&queries, &corpus, dim, k, &skip);
+    for tile in [
+        (1, 1),
+        (7, 33),
+        (45, 1300),
+        (1000, 4096),
+        (2, 512),
+        (44, 129),
+    ] {
+        let got = exact_top_k_tiled(&queries, &corpus, dim, k, &skip, tile);
+        assert_eq!(got, want, "tile {tile:?}");
     }
 }
 

@@ -15,7 +15,7 @@
 //! # fn embed_q(_: &[sieve_miner::input::MineQuery]) -> Vec<f32> { vec![] }
 //! let input = MiningInput::from_beir("scifact".as_ref(), "train", Default::default())?;
 //! let bm25 = sieve_miner::open_or_build_bm25(&input, "cache".as_ref())?;
-//! let emb = QueryEmbeddings { corpus: embed(&input.corpus), queries: embed_q(&input.queries), dim: 384 };
+//! let emb = QueryEmbeddings { corpus: embed(&input.corpus).into(), queries: embed_q(&input.queries).into(), dim: 384 };
 //! let opts = MineOptions::default();
 //! let meta = sieve_miner::run_metadata(&input, &opts, Default::default())?;
 //! let rows = mine(&input, &emb, &bm25, None, &opts, "mined.parquet".as_ref(), &meta, &|_| {})?;
@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use sieve_datasets::floats::Floats;
 use sieve_datasets::mined::{read_mined, write_mined, Candidate, Dropped, MinedRow, PositiveHit};
 use sieve_datasets::parquet_io::{read_metadata, Metadata};
 use sieve_index::{Bm25Index, Hit, HnswIndex, HnswParams};
@@ -115,10 +116,12 @@ impl Default for MineOptions {
     }
 }
 
-/// L2-normalised embeddings of the corpus and of the queries, row-major.
+/// L2-normalised embeddings of the corpus and of the queries, row-major. Owned, or
+/// mapped from the `.npy` file or cache entry they were read from ([`Floats`]): a
+/// 1M-document corpus is then searched in place, not copied first.
 pub struct QueryEmbeddings {
-    pub corpus: Vec<f32>,
-    pub queries: Vec<f32>,
+    pub corpus: Floats,
+    pub queries: Floats,
     pub dim: usize,
 }
 
@@ -147,17 +150,25 @@ impl QueryEmbeddings {
 }
 
 /// Scales each row to unit length (zero rows stay zero): cosine as a dot product.
+/// Rows already of unit length (within [`UNIT_NORM_TOLERANCE`]) are left as they are,
+/// unwritten: the embeddings `sieve encode` and most servers return are normalised, and
+/// a mapped matrix's pages then stay shared with the file instead of being copied.
 pub fn normalize_rows(data: &mut [f32], dim: usize) {
     if dim == 0 {
         return;
     }
     data.par_chunks_mut(dim).for_each(|row| {
         let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-        if norm > 0.0 {
+        if norm > 0.0 && (norm - 1.0).abs() > UNIT_NORM_TOLERANCE {
             row.iter_mut().for_each(|v| *v /= norm);
         }
     });
 }
+
+/// How far from 1 a row's norm may be and still count as normalised: a few float32
+/// rounding steps of a 384–4096-d sum of squares, far below anything that moves a
+/// ranking (scores change by at most this relative amount).
+pub const UNIT_NORM_TOLERANCE: f32 = 1e-6;
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -574,4 +585,32 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<Vec<MinedRow>> {
     base.insert(RUN_KEY.into(), key);
     write_mined(out, &rows, &base)?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unit rows are not written (a mapped matrix keeps its pages shared with the
+    /// file), other rows are scaled to unit length, zero rows stay zero.
+    #[test]
+    fn normalize_rows_leaves_unit_rows_untouched() {
+        let s = 1.0f32 / 3.0f32.sqrt();
+        let unit = [s, s, s];
+        let mut m: Vec<f32> = unit
+            .iter()
+            .copied()
+            .chain([3.0, 0.0, 4.0, 0.0, 0.0, 0.0])
+            .collect();
+        normalize_rows(&mut m, 3);
+        assert_eq!(
+            m[..3].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            unit.map(f32::to_bits)
+        );
+        assert_eq!(&m[3..], &[0.6, 0.0, 0.8, 0.0, 0.0, 0.0]);
+        // Slightly off unit length is rescaled.
+        let mut off = vec![1.001f32, 0.0];
+        normalize_rows(&mut off, 2);
+        assert_eq!(off, [1.0, 0.0]);
+    }
 }

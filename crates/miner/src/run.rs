@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use sieve_datasets::floats::Floats;
 use sieve_datasets::mined::MinedRow;
 use sieve_datasets::parquet_io::{read_metadata, Metadata};
 use sieve_datasets::{LoadOptions, Progress};
@@ -64,8 +65,10 @@ pub struct Mined {
     pub options: MineOptions,
 }
 
-fn read_embeddings(path: &Path, rows: usize, what: &str) -> Result<(Vec<f32>, usize)> {
-    let (n, dim, mut data) = sieve_datasets::npy::read_npy(path)?;
+/// The rows of a precomputed `.npy`, mapped in place (normalised rows stay shared with
+/// the file; see [`crate::normalize_rows`]).
+fn read_embeddings(path: &Path, rows: usize, what: &str) -> Result<(Floats, usize)> {
+    let (n, dim, mut data) = sieve_datasets::npy::read_npy_mapped(path)?;
     if n != rows {
         return Err(Error::mismatch(
             path,
@@ -149,7 +152,7 @@ fn embeddings(
             let fp = encoder.fingerprint().to_string();
             meta.insert("sieve.model_fingerprint".into(), fp.clone());
             let cache = sieve_encoder::cache::EmbeddingCache::new(cache_root);
-            let embed = |texts: &[&str], what: &str| -> Result<Vec<f32>> {
+            let embed = |texts: &[&str], what: &str| -> Result<Floats> {
                 progress.start(what, texts.len());
                 let e = sieve_encoder::cache::encode_cached(
                     &encoder,

@@ -85,8 +85,8 @@ fn fixture() -> (MiningInput, QueryEmbeddings) {
     (
         input,
         QueryEmbeddings {
-            corpus: corpus_emb,
-            queries: query_emb,
+            corpus: corpus_emb.into(),
+            queries: query_emb.into(),
             dim,
         },
     )

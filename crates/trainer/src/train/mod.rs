@@ -462,7 +462,7 @@ impl Trainer {
             .map(sieve_encoder::cache::EmbeddingCache::new);
         let emb =
             sieve_encoder::cache::encode_cached(&snapshot, &texts, 64, cache.as_ref(), &|_| {})?;
-        self.table = Some(CorpusTable::new(emb, snapshot.dim()));
+        self.table = Some(CorpusTable::new(emb.into_vec(), snapshot.dim()));
         self.table_refreshed = self.state.step;
         hooks.on_message(&format!(
             "corpus embedded in {:.1}s",
