@@ -36,7 +36,7 @@ impl Floats {
     /// The caller checks first that `offset + 4 * len` is within the file: mapping
     /// past its end would make the last pages fault.
     pub fn map(file: &File, offset: u64, len: usize) -> std::io::Result<Option<Self>> {
-        if cfg!(target_endian = "big") || offset % 4 != 0 || len == 0 {
+        if cfg!(target_endian = "big") || !offset.is_multiple_of(4) || len == 0 {
             return Ok(None);
         }
         let bytes = len
@@ -53,7 +53,7 @@ impl Floats {
         };
         // memmap2 maps from the page below `offset` and points at `offset`, so the
         // pointer's alignment is the offset's: 4 bytes, as f32 needs.
-        if map.as_ptr() as usize % std::mem::align_of::<f32>() != 0 {
+        if !(map.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>()) {
             return Ok(None);
         }
         Ok(Some(Floats(Repr::Mapped { map, len })))
