@@ -1151,9 +1151,22 @@ struct LinearGradOp;
 impl LinearGradOp {
     fn grad<T: Real>(x: &[T], w: &[T], dy: &[T], rows: usize, inp: usize, out: usize) -> Vec<T> {
         let (z, one) = (T::zero(), T::one());
-        let mut buf = vec![z; (rows + out) * inp + out];
-        let (dx, rest) = buf.split_at_mut(rows * inp);
+        let len = (rows + out) * inp + out;
+        if rows == 0 || out == 0 || inp == 0 {
+            // An empty product may leave its destination unwritten: all zeros is right.
+            return vec![z; len];
+        }
+        // dx and dW are written whole by the products (beta 0: the destination is never
+        // read), so only db is zeroed: zeroing all of it was a memset of every layer's
+        // activations per step.
+        let mut buf: Vec<T> = Vec::with_capacity(len);
+        let spare = &mut buf.spare_capacity_mut()[..len];
+        let (dx, rest) = spare.split_at_mut(rows * inp);
         let (dw, db) = rest.split_at_mut(out * inp);
+        db.fill(std::mem::MaybeUninit::new(z));
+        // SAFETY (for the casts below): MaybeUninit<T> has T's layout; the products
+        // only write these elements, and db now holds zeros.
+        let db = unsafe { &mut *(db as *mut [std::mem::MaybeUninit<T>] as *mut [T]) };
         let threads = rayon::current_num_threads().max(1);
         let row_block = rows.div_ceil(threads).max(1);
         let out_block = out.div_ceil(threads).max(1);
@@ -1164,13 +1177,14 @@ impl LinearGradOp {
                     .zip(dy.par_chunks(row_block * out))
                     .for_each(|(dx, dy)| {
                         let r = dy.len() / out.max(1);
-                        // SAFETY: dy block r×out, W out×inp, dx block r×inp.
+                        // SAFETY: dy block r×out, W out×inp, dx block r×inp (written,
+                        // not read).
                         unsafe {
                             mm(
                                 r,
                                 inp,
                                 out,
-                                (dx.as_mut_ptr(), inp),
+                                (dx.as_mut_ptr().cast::<T>(), inp),
                                 (dy.as_ptr(), out, 1),
                                 (w.as_ptr(), inp, 1),
                                 one,
@@ -1193,7 +1207,7 @@ impl LinearGradOp {
                                 r,
                                 inp,
                                 rows,
-                                (dw.as_mut_ptr(), inp),
+                                (dw.as_mut_ptr().cast::<T>(), inp),
                                 (dy[o0..].as_ptr(), 1, out),
                                 (x.as_ptr(), inp, 1),
                                 one,
@@ -1210,6 +1224,9 @@ impl LinearGradOp {
                     })
             },
         );
+        // SAFETY: every element of 0..len was written above (dx and dW by the products,
+        // db by the fill and the sums).
+        unsafe { buf.set_len(len) };
         buf
     }
 }
