@@ -77,6 +77,221 @@ fn product(
     }
 }
 
+/// `dst (m×n)` = `a (m×k, strides a_rs, a_cs)` · `b (k×n, strides b_rs, b_cs)`, one
+/// thread or gemm's own split.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm_raw(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    a: *const f32,
+    (a_rs, a_cs): (usize, usize),
+    b: *const f32,
+    (b_rs, b_cs): (usize, usize),
+    par: gemm::Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        false,
+        a,
+        a_cs as isize,
+        a_rs as isize,
+        b,
+        b_cs as isize,
+        b_rs as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        par,
+    );
+}
+
+/// Raw pointer that tasks write disjoint parts of.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: each task writes only its own rows (see the users).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+impl Out {
+    /// Through a method, so that closures capture the Send wrapper, not its field.
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// One linear layer's backward (dx = dy W, dW = dyᵀ x, for x rows×inp, W out×inp),
+/// the ways it can use the cores; fresh activations each repeat, as in a training step
+/// (the products never find their inputs in cache from the previous repeat).
+/// `joined`: `fused::LinearGradOp`'s way (dx and dW at once, each cut in one block per
+/// thread); `sequential`: dx then dW, each cut per thread; `gemm-split`: dx then dW,
+/// each with gemm's own parallelism.
+fn layer_backward(repeats: usize, threads: usize) {
+    let rows = 4096;
+    for (name, inp, out) in [
+        ("qkv", 384, 1152),
+        ("out", 384, 384),
+        ("ff1", 384, 1536),
+        ("ff2", 1536, 384),
+    ] {
+        let flop = 2.0 * 2.0 * (rows * inp * out) as f64;
+        let sets: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..4)
+            .map(|s| {
+                let f = |n: usize, p: usize| -> Vec<f32> {
+                    (0..n)
+                        .map(|i| (((i + s * 7) % p) as f32 - p as f32 / 2.0) / p as f32)
+                        .collect()
+                };
+                (f(rows * inp, 97), f(out * inp, 89), f(rows * out, 83))
+            })
+            .collect();
+        let mut dx = vec![0f32; rows * inp];
+        let mut dw = vec![0f32; out * inp];
+        let mut partial: Vec<Vec<f32>> = (0..threads).map(|_| vec![0f32; out * inp]).collect();
+        let mut run = |how: &str| -> f64 {
+            let mut s: Vec<f64> = (0..repeats + 1)
+                .map(|r| {
+                    let (x, w, dy) = &sets[r % sets.len()];
+                    let t = Instant::now();
+                    let (pdx, pdw) = (Out(dx.as_mut_ptr()), Out(dw.as_mut_ptr()));
+                    let row_block = rows.div_ceil(threads);
+                    let out_block = out.div_ceil(threads);
+                    let dx_part = |i: usize| {
+                        let r0 = i * row_block;
+                        let r = row_block.min(rows - r0);
+                        // SAFETY: rows r0..r0+r of dx and dy; W whole.
+                        unsafe {
+                            mm_raw(
+                                (r, inp, out),
+                                pdx.at(r0 * inp),
+                                inp,
+                                dy.as_ptr().add(r0 * out),
+                                (out, 1),
+                                w.as_ptr(),
+                                (inp, 1),
+                                gemm::Parallelism::None,
+                            )
+                        }
+                    };
+                    let dw_part = |i: usize| {
+                        let o0 = i * out_block;
+                        let r = out_block.min(out - o0);
+                        // SAFETY: rows o0..o0+r of dW are dy's columns o0..o0+r.
+                        unsafe {
+                            mm_raw(
+                                (r, inp, rows),
+                                pdw.at(o0 * inp),
+                                inp,
+                                dy.as_ptr().add(o0),
+                                (1, out),
+                                x.as_ptr(),
+                                (inp, 1),
+                                gemm::Parallelism::None,
+                            )
+                        }
+                    };
+                    // dW = Σ_t dy[rows_t]ᵀ x[rows_t]: each thread its own rows (contiguous
+                    // operands, half the reads), partial sums added after.
+                    let dw_ksplit = |partial: &mut Vec<Vec<f32>>| {
+                        partial.par_iter_mut().enumerate().for_each(|(i, pw)| {
+                            let r0 = i * row_block;
+                            let r = row_block.min(rows - r0);
+                            // SAFETY: rows r0..r0+r of dy and x; pw is out×inp.
+                            unsafe {
+                                mm_raw(
+                                    (out, inp, r),
+                                    pw.as_mut_ptr(),
+                                    inp,
+                                    dy.as_ptr().add(r0 * out),
+                                    (1, out),
+                                    x.as_ptr().add(r0 * inp),
+                                    (inp, 1),
+                                    gemm::Parallelism::None,
+                                )
+                            }
+                        });
+                        let (first, rest) = partial.split_at_mut(1);
+                        first[0]
+                            .par_chunks_mut(4096)
+                            .enumerate()
+                            .for_each(|(c, d)| {
+                                for p in rest.iter() {
+                                    for (a, b) in d.iter_mut().zip(&p[c * 4096..]) {
+                                        *a += b;
+                                    }
+                                }
+                            });
+                    };
+                    match how {
+                        "ksplit" => {
+                            (0..threads).into_par_iter().for_each(dx_part);
+                            dw_ksplit(&mut partial);
+                        }
+                        "joined" => {
+                            rayon::join(
+                                || (0..threads).into_par_iter().for_each(dx_part),
+                                || (0..threads).into_par_iter().for_each(dw_part),
+                            );
+                        }
+                        "sequential" => {
+                            (0..threads).into_par_iter().for_each(dx_part);
+                            (0..threads).into_par_iter().for_each(dw_part);
+                        }
+                        _ => {
+                            let par = gemm::Parallelism::Rayon(threads);
+                            // SAFETY: the whole of dx and dW, as above.
+                            unsafe {
+                                mm_raw(
+                                    (rows, inp, out),
+                                    pdx.at(0),
+                                    inp,
+                                    dy.as_ptr(),
+                                    (out, 1),
+                                    w.as_ptr(),
+                                    (inp, 1),
+                                    par,
+                                );
+                                mm_raw(
+                                    (out, inp, rows),
+                                    pdw.at(0),
+                                    inp,
+                                    dy.as_ptr(),
+                                    (1, out),
+                                    x.as_ptr(),
+                                    (inp, 1),
+                                    par,
+                                );
+                            }
+                        }
+                    }
+                    t.elapsed().as_secs_f64()
+                })
+                .skip(1)
+                .collect();
+            s.sort_by(f64::total_cmp);
+            flop / s[s.len() / 2] / 1e9
+        };
+        let joined = run("joined");
+        let sequential = run("sequential");
+        let gemm_split = run("gemm-split");
+        let ksplit = run("ksplit");
+        println!(
+            "{}",
+            serde_json::json!({
+                "impl": "sieve layer backward", "layer": name, "rows": rows, "inp": inp, "out": out,
+                "joined_gflops": joined, "sequential_gflops": sequential,
+                "gemm_split_gflops": gemm_split, "ksplit_gflops": ksplit, "threads": threads,
+            })
+        );
+    }
+}
+
 fn main() {
     let mut repeats = 7usize;
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -95,6 +310,10 @@ fn main() {
     }
     let threads = rayon::current_num_threads();
     let peak = common::gemm_peak();
+    if std::env::var_os("BENCH_GEMM_LAYERS").is_some() {
+        layer_backward(repeats, threads);
+        return;
+    }
     for (name, m, n, k, ta, tb) in SHAPES {
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i % 97) as f32 - 48.0) / 97.0)

@@ -30,12 +30,24 @@ pub trait Real: WithDType + num_traits::Float {
     /// `exp`, inlined so that loops over rows vectorise (libm's `expf` is an opaque
     /// call per element and was 10% of a forward).
     fn exp_fast(self) -> Self;
+    /// `erf(self)` given `e = exp(-self²)`, which GELU's backward needs anyway for the
+    /// density: one `exp` per element instead of two. The default ignores `e`.
+    #[inline(always)]
+    fn erf_given_exp(self, _e: Self) -> Self {
+        self.erf()
+    }
 }
 impl Real for f32 {
     /// Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7, below f32's resolution of
     /// GELU's output): one `exp` instead of libm's `erff`, which was 11% of a forward.
     #[inline(always)]
     fn erf(self) -> Self {
+        self.erf_given_exp((-self * self).exp_fast())
+    }
+
+    /// A&S 7.1.26 is `1 - poly(t) exp(-x²)`: the exponential is the caller's.
+    #[inline(always)]
+    fn erf_given_exp(self, e: Self) -> Self {
         const P: f32 = 0.327_591_1;
         const A: [f32; 5] = [
             0.254_829_6,
@@ -47,7 +59,7 @@ impl Real for f32 {
         let x = self.abs();
         let t = 1.0 / (1.0 + P * x);
         let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-        let y = 1.0 - poly * (-x * x).exp_fast();
+        let y = 1.0 - poly * e;
         y.copysign(self)
     }
 
@@ -597,16 +609,21 @@ impl GeluOp {
     fn fwd<T: Real>(x: &[T]) -> Vec<T> {
         let half = T::from_f64(0.5);
         let inv_sqrt2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);
-        let mut out = vec![T::zero(); x.len()];
-        out.par_chunks_mut(4096)
+        let mut out = Vec::with_capacity(x.len());
+        // Written whole, so not zeroed first (a memset of every activation).
+        out.spare_capacity_mut()[..x.len()]
+            .par_chunks_mut(4096)
             .zip(x.par_chunks(4096))
             .for_each(|(o, x)| {
                 simd::dispatch(|| {
                     for (o, &v) in o.iter_mut().zip(x) {
-                        *o = half * v * (T::one() + (v * inv_sqrt2).erf());
+                        o.write(half * v * (T::one() + (v * inv_sqrt2).erf()));
                     }
                 })
             });
+        // SAFETY: the chunks of `out` and `x` pair up one to one with equal lengths, and
+        // every element of each chunk of `out` was written.
+        unsafe { out.set_len(x.len()) };
         out
     }
 }
@@ -645,18 +662,25 @@ impl GeluGradOp {
         let half = T::from_f64(0.5);
         let inv_sqrt2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);
         let inv_sqrt_2pi = T::from_f64(1.0 / (2.0 * std::f64::consts::PI).sqrt());
-        let mut out = vec![T::zero(); x.len()];
-        out.par_chunks_mut(4096)
+        debug_assert_eq!(x.len(), dy.len(), "checked by the Map2 impl");
+        let mut out = Vec::with_capacity(x.len());
+        out.spare_capacity_mut()[..x.len()]
+            .par_chunks_mut(4096)
             .zip(x.par_chunks(4096).zip(dy.par_chunks(4096)))
             .for_each(|(o, (x, dy))| {
                 simd::dispatch(|| {
                     for ((o, &v), &d) in o.iter_mut().zip(x).zip(dy) {
-                        let cdf = half * (T::one() + (v * inv_sqrt2).erf());
-                        let pdf = (-half * v * v).exp_fast() * inv_sqrt_2pi;
-                        *o = d * (cdf + v * pdf);
+                        let u = v * inv_sqrt2;
+                        // exp(-u²) = exp(-v²/2): erf's factor and the density's.
+                        let e = (-u * u).exp_fast();
+                        let cdf = half * (T::one() + u.erf_given_exp(e));
+                        let pdf = e * inv_sqrt_2pi;
+                        o.write(d * (cdf + v * pdf));
                     }
                 })
             });
+        // SAFETY: as in the forward: every element of `out` was written.
+        unsafe { out.set_len(x.len()) };
         out
     }
 }
@@ -664,6 +688,9 @@ impl GeluGradOp {
 impl Map2 for GeluGradOp {
     const NAME: &'static str = "gelu grad";
     fn f<T: Real>(&self, x: &[T], _: &Layout, dy: &[T], _: &Layout) -> Result<Vec<T>> {
+        if x.len() != dy.len() {
+            candle_core::bail!("gelu grad: x has {} elements, dy {}", x.len(), dy.len());
+        }
         Ok(Self::grad(x, dy))
     }
 }
@@ -1170,60 +1197,58 @@ impl LinearGradOp {
         let threads = rayon::current_num_threads().max(1);
         let row_block = rows.div_ceil(threads).max(1);
         let out_block = out.div_ceil(threads).max(1);
-        rayon::join(
-            || {
-                // dx = dy W, by blocks of rows.
-                dx.par_chunks_mut(row_block * inp)
-                    .zip(dy.par_chunks(row_block * out))
-                    .for_each(|(dx, dy)| {
-                        let r = dy.len() / out.max(1);
-                        // SAFETY: dy block r×out, W out×inp, dx block r×inp (written,
-                        // not read).
-                        unsafe {
-                            mm(
-                                r,
-                                inp,
-                                out,
-                                (dx.as_mut_ptr().cast::<T>(), inp),
-                                (dy.as_ptr(), out, 1),
-                                (w.as_ptr(), inp, 1),
-                                one,
-                                z,
-                            )
+        // dx, then dW: one after the other, each cut into one block per thread. Running
+        // the two at once (one thread on each) was 10-15% slower on every layer shape
+        // (`BENCH_GEMM_LAYERS=1 bench_gemm`, Xeon): the two products then compete for
+        // the cache with different operands.
+        // dx = dy W, by blocks of rows.
+        dx.par_chunks_mut(row_block * inp)
+            .zip(dy.par_chunks(row_block * out))
+            .for_each(|(dx, dy)| {
+                let r = dy.len() / out.max(1);
+                // SAFETY: dy block r×out, W out×inp, dx block r×inp (written,
+                // not read).
+                unsafe {
+                    mm(
+                        r,
+                        inp,
+                        out,
+                        (dx.as_mut_ptr().cast::<T>(), inp),
+                        (dy.as_ptr(), out, 1),
+                        (w.as_ptr(), inp, 1),
+                        one,
+                        z,
+                    )
+                }
+            });
+        // dW = dyᵀ x and db = Σ_rows dy, by blocks of output features.
+        dw.par_chunks_mut(out_block * inp)
+            .zip(db.par_chunks_mut(out_block))
+            .enumerate()
+            .for_each(|(i, (dw, db))| {
+                let (o0, r) = (i * out_block, db.len());
+                // SAFETY: dyᵀ rows o0..o0+r are dy's columns (stride 1 between
+                // them, `out` between rows of dy); x is rows×inp; dw block r×inp.
+                unsafe {
+                    mm(
+                        r,
+                        inp,
+                        rows,
+                        (dw.as_mut_ptr().cast::<T>(), inp),
+                        (dy[o0..].as_ptr(), 1, out),
+                        (x.as_ptr(), inp, 1),
+                        one,
+                        z,
+                    )
+                }
+                simd::dispatch(|| {
+                    for row in dy.chunks(out) {
+                        for (b, &g) in db.iter_mut().zip(&row[o0..o0 + r]) {
+                            *b += g;
                         }
-                    })
-            },
-            || {
-                // dW = dyᵀ x and db = Σ_rows dy, by blocks of output features.
-                dw.par_chunks_mut(out_block * inp)
-                    .zip(db.par_chunks_mut(out_block))
-                    .enumerate()
-                    .for_each(|(i, (dw, db))| {
-                        let (o0, r) = (i * out_block, db.len());
-                        // SAFETY: dyᵀ rows o0..o0+r are dy's columns (stride 1 between
-                        // them, `out` between rows of dy); x is rows×inp; dw block r×inp.
-                        unsafe {
-                            mm(
-                                r,
-                                inp,
-                                rows,
-                                (dw.as_mut_ptr().cast::<T>(), inp),
-                                (dy[o0..].as_ptr(), 1, out),
-                                (x.as_ptr(), inp, 1),
-                                one,
-                                z,
-                            )
-                        }
-                        simd::dispatch(|| {
-                            for row in dy.chunks(out) {
-                                for (b, &g) in db.iter_mut().zip(&row[o0..o0 + r]) {
-                                    *b += g;
-                                }
-                            }
-                        })
-                    })
-            },
-        );
+                    }
+                })
+            });
         // SAFETY: every element of 0..len was written above (dx and dW by the products,
         // db by the fill and the sums).
         unsafe { buf.set_len(len) };
