@@ -47,33 +47,21 @@ fn product(
     par: gemm::Parallelism,
 ) {
     // Strides (row, column) of a and b as read.
-    let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
-    let a_off = r0 as isize * a_rs;
+    let (a_rs, a_cs) = if ta { (1, m) } else { (k, 1) };
+    let (b_rs, b_cs) = if tb { (1, k) } else { (n, 1) };
     assert!(dst.len() >= rows * n);
     // SAFETY: every index the sizes and strides address lies inside a, b and dst.
     unsafe {
-        gemm::gemm(
-            rows,
-            n,
-            k,
+        mm_raw(
+            (rows, n, k),
             dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr().offset(a_off),
-            a_cs,
-            a_rs,
+            n,
+            a.as_ptr().add(r0 * a_rs),
+            (a_rs, a_cs),
             b.as_ptr(),
-            b_cs,
-            b_rs,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
+            (b_rs, b_cs),
             par,
-        );
+        )
     }
 }
 
@@ -129,9 +117,10 @@ impl Out {
 /// One linear layer's backward (dx = dy W, dW = dyᵀ x, for x rows×inp, W out×inp),
 /// the ways it can use the cores; fresh activations each repeat, as in a training step
 /// (the products never find their inputs in cache from the previous repeat).
-/// `joined`: `fused::LinearGradOp`'s way (dx and dW at once, each cut in one block per
-/// thread); `sequential`: dx then dW, each cut per thread; `gemm-split`: dx then dW,
-/// each with gemm's own parallelism.
+/// `joined`: dx and dW at once, each cut in one block per thread (`fused::LinearGradOp`'s
+/// way until this bench measured it); `sequential`: dx then dW, each cut per thread (its
+/// way now); `gemm-split`: dx then dW, each with gemm's own parallelism; `ksplit`: dx
+/// cut per thread, then dW as per-thread partial sums over row blocks, added after.
 fn layer_backward(repeats: usize, threads: usize) {
     let rows = 4096;
     for (name, inp, out) in [
@@ -161,10 +150,11 @@ fn layer_backward(repeats: usize, threads: usize) {
                     let t = Instant::now();
                     let (pdx, pdw) = (Out(dx.as_mut_ptr()), Out(dw.as_mut_ptr()));
                     let row_block = rows.div_ceil(threads);
-                    let out_block = out.div_ceil(threads);
-                    let dx_part = |i: usize| {
-                        let r0 = i * row_block;
-                        let r = row_block.min(rows - r0);
+                    // Block i of n of dx (by rows) and of dW (by output features).
+                    let dx_part = |i: usize, n: usize, par: gemm::Parallelism| {
+                        let block = rows.div_ceil(n);
+                        let r0 = i * block;
+                        let r = block.min(rows - r0);
                         // SAFETY: rows r0..r0+r of dx and dy; W whole.
                         unsafe {
                             mm_raw(
@@ -175,13 +165,14 @@ fn layer_backward(repeats: usize, threads: usize) {
                                 (out, 1),
                                 w.as_ptr(),
                                 (inp, 1),
-                                gemm::Parallelism::None,
+                                par,
                             )
                         }
                     };
-                    let dw_part = |i: usize| {
-                        let o0 = i * out_block;
-                        let r = out_block.min(out - o0);
+                    let dw_part = |i: usize, n: usize, par: gemm::Parallelism| {
+                        let block = out.div_ceil(n);
+                        let o0 = i * block;
+                        let r = block.min(out - o0);
                         // SAFETY: rows o0..o0+r of dW are dy's columns o0..o0+r.
                         unsafe {
                             mm_raw(
@@ -192,9 +183,15 @@ fn layer_backward(repeats: usize, threads: usize) {
                                 (1, out),
                                 x.as_ptr(),
                                 (inp, 1),
-                                gemm::Parallelism::None,
+                                par,
                             )
                         }
+                    };
+                    let one = gemm::Parallelism::None;
+                    let per_thread = |part: &(dyn Fn(usize, usize, gemm::Parallelism) + Sync)| {
+                        (0..threads)
+                            .into_par_iter()
+                            .for_each(|i| part(i, threads, one))
                     };
                     // dW = Σ_t dy[rows_t]ᵀ x[rows_t]: each thread its own rows (contiguous
                     // operands, half the reads), partial sums added after.
@@ -230,44 +227,20 @@ fn layer_backward(repeats: usize, threads: usize) {
                     };
                     match how {
                         "ksplit" => {
-                            (0..threads).into_par_iter().for_each(dx_part);
+                            per_thread(&dx_part);
                             dw_ksplit(&mut partial);
                         }
                         "joined" => {
-                            rayon::join(
-                                || (0..threads).into_par_iter().for_each(dx_part),
-                                || (0..threads).into_par_iter().for_each(dw_part),
-                            );
+                            rayon::join(|| per_thread(&dx_part), || per_thread(&dw_part));
                         }
                         "sequential" => {
-                            (0..threads).into_par_iter().for_each(dx_part);
-                            (0..threads).into_par_iter().for_each(dw_part);
+                            per_thread(&dx_part);
+                            per_thread(&dw_part);
                         }
                         _ => {
                             let par = gemm::Parallelism::Rayon(threads);
-                            // SAFETY: the whole of dx and dW, as above.
-                            unsafe {
-                                mm_raw(
-                                    (rows, inp, out),
-                                    pdx.at(0),
-                                    inp,
-                                    dy.as_ptr(),
-                                    (out, 1),
-                                    w.as_ptr(),
-                                    (inp, 1),
-                                    par,
-                                );
-                                mm_raw(
-                                    (out, inp, rows),
-                                    pdw.at(0),
-                                    inp,
-                                    dy.as_ptr(),
-                                    (1, out),
-                                    x.as_ptr(),
-                                    (inp, 1),
-                                    par,
-                                );
-                            }
+                            dx_part(0, 1, par);
+                            dw_part(0, 1, par);
                         }
                     }
                     t.elapsed().as_secs_f64()

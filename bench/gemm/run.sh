@@ -6,6 +6,9 @@
 # linear layers). Prints GFLOP/s per shape, the ratio peer/sieve (> 1: the BLAS is
 # faster), and a FLOP-weighted total; appends to bench/gemm/results/runs.jsonl with the
 # CPU and its flags. The question it answers: would linking a BLAS speed the step up.
+# Then one linear layer's backward (dx and dW on fresh operands) the ways it can use the
+# cores (BENCH_GEMM_LAYERS=1 bench_gemm: joined, sequential, gemm-split, ksplit), appended
+# to the same file as an "event": "layers" record.
 #
 #   bench/gemm/run.sh [REPEATS=7]
 set -euo pipefail
@@ -50,5 +53,19 @@ print(f"gemm 2048^3 peak in the run: {rows[0]['gemm_peak_gflops']:.1f} GFLOP/s")
 with open("bench/gemm/results/runs.jsonl", "a") as f:
     f.write(json.dumps({"date": datetime.date.today().isoformat(), "cpu": cpu, "flags": flags.strip(),
                         "rows": rows, "seconds": tot}) + "\n")
+PY
+LAYERS=$(BENCH_GEMM_LAYERS=1 target/release/examples/bench_gemm --repeats "$REPEATS")
+python3 - "$CPU" "$FLAGS" "$REPEATS" "$LAYERS" <<'PY'
+import json, sys, datetime
+cpu, flags, repeats, layers = sys.argv[1:]
+rows = [json.loads(l) for l in layers.splitlines() if l.strip()]
+print("one layer's backward, GFLOP/s (median of", repeats, "):")
+for r in rows:
+    print(f"  {r['layer']:<4} joined {r['joined_gflops']:6.1f}  sequential {r['sequential_gflops']:6.1f}  "
+          f"gemm-split {r['gemm_split_gflops']:6.1f}  ksplit {r['ksplit_gflops']:6.1f}")
+with open("bench/gemm/results/runs.jsonl", "a") as f:
+    f.write(json.dumps({"date": datetime.date.today().isoformat(), "event": "layers", "cpu": cpu,
+                        "flags": flags.strip(), "command": f"bench/gemm/run.sh {repeats}",
+                        "rows": rows}) + "\n")
 PY
 rm -f "$RUN"
