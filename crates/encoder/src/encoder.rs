@@ -30,6 +30,9 @@ pub struct LoadOptions {
     pub max_seq_length: Option<usize>,
     /// L2-normalise embeddings (cosine similarity becomes a dot product).
     pub normalize: bool,
+    /// Mixed precision: compute in this dtype (bf16, f16) from weights held in `dtype`
+    /// (f32 masters for training); pooling, normalisation and losses stay in `dtype`.
+    pub compute_dtype: Option<DType>,
 }
 
 impl Default for LoadOptions {
@@ -39,6 +42,7 @@ impl Default for LoadOptions {
             dtype: DType::F32,
             max_seq_length: None,
             normalize: true,
+            compute_dtype: None,
         }
     }
 }
@@ -281,11 +285,16 @@ impl Encoder {
                 VarBuilder::from_varmap(varmap, opts.dtype, &opts.device)
             }
         };
-        let model = BertModel::load(vb, &config)?;
+        let model = BertModel::load(vb, &config)?.with_compute(opts.compute_dtype);
+        // Half-precision compute changes the embeddings, so caches must tell them apart.
+        let compute = match opts.compute_dtype.filter(|&c| c != opts.dtype) {
+            Some(c) => format!("|compute={c:?}"),
+            None => String::new(),
+        };
         let fingerprint = fingerprint(
             &weights,
             &config,
-            &format!("{pooling:?}|{max_seq_length}|{}", opts.normalize),
+            &format!("{pooling:?}|{max_seq_length}|{}{compute}", opts.normalize),
         )?;
         Ok(Self {
             model,
@@ -318,7 +327,8 @@ impl Encoder {
         fingerprint: String,
     ) -> Result<Self> {
         let vb = VarBuilder::from_tensors(weights, self.dtype, &self.device);
-        let model = BertModel::load(vb, self.model.config())?;
+        let model = BertModel::load(vb, self.model.config())?
+            .with_compute(Some(self.model.compute_dtype()));
         Ok(Self {
             model,
             tokenizer: self.tokenizer.clone(),
@@ -423,23 +433,25 @@ impl Encoder {
             let mut order: Vec<usize> = (0..chunk.len()).collect();
             order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].len()));
             let batches: Vec<&[usize]> = order.chunks(batch_size).collect();
-            // Batches run concurrently: candle's element-wise ops are single-threaded, so
-            // two batches in flight keep both cores busy between matrix products.
-            let results: Vec<Result<Vec<f32>>> = batches
-                .par_iter()
-                .with_max_len(1)
-                .map(|idx| {
-                    let batch: Vec<&[u32]> = idx.iter().map(|&i| tokens[i].as_slice()).collect();
-                    let emb = self.embed_tokens(&batch)?;
-                    let rows = emb
-                        .to_dtype(DType::F32)?
-                        .to_device(&Device::Cpu)?
-                        .flatten_all()?
-                        .to_vec1::<f32>()?;
-                    progress(idx.len());
-                    Ok(rows)
-                })
-                .collect();
+            let run = |idx: &&[usize]| -> Result<Vec<f32>> {
+                let batch: Vec<&[u32]> = idx.iter().map(|&i| tokens[i].as_slice()).collect();
+                let emb = self.embed_tokens(&batch)?;
+                let rows = emb
+                    .to_dtype(DType::F32)?
+                    .to_device(&Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                progress(idx.len());
+                Ok(rows)
+            };
+            // On the CPU batches run concurrently: candle's element-wise ops are
+            // single-threaded, so two batches in flight keep both cores busy between
+            // matrix products. A GPU runs one stream: batches in turn.
+            let results: Vec<Result<Vec<f32>>> = if self.device.is_cpu() {
+                batches.par_iter().with_max_len(1).map(run).collect()
+            } else {
+                batches.iter().map(run).collect()
+            };
             let base = chunk_idx * TOKENIZE_CHUNK;
             for (idx, rows) in batches.iter().zip(results) {
                 let rows = rows?;

@@ -37,6 +37,35 @@ pub use settings::EncodeSettings;
 
 /// The device named by `spec`: `cpu`, `cuda[:N]` or `metal[:N]` (the latter two need
 /// the crate's `cuda`/`metal` features).
+/// Opens CUDA device `ordinal`. cudarc loads libcuda, libcublas, ... when the first
+/// device is opened and panics if one is missing; that becomes an error naming it.
+fn cuda(ordinal: usize) -> Result<Device> {
+    if !cfg!(feature = "cuda") {
+        return Ok(Device::new_cuda(ordinal)?);
+    }
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = std::panic::catch_unwind(|| Device::new_cuda(ordinal));
+    std::panic::set_hook(hook);
+    match opened {
+        Ok(device) => Ok(device?),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown failure".into());
+            // cudarc's message lists every file name it tried; the first clause says which.
+            let short = message.split(" - searched").next().unwrap_or(&message);
+            Err(candle_core::Error::Msg(format!(
+                "cuda:{ordinal}: {short} (the CUDA driver and the CUDA 13 libraries must be on \
+                 the loader's path, e.g. LD_LIBRARY_PATH; see bench/gpu/README.md)"
+            ))
+            .into())
+        }
+    }
+}
+
 pub fn device(spec: &str) -> Result<Device> {
     let (kind, ordinal) = match spec.split_once(':') {
         Some((k, n)) => (
@@ -49,7 +78,7 @@ pub fn device(spec: &str) -> Result<Device> {
     };
     match kind {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(ordinal)?),
+        "cuda" => cuda(ordinal),
         "metal" => Ok(Device::new_metal(ordinal)?),
         other => Err(candle_core::Error::Msg(format!(
             "unknown device {other:?} (cpu, cuda[:N], metal[:N])"

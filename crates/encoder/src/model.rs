@@ -4,7 +4,7 @@
 //! linear layer is a single 2-D matrix product; Q, K and V are computed by one product
 //! with the three weight matrices stacked, which `cat` keeps differentiable.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::config::BertConfig;
@@ -32,7 +32,22 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::linear(x, &self.weight, &self.bias)
+        linear_in(x, &self.weight, &self.bias, self.weight.dtype())
+    }
+}
+
+/// `x Wᵀ + b` computed in `dtype`: under mixed precision the f32 activations and master
+/// weights are cast for the product (the casts are differentiable, so the weights'
+/// gradients arrive in f32), and the product stays in `dtype`.
+fn linear_in(x: &Tensor, w: &Tensor, b: &Tensor, dtype: DType) -> Result<Tensor> {
+    if x.dtype() == dtype && w.dtype() == dtype {
+        ops::linear(x, w, b)
+    } else {
+        ops::linear(
+            &x.to_dtype(dtype)?,
+            &w.to_dtype(dtype)?,
+            &b.to_dtype(dtype)?,
+        )
     }
 }
 
@@ -60,8 +75,16 @@ impl LayerNorm {
 }
 
 impl Module for LayerNorm {
+    /// In the weights' dtype, whatever `x`'s: under mixed precision layer norm runs and
+    /// returns f32, as under PyTorch's autocast (its mean and variance lose too much in
+    /// bf16), which keeps the residual stream in f32.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+        ops::layer_norm(
+            &x.to_dtype(self.weight.dtype())?,
+            &self.weight,
+            &self.bias,
+            self.eps,
+        )
     }
 }
 
@@ -137,28 +160,39 @@ impl Layer {
     }
 
     /// `x`: `(batch * seq, hidden)`; `mask`: `(batch, seq)`, 1 for tokens, 0 for padding.
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// One layer; the products (Q|K|V, attention, output, feed-forward) run in
+    /// `compute`, the residual stream and layer norms in the weights' dtype.
+    fn forward(&self, x: &Tensor, mask: &Tensor, compute: DType) -> Result<Tensor> {
         let w = Tensor::cat(
             &[&self.query.weight, &self.key.weight, &self.value.weight],
             0,
         )?;
         let b = Tensor::cat(&[&self.query.bias, &self.key.bias, &self.value.bias], 0)?;
-        let qkv = ops::linear(x, &w, &b)?;
+        let qkv = linear_in(x, &w, &b, compute)?;
         let ctx = ops::attention(&qkv, mask, self.heads)?;
-        let x = self
-            .attn_norm
-            .forward(&(self.attn_out.forward(&ctx)? + x)?)?;
-        let inner = ops::gelu(&self.intermediate.forward(&x)?)?;
-        self.out_norm.forward(&(self.output.forward(&inner)? + x)?)
+        let attn = linear_in(&ctx, &self.attn_out.weight, &self.attn_out.bias, compute)?;
+        let x = self.attn_norm.forward(&(attn.to_dtype(x.dtype())? + x)?)?;
+        let inner = linear_in(
+            &x,
+            &self.intermediate.weight,
+            &self.intermediate.bias,
+            compute,
+        )?;
+        let inner = ops::gelu(&inner)?;
+        let out = linear_in(&inner, &self.output.weight, &self.output.bias, compute)?;
+        self.out_norm.forward(&(out.to_dtype(x.dtype())? + x)?)
     }
 }
 
-/// The transformer without the pooler head (embedding models never use it).
 #[derive(Debug, Clone)]
 pub struct BertModel {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     config: BertConfig,
+    /// Mixed precision: the layers' products compute in this dtype (bf16, f16) from
+    /// weights kept in theirs (f32 masters); layer norms, the residual stream and the
+    /// output stay in the weights' dtype. `None` computes everything in the weights'.
+    compute: Option<DType>,
 }
 
 impl BertModel {
@@ -180,7 +214,20 @@ impl BertModel {
             embeddings,
             layers,
             config: config.clone(),
+            compute: None,
         })
+    }
+
+    /// The same model computing in `dtype` (mixed precision), or in its weights' dtype
+    /// for `None` or the weights' own dtype.
+    pub fn with_compute(mut self, dtype: Option<DType>) -> Self {
+        self.compute = dtype.filter(|&d| d != self.embeddings.word.dtype());
+        self
+    }
+
+    /// The dtype the layers compute in.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute.unwrap_or(self.embeddings.word.dtype())
     }
 
     pub fn config(&self) -> &BertConfig {
@@ -191,10 +238,13 @@ impl BertModel {
     /// `attention_mask` `(batch, seq)` of 1 (token) / 0 (padding) in the model dtype.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let (batch, seq) = input_ids.dims2()?;
+        let compute = self.compute_dtype();
         let mut x = self.embeddings.forward(input_ids)?;
         for layer in &self.layers {
-            x = layer.forward(&x, attention_mask)?;
+            x = layer.forward(&x, attention_mask, compute)?;
         }
+        // The last layer norm leaves x in the weights' dtype: pooling, normalisation and
+        // the loss run in f32 under mixed precision.
         x.reshape((batch, seq, self.config.hidden_size))
     }
 }

@@ -7,7 +7,7 @@
 //! the tests below prove the two forms equal. The public functions pick the fused kernel
 //! on CPU for f32/f64 and the reference elsewhere (CUDA, Metal, half precision).
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 
 use crate::fused;
 
@@ -15,9 +15,18 @@ use crate::fused;
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     if fused::supported(x) {
         fused::layer_norm(x, weight, bias, eps)
+    } else if inference(&[x, weight, bias]) {
+        // candle's one-kernel layer norm has no backward, which inference never asks for.
+        candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps as f32)
     } else {
         layer_norm_reference(x, weight, bias, eps)
     }
+}
+
+/// No input is a variable or depends on one: nothing will be differentiated, so the
+/// fused candle kernels without a backward (one launch instead of nine on a GPU) may run.
+fn inference(xs: &[&Tensor]) -> bool {
+    xs.iter().all(|x| !x.track_op())
 }
 
 pub fn layer_norm_reference(
@@ -85,7 +94,9 @@ pub fn attention_reference(qkv: &Tensor, mask: &Tensor, heads: usize) -> Result<
     let (rows, width) = qkv.dims2()?;
     let hidden = width / 3;
     let head_dim = hidden / heads;
-    let bias = ((mask.ones_like()? - mask)? * crate::model::MASK_VALUE)?
+    // Built in f32 and then cast: in f16, 0 · (−1e9 rounded to −inf) would be NaN.
+    let mask = mask.to_dtype(DType::F32)?;
+    let bias = ((mask.ones_like()? - &mask)? * crate::model::MASK_VALUE)?
         .to_dtype(qkv.dtype())?
         .reshape((batch, 1, 1, seq))?;
     let split = qkv
@@ -95,7 +106,21 @@ pub fn attention_reference(qkv: &Tensor, mask: &Tensor, heads: usize) -> Result<
     let (q, k, v) = (split.get(0)?, split.get(1)?, split.get(2)?);
     let scale = 1.0 / (head_dim as f64).sqrt();
     let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
-    softmax_reference(&scores)?
+    // In half precision the softmax runs in f32 (as under PyTorch's autocast).
+    let softmax = |x: &Tensor| {
+        if inference(&[x]) {
+            candle_nn::ops::softmax_last_dim(x)
+        } else {
+            softmax_reference(x)
+        }
+    };
+    let probs = match scores.dtype() {
+        DType::BF16 | DType::F16 => {
+            softmax(&scores.to_dtype(DType::F32)?.contiguous()?)?.to_dtype(scores.dtype())?
+        }
+        _ => softmax(&scores.contiguous()?)?,
+    };
+    probs
         .matmul(&v)?
         .transpose(1, 2)?
         .contiguous()?
@@ -118,7 +143,7 @@ mod tests {
     //! against the references' gradients and against finite differences in f64.
 
     use super::*;
-    use candle_core::{DType, Device, Var};
+    use candle_core::{Device, Var};
 
     /// Normal samples from a fixed seed (xorshift + Box–Muller), so that a failure
     /// reproduces; `shift` also varies the seed.

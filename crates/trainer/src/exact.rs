@@ -18,6 +18,8 @@
 //! with the right value and gradient, so memory holds the table and one
 //! `batch × chunk` block, never `batch × N`, and nothing of the table is differentiated.
 
+use std::sync::OnceLock;
+
 use candle_core::{DType, Device, Result, Tensor, D};
 
 /// Logit given to excluded entries (see `loss::EXCLUDED`).
@@ -30,18 +32,44 @@ const MAX_FLOOR: f64 = -1e30;
 /// Table rows scored per block of the streaming log-sum-exp.
 pub const DEFAULT_CHUNK: usize = 8192;
 
+/// Logits per block on an accelerator (`batch × rows`, 32 MB in f32): there each block
+/// costs a dozen kernel launches, so blocks are as large as memory comfortably allows.
+const DEVICE_BLOCK_LOGITS: usize = 1 << 23;
+
 /// The corpus embeddings, row-major and L2-normalised, on the host.
-#[derive(Debug, Clone)]
+///
+/// When the loss runs on an accelerator, the rows are uploaded to it once, on first use,
+/// and kept there ([`write_back`](Self::write_back) updates both copies): streaming a
+/// 1M × 384 table over PCIe every step would cost more than the step's arithmetic.
+#[derive(Debug)]
 pub struct CorpusTable {
     pub data: Vec<f32>,
     pub dim: usize,
+    /// The same rows on the device (and in the dtype) of the first non-CPU loss.
+    resident: OnceLock<Tensor>,
+}
+
+impl Clone for CorpusTable {
+    /// The copy starts without a device copy: a shared one would see the other's writes.
+    fn clone(&self) -> Self {
+        Self::from_normalized(self.data.clone(), self.dim)
+    }
 }
 
 impl CorpusTable {
     pub fn new(data: Vec<f32>, dim: usize) -> Self {
-        let mut t = Self { data, dim };
+        let mut t = Self::from_normalized(data, dim);
         crate::rows::normalize_rows(&mut t.data, dim);
         t
+    }
+
+    /// A table whose rows are already L2-normalised (a checkpoint's).
+    pub fn from_normalized(data: Vec<f32>, dim: usize) -> Self {
+        Self {
+            data,
+            dim,
+            resident: OnceLock::new(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -53,7 +81,7 @@ impl CorpusTable {
     }
 
     /// Overwrites rows `ids` with `rows` (`ids.len() × dim`), normalising them.
-    pub fn write_back(&mut self, ids: &[usize], rows: &[f32]) {
+    pub fn write_back(&mut self, ids: &[usize], rows: &[f32]) -> Result<()> {
         for (k, &id) in ids.iter().enumerate() {
             let src = &rows[k * self.dim..(k + 1) * self.dim];
             let n = src
@@ -69,9 +97,41 @@ impl CorpusTable {
                 *d = s / n;
             }
         }
+        if let Some(dev) = self.resident.get() {
+            for &id in ids {
+                let row = Tensor::from_slice(
+                    &self.data[id * self.dim..(id + 1) * self.dim],
+                    (1, self.dim),
+                    dev.device(),
+                )?
+                .to_dtype(dev.dtype())?;
+                dev.slice_set(&row, 0, id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole table on `device` in `dtype`, uploaded on the first call; `None` on the
+    /// CPU, or for a device/dtype other than the first one's (those stream blocks).
+    fn resident(&self, device: &Device, dtype: DType) -> Result<Option<&Tensor>> {
+        if device.is_cpu() || self.data.is_empty() {
+            return Ok(None);
+        }
+        if self.resident.get().is_none() {
+            let t =
+                Tensor::from_slice(&self.data, (self.len(), self.dim), device)?.to_dtype(dtype)?;
+            let _ = self.resident.set(t);
+        }
+        Ok(self
+            .resident
+            .get()
+            .filter(|t| t.device().same_device(device) && t.dtype() == dtype))
     }
 
     fn block(&self, from: usize, to: usize, device: &Device, dtype: DType) -> Result<Tensor> {
+        if let Some(t) = self.resident(device, dtype)? {
+            return t.narrow(0, from, to - from);
+        }
         Tensor::from_slice(
             &self.data[from * self.dim..to * self.dim],
             (to - from, self.dim),
@@ -152,23 +212,35 @@ fn table_lse_blocks(
     let mut max = Tensor::full(MAX_FLOOR, (b, 1), &device)?.to_dtype(dtype)?;
     let mut sum = Tensor::zeros((b, 1), dtype, &device)?;
     let mut weighted = Tensor::zeros((b, dim), dtype, &device)?;
+    let chunk = if device.is_cpu() {
+        chunk.max(1)
+    } else {
+        chunk.max(DEVICE_BLOCK_LOGITS / b.max(1))
+    };
     let mut from = 0;
     while from < n {
-        let to = (from + chunk.max(1)).min(n);
+        let to = (from + chunk).min(n);
         let width = to - from;
         let rows = table.block(from, to, &device, dtype)?;
         let mut logits = (q.matmul(&rows.t()?)? * scale)?;
-        let mut bias: Option<Vec<f32>> = None;
+        // The skipped entries become −inf in place (a scatter of a few indices), not
+        // through a dense `batch × width` bias built on the host: on a GPU, uploading
+        // that bias cost ten times the block's arithmetic.
+        let mut holes: Vec<u32> = Vec::new();
         for (i, s) in skip_sorted.iter().enumerate() {
             let lo = s.partition_point(|&x| x < from);
             for &pos in s[lo..].iter().take_while(|&&x| x < to) {
-                bias.get_or_insert_with(|| vec![0f32; b * width])[i * width + pos - from] =
-                    f32::NEG_INFINITY;
+                holes.push((i * width + pos - from) as u32);
             }
         }
-        if let Some(bias) = bias {
-            let bias = Tensor::from_vec(bias, (b, width), &device)?.to_dtype(dtype)?;
-            logits = (logits + bias)?;
+        if !holes.is_empty() {
+            let k = holes.len();
+            let holes = Tensor::from_vec(holes, k, &device)?;
+            let minus_inf = Tensor::full(f32::NEG_INFINITY, k, &device)?.to_dtype(dtype)?;
+            logits = logits
+                .flatten_all()?
+                .scatter(&holes, &minus_inf, 0)?
+                .reshape((b, width))?;
         }
         // Online update: rescale what was accumulated when the maximum grows.
         let new_max = max.maximum(&logits.max_keepdim(1)?)?;

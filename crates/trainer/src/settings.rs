@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use candle_core::DType;
 use serde::{Deserialize, Serialize};
 use sieve_encoder::LoadOptions;
 
@@ -168,7 +169,9 @@ pub struct TrainSettings {
     #[cfg_attr(feature = "clap", arg(long, default_value = "cpu"))]
     pub device: String,
 
-    /// Weights dtype: f32, or bf16/f16 on GPUs (slower than f32 on CPUs).
+    /// Compute dtype: f32, or bf16/f16 mixed precision for GPUs (the layers compute in
+    /// half precision; the master weights, AdamW state, pooling, loss and softmax stay
+    /// f32). Slower than f32 on CPUs, which have no fast half-precision products.
     #[cfg_attr(feature = "clap", arg(long, default_value = "f32"))]
     pub dtype: String,
 }
@@ -319,9 +322,17 @@ impl TrainSettings {
 
     /// How the model is loaded for training.
     pub fn load_options(&self) -> Result<LoadOptions> {
+        // Half precision is mixed precision: f32 master weights (AdamW's updates are far
+        // below bf16's resolution of a weight), half-precision layers.
+        let dtype = sieve_encoder::settings::dtype(&self.dtype)?;
+        let (dtype, compute_dtype) = match dtype {
+            DType::BF16 | DType::F16 => (DType::F32, Some(dtype)),
+            d => (d, None),
+        };
         Ok(LoadOptions {
             device: sieve_encoder::device(&self.device)?,
-            dtype: sieve_encoder::settings::dtype(&self.dtype)?,
+            dtype,
+            compute_dtype,
             max_seq_length: self.max_seq_length,
             ..Default::default()
         })

@@ -773,7 +773,7 @@ impl Trainer {
                 let qv = host_rows(&out.queries)?;
                 let dose = self.exact_dose(&qv, &rows, &eb, &dose_rows, &lse.borrow());
                 if let Some(table) = self.table.as_mut() {
-                    table.write_back(&eb.fresh, &rows);
+                    table.write_back(&eb.fresh, &rows)?;
                 }
                 (out, touched, dose)
             }
