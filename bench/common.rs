@@ -1,6 +1,7 @@
 //! Measurements the benches share, included by each with
 //! `#[path = "../common.rs"] mod common;`: the machine's f32 GEMM peak of the moment
-//! (the figure every efficiency is printed against) and the process's peak memory.
+//! (the figure every efficiency is printed against), the process's peak memory, and the
+//! synthetic exact-softmax batch.
 #![allow(dead_code)]
 
 use std::time::Instant;
@@ -61,4 +62,19 @@ pub fn peak_rss_mib() -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The exact-softmax batch bench_exact and bench_gpu time: `batch` queries whose
+/// positives (also the fresh rows) are spread over the `n` table rows, each with two
+/// excluded rows elsewhere.
+pub fn synthetic_exact_batch(n: usize, batch: usize) -> sieve_trainer::exact::ExactBatch {
+    sieve_trainer::exact::ExactBatch {
+        fresh: (0..batch).map(|i| i * (n / batch).max(1) % n).collect(),
+        positives: (0..batch)
+            .map(|i| vec![i * (n / batch).max(1) % n])
+            .collect(),
+        excluded: (0..batch)
+            .map(|i| vec![(i * 7919 + 1) % n, (i * 104_729 + 3) % n])
+            .collect(),
+    }
 }

@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 use sieve_trainer::batch::SplitMix64;
-use sieve_trainer::exact::{exact_loss, CorpusTable, ExactBatch, DEFAULT_CHUNK};
+use sieve_trainer::exact::{exact_loss, CorpusTable, DEFAULT_CHUNK};
 
 #[path = "../common.rs"]
 mod common;
-use common::{gemm_peak, peak_rss_mib};
+use common::{gemm_peak, peak_rss_mib, synthetic_exact_batch};
 
 const DIM: usize = 384;
 
@@ -45,15 +45,7 @@ fn main() {
         &Tensor::from_vec(uniform(batch * DIM), (batch, DIM), &Device::Cpu).unwrap(),
     )
     .unwrap();
-    let eb = ExactBatch {
-        fresh: (0..batch).map(|i| i * (n / batch).max(1) % n).collect(),
-        positives: (0..batch)
-            .map(|i| vec![i * (n / batch).max(1) % n])
-            .collect(),
-        excluded: (0..batch)
-            .map(|i| vec![(i * 7919 + 1) % n, (i * 104_729 + 3) % n])
-            .collect(),
-    };
+    let eb = synthetic_exact_batch(n, batch);
     let peak = gemm_peak();
     let mut times = Vec::new();
     for _ in 0..repeats {

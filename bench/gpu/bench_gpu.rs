@@ -27,6 +27,10 @@ use sieve_encoder::{Encoder, LoadOptions};
 use sieve_trainer::batch::SplitMix64;
 use sieve_trainer::exact::{exact_loss, CorpusTable, ExactBatch, DEFAULT_CHUNK};
 
+#[path = "../common.rs"]
+mod common;
+use common::synthetic_exact_batch;
+
 const DIM: usize = 384;
 
 type R<T> = Result<T, Box<dyn std::error::Error>>;
@@ -222,18 +226,6 @@ fn random_table(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-fn exact_batch(n: usize, batch: usize) -> ExactBatch {
-    ExactBatch {
-        fresh: (0..batch).map(|i| i * (n / batch).max(1) % n).collect(),
-        positives: (0..batch)
-            .map(|i| vec![i * (n / batch).max(1) % n])
-            .collect(),
-        excluded: (0..batch)
-            .map(|i| vec![(i * 7919 + 1) % n, (i * 104_729 + 3) % n])
-            .collect(),
-    }
-}
-
 /// One exact-softmax step on `device`: loss, ∂/∂queries, ∂/∂fresh, seconds.
 fn exact_step(
     table: &CorpusTable,
@@ -294,7 +286,7 @@ fn equality(model: &Path, pairs_path: &Path, batch: usize) -> R<Value> {
     // of the device-resident table).
     let n = 100_000;
     let table = CorpusTable::new(random_table(n, 7), DIM);
-    let eb = exact_batch(n, 32);
+    let eb = synthetic_exact_batch(n, 32);
     let qv = random_table(32, 11);
     let fv = random_table(32, 13);
     let (lc, gqc, gfc, _) = exact_step(&table, &qv, &fv, &eb, &Device::Cpu)?;
@@ -317,7 +309,7 @@ fn exact(n: usize, batch: usize, repeats: usize) -> R<Value> {
     let t = Instant::now();
     let mut table = CorpusTable::new(random_table(n, 7), DIM);
     let build = t.elapsed().as_secs_f64();
-    let eb = exact_batch(n, batch);
+    let eb = synthetic_exact_batch(n, batch);
     let qv = random_table(batch, 11);
     let fv = random_table(batch, 13);
     let (_, _, _, first) = exact_step(&table, &qv, &fv, &eb, &device)?;

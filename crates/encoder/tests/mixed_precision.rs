@@ -79,6 +79,18 @@ fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
     (d.to_scalar::<f64>().unwrap() / n.to_scalar::<f64>().unwrap().max(1e-300)).sqrt()
 }
 
+/// The largest |a − b| (f32 tensors).
+fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 fn check(half: DType, emb_tol: f64, grad_tol: f64) {
     let (model, vars) = model();
     let (ids, mask, probe) = inputs();
@@ -88,14 +100,7 @@ fn check(half: DType, emb_tol: f64, grad_tol: f64) {
     let e32 = embed(&model, &ids, &mask);
     let eh = embed(&mixed, &ids, &mask);
     assert_eq!(eh.dtype(), DType::F32, "embeddings leave the model in f32");
-    let emb_err = (&e32 - &eh)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap() as f64;
+    let emb_err = max_abs(&e32, &eh) as f64;
     eprintln!("{half:?}: embeddings max abs diff {emb_err}");
     assert!(
         emb_err > 0.0,
@@ -191,14 +196,7 @@ fn bf16_inference_with_fused_kernels_tracks_f32() {
     )
     .unwrap();
     let want = embed(&model, &ids, &mask);
-    let err = (&got - &want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let err = max_abs(&got, &want);
     eprintln!("bf16 inference: embeddings max abs diff {err}");
     assert!(err > 0.0 && err < 0.01, "bf16 inference differs by {err}");
 }
