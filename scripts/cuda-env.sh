@@ -24,7 +24,7 @@ _sieve_cuda_stamp="$SIEVE_CUDA/.installed-$(printf '%s ' "${_sieve_cuda_pkgs[@]}
 if [ ! -e "$_sieve_cuda_stamp" ]; then
   echo "cuda-env: installing the CUDA 13.0 toolchain wheels into $SIEVE_CUDA" >&2
   python3 -m pip install -q --disable-pip-version-check --no-deps --upgrade \
-    --target "$SIEVE_CUDA" "${_sieve_cuda_pkgs[@]}" 2>&1 | grep -v "Running pip as the 'root' user" >&2
+    --target "$SIEVE_CUDA" "${_sieve_cuda_pkgs[@]}" 2>&1 | { grep -v "Running pip as the 'root' user" >&2 || true; }
   if [ ! -x "$_sieve_cuda_root/bin/nvcc" ]; then
     echo "cuda-env: $_sieve_cuda_root/bin/nvcc missing after the install" >&2
     return 1 2>/dev/null || exit 1
