@@ -107,12 +107,18 @@ fn compare_rows(a: &Tensor, b: &Tensor) -> R<(f64, f64)> {
     Ok((max, cos))
 }
 
-/// ‖a − b‖ / ‖b‖, both brought to the CPU in f64.
-fn rel_l2(a: &Tensor, b: &Tensor) -> R<f64> {
+/// (‖a − b‖², ‖b‖²), both brought to the CPU in f64.
+fn sq_diff_and_norm(a: &Tensor, b: &Tensor) -> R<(f64, f64)> {
     let a = a.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
     let b = b.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
     let d = (&a - &b)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
     let n = b.sqr()?.sum_all()?.to_scalar::<f64>()?;
+    Ok((d, n))
+}
+
+/// ‖a − b‖ / ‖b‖.
+fn rel_l2(a: &Tensor, b: &Tensor) -> R<f64> {
+    let (d, n) = sq_diff_and_norm(a, b)?;
     Ok((d / n.max(1e-300)).sqrt())
 }
 
@@ -183,30 +189,24 @@ fn compare(reference: &Side, other: &Side) -> R<Value> {
     let (max_abs, min_cos) = compare_rows(&other.emb, &reference.emb)?;
     let mut worst = (0f64, String::new());
     let mut missing = Vec::new();
+    // Also over all parameters at once: a per-tensor relative error can be large where
+    // the tensor's gradient is tiny (sums that nearly cancel), harmless to the update.
+    let (mut num, mut den) = (0f64, 0f64);
     for (name, g) in &reference.grads {
+        let Some(h) = other.grads.get(name) else {
+            missing.push(name.clone());
+            continue;
+        };
+        let (d, n) = sq_diff_and_norm(h, g)?;
+        num += d;
+        den += n;
         // The key bias's gradient is zero in exact arithmetic (softmax shift invariance).
         if name.ends_with("key.bias") {
             continue;
         }
-        match other.grads.get(name) {
-            Some(h) => {
-                let e = rel_l2(h, g)?;
-                if e > worst.0 || !e.is_finite() {
-                    worst = (e, name.clone());
-                }
-            }
-            None => missing.push(name.clone()),
-        }
-    }
-    // Over all parameters at once: a per-tensor relative error can be large where the
-    // tensor's gradient is tiny (sums that nearly cancel), harmless to the update.
-    let (mut num, mut den) = (0f64, 0f64);
-    for (name, g) in &reference.grads {
-        if let Some(h) = other.grads.get(name) {
-            let g64 = g.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
-            let h64 = h.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
-            num += (&h64 - &g64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
-            den += g64.sqr()?.sum_all()?.to_scalar::<f64>()?;
+        let e = (d / n.max(1e-300)).sqrt();
+        if e > worst.0 || !e.is_finite() {
+            worst = (e, name.clone());
         }
     }
     Ok(json!({

@@ -35,8 +35,6 @@ pub use encoder::{Embeddings, Encoder, LoadOptions};
 pub use error::{Error, Result};
 pub use settings::EncodeSettings;
 
-/// The device named by `spec`: `cpu`, `cuda[:N]` or `metal[:N]` (the latter two need
-/// the crate's `cuda`/`metal` features).
 /// Opens CUDA device `ordinal`. cudarc loads libcuda, libcublas, ... when the first
 /// device is opened and panics if one is missing; that becomes an error naming it.
 fn cuda(ordinal: usize) -> Result<Device> {
@@ -66,6 +64,8 @@ fn cuda(ordinal: usize) -> Result<Device> {
     }
 }
 
+/// The device named by `spec`: `cpu`, `cuda[:N]` or `metal[:N]` (the latter two need
+/// the crate's `cuda`/`metal` features).
 pub fn device(spec: &str) -> Result<Device> {
     let (kind, ordinal) = match spec.split_once(':') {
         Some((k, n)) => (

@@ -184,6 +184,7 @@ impl Layer {
     }
 }
 
+/// The transformer without the pooler head (embedding models never use it).
 #[derive(Debug, Clone)]
 pub struct BertModel {
     embeddings: Embeddings,
