@@ -528,6 +528,73 @@ fn fused_judge_is_the_mean_of_its_templates_and_reuses_their_verdicts() {
     assert_ne!(meta["sieve.prompt_hash"], dmeta["sieve.prompt_hash"]);
 }
 
+/// `--extra-body` reaches the real server in every request (llama.cpp's `cache_prompt:
+/// false` then serves no prompt token from its cache), keys the verdict cache apart
+/// from runs without it, and may not override a field sieve sets.
+#[test]
+fn extra_body_reaches_the_server_and_keys_the_cache() {
+    let url = server();
+    let dir = tempfile::tempdir().unwrap();
+    let (mined, _) = write_fixture(dir.path(), 4);
+    let cache = dir.path().join("verdicts.log");
+    let out = dir.path().join("labeled.parquet");
+    let run = |extra: Option<&str>| {
+        let p = proxy(&url);
+        let mut c = judge_cmd(&mined, &out, &cache, &p.url);
+        if let Some(e) = extra {
+            c.args(["--extra-body", e]);
+        }
+        let o = c.output().unwrap();
+        let posts: Vec<Seen> = p
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.headers.starts_with("POST"))
+            .cloned()
+            .collect();
+        (o, posts)
+    };
+    let no_cache = r#"{"cache_prompt": false}"#;
+    let (o, posts) = run(Some(no_cache));
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(posts.len(), 4, "{stdout}");
+    for s in &posts {
+        let body: serde_json::Value = serde_json::from_str(&s.body).unwrap();
+        assert_eq!(body["cache_prompt"], false, "{}", s.body);
+        assert_eq!(
+            body["max_tokens"], 1,
+            "sieve's own fields are kept: {}",
+            s.body
+        );
+    }
+    assert!(
+        stdout.contains("(0 from the server's prompt cache)"),
+        "the server reused its cache although told not to:\n{stdout}"
+    );
+    // Without the extra field the same pairs are other requests: asked again.
+    let (o, posts) = run(None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(posts.len(), 4);
+    assert!(posts.iter().all(|s| !s.body.contains("cache_prompt")));
+    // The same extra fields, written in another order and spacing, hit the cache.
+    let (o, posts) = run(Some(r#"{ "cache_prompt" : false }"#));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(posts.len(), 0, "{}", String::from_utf8_lossy(&o.stdout));
+    for (bad, says) in [
+        (r#"{"temperature": 1}"#, "\"temperature\" is set by sieve"),
+        ("[1]", "must be a JSON object"),
+        ("{cache_prompt: false}", "not JSON"),
+    ] {
+        let (o, posts) = run(Some(bad));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{bad} was accepted");
+        assert!(stderr.contains(says), "{bad}: {stderr}");
+        assert!(posts.is_empty(), "{bad}: requests were sent");
+    }
+}
+
 /// A judge whose every request fails (nothing listens on the port) exits non-zero and
 /// says why, instead of writing all-`error` labels and exiting 0; what it wrote keeps
 /// every pair `error`, so a later run retries them.

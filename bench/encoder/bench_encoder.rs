@@ -10,10 +10,8 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Device, Tensor};
 use sieve_encoder::config::BertConfig;
-use sieve_encoder::model::{pool, BertModel};
 use sieve_encoder::{Encoder, LoadOptions, Pooling};
 use sieve_trainer::optim::{AdamW, AdamWConfig};
 
@@ -109,10 +107,18 @@ fn main() {
             t.elapsed().as_secs_f64()
         }
         "train" => {
-            let mut varmap = VarMap::new();
-            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-            let model = BertModel::load(vb, &config).unwrap();
-            varmap.load(dir.join("model.safetensors")).unwrap();
+            // The trainer's path: a trainable encoder whose embed_tokens packs the
+            // batch on the CPU (SIEVE_PACKING=off pads it); mean pooling, no
+            // normalisation, as the PyTorch side.
+            let (trainable, varmap) = Encoder::load_trainable(
+                dir,
+                &LoadOptions {
+                    normalize: false,
+                    ..LoadOptions::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(trainable.pooling(), Pooling::Mean);
             let mut opt = AdamW::from_varmap(
                 &varmap,
                 AdamWConfig {
@@ -125,9 +131,7 @@ fn main() {
                 Tensor::randn(0f32, 1.0, (batch, config.hidden_size), &Device::Cpu).unwrap();
             let mut step = |b: &Vec<Vec<u32>>| {
                 let refs: Vec<&[u32]> = b.iter().map(Vec::as_slice).collect();
-                let (ids, mask) = encoder.batch_tensors(&refs).unwrap();
-                let states = model.forward(&ids, &mask).unwrap();
-                let emb = pool(&states, &mask, Pooling::Mean).unwrap();
+                let emb = trainable.embed_tokens(&refs).unwrap();
                 let loss = (emb * &probe.narrow(0, 0, refs.len()).unwrap())
                     .unwrap()
                     .sum_all()

@@ -10,7 +10,7 @@ use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 
 use crate::config::{BertConfig, ModuleEntry, PoolingConfig, SentenceBertConfig};
 use crate::error::{Error, Result};
-use crate::model::{pool, BertModel};
+use crate::model::{pool, pool_packed, BertModel, Packed};
 use crate::ops::l2_normalize;
 use crate::Pooling;
 
@@ -403,12 +403,27 @@ impl Encoder {
         Ok((ids, mask))
     }
 
+    /// Whether [`Self::embed_tokens`] packs its batches (computes no padding).
+    pub fn packs_batches(&self) -> bool {
+        self.model.supports_packed() && crate::model::packing_enabled()
+    }
+
     /// Pooled (and normalised) embeddings of already-tokenised texts, `(batch, dim)`.
     /// Differentiable when the model holds `Var`s; the graph is what training uses.
+    ///
+    /// On the CPU in f32/f64 the batch is packed: no padding is computed, in the
+    /// forward or the backward ([`crate::model::Packed`]). `SIEVE_PACKING=off` pads it
+    /// as on other devices (to measure what packing gains).
     pub fn embed_tokens(&self, batch: &[&[u32]]) -> Result<Tensor> {
-        let (ids, mask) = self.batch_tensors(batch)?;
-        let states = self.model.forward(&ids, &mask)?;
-        let pooled = pool(&states, &mask, self.pooling)?;
+        let pooled = if self.packs_batches() && batch.iter().all(|t| !t.is_empty()) {
+            let packed = Packed::new(batch, &self.device)?;
+            let states = self.model.forward_packed(&packed)?;
+            pool_packed(&states, &packed.lens, self.pooling)?
+        } else {
+            let (ids, mask) = self.batch_tensors(batch)?;
+            let states = self.model.forward(&ids, &mask)?;
+            pool(&states, &mask, self.pooling)?
+        };
         if self.normalize {
             Ok(l2_normalize(&pooled)?)
         } else {

@@ -20,6 +20,7 @@ use candle_core::{
     Tensor, WithDType, D,
 };
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// Rows handed to one rayon task in row-wise kernels: enough work to amortise the task.
 const ROWS_PER_TASK: usize = 16;
@@ -721,59 +722,123 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 
 /// Multi-head self-attention on the fused Q|K|V projection.
 ///
-/// Input `(batch * seq, 3 * hidden)` as one linear layer produces it; output
-/// `(batch * seq, hidden)`, heads concatenated, ready for the output projection. No
-/// permuted copies of Q, K, V are made: the matrix products read them in place with
-/// strides, one rayon task per (sequence, head).
-/// (batch, seq, hidden, head dim) of a `rows × width` Q|K|V input under `mask`.
-fn attention_dims(
-    mask: &Tensor,
-    heads: usize,
+/// Input `(rows, 3 * hidden)` as one linear layer produces it; output `(rows, hidden)`,
+/// heads concatenated, ready for the output projection. No permuted copies of Q, K, V
+/// are made: the matrix products read them in place with strides, one rayon task per
+/// (sequence, head). The sequences lie in the rows as [`Rows`] says: padded to one
+/// length under a mask, or packed back to back with no padding at all.
+#[derive(Debug, Clone)]
+enum Rows {
+    /// A `(batch, seq)` mask, 1 for tokens and 0 for padding, in the input's dtype:
+    /// sequence `b` is rows `b * seq ..` of the input.
+    Padded(Tensor),
+    /// Sequence lengths: the sequences' rows back to back (see
+    /// [`crate::model::Packed`]). Nothing is masked, and no padded row is computed.
+    Packed(Arc<[usize]>),
+}
+
+/// One sequence as the attention kernels see it.
+struct SeqRows<T> {
+    /// Its first row in the Q|K|V input and in the output.
+    offset: usize,
+    /// Its rows (queries).
     rows: usize,
-    width: usize,
-) -> Result<(usize, usize, usize, usize)> {
-    let (batch, seq) = mask.dims2()?;
-    if heads == 0
-        || rows != batch * seq
-        || !width.is_multiple_of(3)
-        || !(width / 3).is_multiple_of(heads)
-    {
-        candle_core::bail!(
-            "attention: qkv {rows}×{width} does not match mask {batch}×{seq} with {heads} heads"
-        );
+    /// The keys that can receive weight (padding past the last token is skipped).
+    keys: usize,
+    /// Added to the scores of those keys: `MASK_VALUE` at padding, else 0.
+    bias: Vec<T>,
+}
+
+impl Rows {
+    /// Each sequence's rows, checked against a `rows × width` input of `heads` heads;
+    /// also the hidden size and the head dimension.
+    fn sequences<T: Real>(
+        &self,
+        heads: usize,
+        rows: usize,
+        width: usize,
+    ) -> Result<(Vec<SeqRows<T>>, usize, usize)> {
+        if heads == 0 || !width.is_multiple_of(3) || !(width / 3).is_multiple_of(heads) {
+            candle_core::bail!(
+                "attention: qkv width {width} does not split into Q, K, V of {heads} heads"
+            );
+        }
+        let seqs = match self {
+            Rows::Padded(mask) => {
+                let (batch, seq) = mask.dims2()?;
+                if rows != batch * seq {
+                    candle_core::bail!(
+                        "attention: qkv {rows}×{width} does not match mask {batch}×{seq}"
+                    );
+                }
+                let mask: Vec<T> = mask.flatten_all()?.to_vec1::<T>()?;
+                let mask_value = T::from_f64(crate::model::MASK_VALUE);
+                (0..batch)
+                    .map(|bi| {
+                        let m = &mask[bi * seq..(bi + 1) * seq];
+                        let keys = valid_keys(m);
+                        SeqRows {
+                            offset: bi * seq,
+                            rows: seq,
+                            keys,
+                            bias: m[..keys]
+                                .iter()
+                                .map(|&keep| (T::one() - keep) * mask_value)
+                                .collect(),
+                        }
+                    })
+                    .collect()
+            }
+            Rows::Packed(lens) => {
+                let total: usize = lens.iter().sum();
+                if rows != total {
+                    candle_core::bail!(
+                        "attention: qkv has {rows} rows, the packed sequences {total}"
+                    );
+                }
+                let mut offset = 0;
+                lens.iter()
+                    .map(|&n| {
+                        let s = SeqRows {
+                            offset,
+                            rows: n,
+                            keys: n,
+                            bias: vec![T::zero(); n],
+                        };
+                        offset += n;
+                        s
+                    })
+                    .collect()
+            }
+        };
+        Ok((seqs, width / 3, width / 3 / heads))
     }
-    Ok((batch, seq, width / 3, width / 3 / heads))
 }
 
 struct AttentionOp {
-    /// `(batch, seq)`, 1 for tokens and 0 for padding, in the input's dtype.
-    mask: Tensor,
+    rows: Rows,
     heads: usize,
 }
 
 impl AttentionOp {
     fn fwd<T: Real>(&self, qkv: &[T], rows: usize, width: usize) -> Result<Vec<T>> {
-        let (batch, seq, hidden, hd) = attention_dims(&self.mask, self.heads, rows, width)?;
-        let mask: Vec<T> = self.mask.flatten_all()?.to_vec1::<T>()?;
+        let (seqs, hidden, hd) = self.rows.sequences::<T>(self.heads, rows, width)?;
         let heads = self.heads;
         let scale = T::from_f64(1.0 / (hd as f64).sqrt());
-        let mask_value = T::from_f64(crate::model::MASK_VALUE);
         let mut out = vec![T::zero(); rows * hidden];
         let dst = SharedOut(out.as_mut_ptr());
-        (0..batch * heads).into_par_iter().for_each(|task| {
-            let (bi, hi) = (task / heads, task % heads);
-            let base = bi * seq * width + hi * hd;
+        (0..seqs.len() * heads).into_par_iter().for_each(|task| {
+            let (s, hi) = (&seqs[task / heads], task % heads);
+            let (seq, valid, bias) = (s.rows, s.keys, &s.bias);
+            if seq == 0 {
+                return;
+            }
+            let base = s.offset * width + hi * hd;
             let (q, k, v) = (
                 qkv[base..].as_ptr(),
                 qkv[base + hidden..].as_ptr(),
                 qkv[base + 2 * hidden..].as_ptr(),
             );
-            let m = &mask[bi * seq..(bi + 1) * seq];
-            let valid = valid_keys(m);
-            let bias: Vec<T> = m[..valid]
-                .iter()
-                .map(|&keep| (T::one() - keep) * mask_value)
-                .collect();
             let mut scores = vec![T::zero(); seq * valid];
             // SAFETY: Q, K, V of this (sequence, head) are `seq` rows of `hd` columns at
             // row stride `width` inside `qkv`; keys and values are read only up to
@@ -792,13 +857,13 @@ impl AttentionOp {
                     scale,
                     T::zero(),
                 );
-                simd::softmax_rows(&mut scores, &bias, valid);
+                simd::softmax_rows(&mut scores, bias, valid);
                 // ctx = P V  (seq × hd)
                 mm(
                     seq,
                     hd,
                     valid,
-                    (dst.at(bi * seq * hidden + hi * hd), hidden),
+                    (dst.at(s.offset * hidden + hi * hd), hidden),
                     (scores.as_ptr(), valid, 1),
                     (v, width, 1),
                     T::one(),
@@ -834,7 +899,7 @@ impl CustomOp1 for AttentionOp {
     /// dV = Pᵀ dC, dP = dC Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = s dS K, dK = s dSᵀ Q.
     fn bwd(&self, qkv: &Tensor, _res: &Tensor, dctx: &Tensor) -> Result<Option<Tensor>> {
         let grad = AttentionGradOp {
-            mask: self.mask.clone(),
+            rows: self.rows.clone(),
             heads: self.heads,
         };
         Ok(Some(
@@ -904,34 +969,30 @@ impl<T> SharedOut<T> {
 
 /// Gradient kernel of [`AttentionOp`]: inputs `qkv` and `dctx`, output `d_qkv`.
 struct AttentionGradOp {
-    mask: Tensor,
+    rows: Rows,
     heads: usize,
 }
 
 impl AttentionGradOp {
     fn grad<T: Real>(&self, qkv: &[T], dc: &[T], rows: usize, width: usize) -> Result<Vec<T>> {
-        let (batch, seq, hidden, hd) = attention_dims(&self.mask, self.heads, rows, width)?;
-        let mask: Vec<T> = self.mask.flatten_all()?.to_vec1::<T>()?;
+        let (seqs, hidden, hd) = self.rows.sequences::<T>(self.heads, rows, width)?;
         let heads = self.heads;
         let scale = T::from_f64(1.0 / (hd as f64).sqrt());
-        let mask_value = T::from_f64(crate::model::MASK_VALUE);
         let (z, one) = (T::zero(), T::one());
         let mut out = vec![z; rows * width];
         let dst = SharedOut(out.as_mut_ptr());
-        (0..batch * heads).into_par_iter().for_each(|task| {
-            let (bi, hi) = (task / heads, task % heads);
-            let qo = bi * seq * width + hi * hd;
+        (0..seqs.len() * heads).into_par_iter().for_each(|task| {
+            let (s, hi) = (&seqs[task / heads], task % heads);
+            let (seq, valid, bias) = (s.rows, s.keys, &s.bias);
+            if seq == 0 {
+                return;
+            }
+            let qo = s.offset * width + hi * hd;
             let (ko, vo) = (qo + hidden, qo + 2 * hidden);
             let (q, k, v) = (qkv[qo..].as_ptr(), qkv[ko..].as_ptr(), qkv[vo..].as_ptr());
-            let dcp = dc[bi * seq * hidden + hi * hd..].as_ptr();
-            let m = &mask[bi * seq..(bi + 1) * seq];
-            let valid = valid_keys(m);
+            let dcp = dc[s.offset * hidden + hi * hd..].as_ptr();
             let mut p = vec![z; seq * valid];
             let mut dp = vec![z; seq * valid];
-            let bias: Vec<T> = m[..valid]
-                .iter()
-                .map(|&keep| (one - keep) * mask_value)
-                .collect();
             // SAFETY: Q, K, V of this (sequence, head) are `seq` rows of `hd` columns at
             // row stride `width` inside `qkv`; dC likewise at stride `hidden` inside
             // `dc`; keys and values are read only up to `valid` rows; `p` and `dp` are
@@ -950,7 +1011,7 @@ impl AttentionGradOp {
                     scale,
                     z,
                 );
-                simd::softmax_rows(&mut p, &bias, valid);
+                simd::softmax_rows(&mut p, bias, valid);
                 // dV = Pᵀ dC, dP = dC Vᵀ
                 mm(
                     valid,
@@ -1037,7 +1098,18 @@ impl candle_core::CustomOp2 for AttentionGradOp {
 /// `(batch, seq)` 0/1 mask; returns `(batch * seq, hidden)`.
 pub fn attention(qkv: &Tensor, mask: &Tensor, heads: usize) -> Result<Tensor> {
     let op = AttentionOp {
-        mask: mask.detach().to_dtype(qkv.dtype())?,
+        rows: Rows::Padded(mask.detach().to_dtype(qkv.dtype())?),
+        heads,
+    };
+    qkv.contiguous()?.apply_op1(op)
+}
+
+/// Self-attention over packed sequences: `qkv` is `(Σ lens, 3 * hidden)`, each
+/// sequence's rows back to back and attending only to its own; returns
+/// `(Σ lens, hidden)`. No padding exists, so none is masked or computed.
+pub fn attention_packed(qkv: &Tensor, lens: &[usize], heads: usize) -> Result<Tensor> {
+    let op = AttentionOp {
+        rows: Rows::Packed(lens.into()),
         heads,
     };
     qkv.contiguous()?.apply_op1(op)

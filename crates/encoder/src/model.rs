@@ -112,6 +112,16 @@ impl Embeddings {
         })
     }
 
+    /// `(tokens,)` ids at `(tokens,)` positions → `(tokens, hidden)`, for packed
+    /// sequences. Token type is always 0.
+    fn forward_packed(&self, p: &Packed) -> Result<Tensor> {
+        let words = self.word.embedding(&p.ids)?;
+        let positions = self.position.embedding(&p.positions)?;
+        let token_type = self.token_type.narrow(0, 0, 1)?;
+        let x = (words + positions)?.broadcast_add(&token_type)?;
+        self.norm.forward(&x)
+    }
+
     /// `(batch, seq)` ids → `(batch * seq, hidden)`. Token type is always 0: embedding
     /// models encode one segment.
     fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
@@ -127,6 +137,15 @@ impl Embeddings {
             .reshape((batch * seq, hidden))?;
         self.norm.forward(&x)
     }
+}
+
+/// How a batch's sequences lie in the rows of the activations.
+#[derive(Clone, Copy)]
+enum SeqLayout<'a> {
+    /// Each padded to the batch's longest; the `(batch, seq)` mask marks the tokens.
+    Padded(&'a Tensor),
+    /// Back to back with no padding, of these lengths.
+    Packed(&'a [usize]),
 }
 
 #[derive(Debug, Clone)]
@@ -159,17 +178,20 @@ impl Layer {
         })
     }
 
-    /// `x`: `(batch * seq, hidden)`; `mask`: `(batch, seq)`, 1 for tokens, 0 for padding.
-    /// One layer; the products (Q|K|V, attention, output, feed-forward) run in
-    /// `compute`, the residual stream and layer norms in the weights' dtype.
-    fn forward(&self, x: &Tensor, mask: &Tensor, compute: DType) -> Result<Tensor> {
+    /// `x`: `(rows, hidden)`, the sequences laid out as `seqs` says. One layer; the
+    /// products (Q|K|V, attention, output, feed-forward) run in `compute`, the residual
+    /// stream and layer norms in the weights' dtype.
+    fn forward(&self, x: &Tensor, seqs: SeqLayout, compute: DType) -> Result<Tensor> {
         let w = Tensor::cat(
             &[&self.query.weight, &self.key.weight, &self.value.weight],
             0,
         )?;
         let b = Tensor::cat(&[&self.query.bias, &self.key.bias, &self.value.bias], 0)?;
         let qkv = linear_in(x, &w, &b, compute)?;
-        let ctx = ops::attention(&qkv, mask, self.heads)?;
+        let ctx = match seqs {
+            SeqLayout::Padded(mask) => ops::attention(&qkv, mask, self.heads)?,
+            SeqLayout::Packed(lens) => ops::attention_packed(&qkv, lens, self.heads)?,
+        };
         let attn = linear_in(&ctx, &self.attn_out.weight, &self.attn_out.bias, compute)?;
         let x = self.attn_norm.forward(&(attn.to_dtype(x.dtype())? + x)?)?;
         let inner = linear_in(
@@ -242,11 +264,131 @@ impl BertModel {
         let compute = self.compute_dtype();
         let mut x = self.embeddings.forward(input_ids)?;
         for layer in &self.layers {
-            x = layer.forward(&x, attention_mask, compute)?;
+            x = layer.forward(&x, SeqLayout::Padded(attention_mask), compute)?;
         }
         // The last layer norm leaves x in the weights' dtype: pooling, normalisation and
         // the loss run in f32 under mixed precision.
         x.reshape((batch, seq, self.config.hidden_size))
+    }
+
+    /// Whether [`Self::forward_packed`] can run: its attention is the fused CPU kernel
+    /// (f32/f64 compute on the CPU). Elsewhere batches are padded.
+    pub fn supports_packed(&self) -> bool {
+        self.embeddings.word.device().is_cpu()
+            && matches!(self.compute_dtype(), DType::F32 | DType::F64)
+    }
+
+    /// Token states `(tokens, hidden)` of packed sequences: the rows of
+    /// [`Self::forward`]'s output that are not padding, computed without the padding.
+    pub fn forward_packed(&self, p: &Packed) -> Result<Tensor> {
+        if !self.supports_packed() {
+            candle_core::bail!(
+                "packed batches need f32/f64 compute on the CPU; pad the batch instead"
+            );
+        }
+        if let Some(&n) = p.lens.iter().max() {
+            if n > self.config.max_position_embeddings {
+                candle_core::bail!(
+                    "a sequence of {n} tokens is longer than the model's {} positions",
+                    self.config.max_position_embeddings
+                );
+            }
+        }
+        let compute = self.compute_dtype();
+        let mut x = self.embeddings.forward_packed(p)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, SeqLayout::Packed(&p.lens), compute)?;
+        }
+        Ok(x)
+    }
+}
+
+/// A batch of token-id sequences laid back to back with no padding: the layout in
+/// which [`BertModel::forward_packed`] computes only real tokens. Every layer but
+/// attention works row by row, and attention runs per sequence anyway, so padding is
+/// pure waste: a batch padded to its longest member spends every shorter member's
+/// remainder on it, in each product of the forward and the backward
+/// (text-embeddings-inference batches without padding the same way).
+#[derive(Debug, Clone)]
+pub struct Packed {
+    /// `(tokens,)` u32 token ids.
+    pub ids: Tensor,
+    /// `(tokens,)` u32 position of each token in its sequence.
+    pub positions: Tensor,
+    /// Each sequence's length, in batch order.
+    pub lens: Vec<usize>,
+}
+
+impl Packed {
+    pub fn new(batch: &[&[u32]], device: &candle_core::Device) -> Result<Self> {
+        let total: usize = batch.iter().map(|t| t.len()).sum();
+        let mut ids = Vec::with_capacity(total);
+        let mut positions = Vec::with_capacity(total);
+        for tokens in batch {
+            ids.extend_from_slice(tokens);
+            positions.extend(0..tokens.len() as u32);
+        }
+        Ok(Self {
+            ids: Tensor::from_vec(ids, total, device)?,
+            positions: Tensor::from_vec(positions, total, device)?,
+            lens: batch.iter().map(|t| t.len()).collect(),
+        })
+    }
+}
+
+/// Whether batches are packed where the model can: on unless `SIEVE_PACKING=off`
+/// (read once), the switch that lets a benchmark measure padded batches in the same
+/// build.
+pub fn packing_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !std::env::var("SIEVE_PACKING").is_ok_and(|v| v.eq_ignore_ascii_case("off") || v == "0")
+    })
+}
+
+/// Pools packed token states `(tokens, hidden)` into `(batch, hidden)`, as [`pool`]
+/// pools the padded ones. Mean pooling is one product with a `(batch, tokens)` matrix
+/// of `1 / len` blocks (differentiable, and a sequence of no tokens pools to zero as
+/// under the padded mask); CLS takes each sequence's first row.
+pub fn pool_packed(states: &Tensor, lens: &[usize], mode: crate::Pooling) -> Result<Tensor> {
+    let total: usize = lens.iter().sum();
+    let device = states.device();
+    match mode {
+        crate::Pooling::Cls => {
+            if lens.contains(&0) {
+                candle_core::bail!("CLS pooling of an empty sequence");
+            }
+            let mut offset = 0u32;
+            let firsts: Vec<u32> = lens
+                .iter()
+                .map(|&n| {
+                    let o = offset;
+                    offset += n as u32;
+                    o
+                })
+                .collect();
+            states.index_select(&Tensor::new(firsts, device)?, 0)
+        }
+        crate::Pooling::Mean => {
+            fn blocks<T: candle_core::WithDType>(lens: &[usize], total: usize) -> Vec<T> {
+                let mut weights = vec![T::zero(); lens.len() * total];
+                let mut offset = 0;
+                for (b, &n) in lens.iter().enumerate() {
+                    let w = T::from_f64(1.0 / (n as f64).max(1e-9));
+                    weights[b * total + offset..b * total + offset + n].fill(w);
+                    offset += n;
+                }
+                weights
+            }
+            let shape = (lens.len(), total);
+            let weights = match states.dtype() {
+                DType::F64 => Tensor::from_vec(blocks::<f64>(lens, total), shape, device)?,
+                dtype => {
+                    Tensor::from_vec(blocks::<f32>(lens, total), shape, device)?.to_dtype(dtype)?
+                }
+            };
+            weights.matmul(states)
+        }
     }
 }
 

@@ -89,6 +89,19 @@ pub fn attention(qkv: &Tensor, mask: &Tensor, heads: usize) -> Result<Tensor> {
     }
 }
 
+/// Attention over packed sequences (no padding; see [`crate::model::Packed`]): only the
+/// fused CPU kernel has this form. `qkv` is `(Σ lens, 3 * hidden)`.
+pub fn attention_packed(qkv: &Tensor, lens: &[usize], heads: usize) -> Result<Tensor> {
+    if !fused::supported(qkv) {
+        candle_core::bail!(
+            "packed attention runs on the CPU in f32/f64 only, not {:?} on {:?}",
+            qkv.dtype(),
+            qkv.device()
+        );
+    }
+    fused::attention_packed(qkv, lens, heads)
+}
+
 pub fn attention_reference(qkv: &Tensor, mask: &Tensor, heads: usize) -> Result<Tensor> {
     let (batch, seq) = mask.dims2()?;
     let (rows, width) = qkv.dims2()?;
@@ -340,6 +353,59 @@ mod tests {
     }
 
     #[test]
+    fn fused_attention_packed_matches_the_padded_reference() {
+        // Lengths 11 (past the 8 reduction lanes), 1 and 4 back to back (16 rows); the
+        // reference scatters them into a padded 3 × 11 batch (zero rows at padding),
+        // runs masked attention and gathers the real rows back: index_select on both
+        // sides, so its gradient is the padded path's.
+        let lens = [11usize, 1, 4];
+        let seq = 11;
+        let padded_mask = || {
+            let rows: Vec<Vec<f64>> = lens
+                .iter()
+                .map(|&n| (0..seq).map(|i| f64::from(u8::from(i < n))).collect())
+                .collect();
+            Tensor::new(rows, &Device::Cpu).unwrap()
+        };
+        let total: usize = lens.iter().sum();
+        // Row of the padded batch -> row of packed ∪ {a zero row at `total`}.
+        let mut scatter = Vec::new();
+        let mut gather = Vec::new();
+        let mut offset = 0;
+        for (b, &n) in lens.iter().enumerate() {
+            for i in 0..seq {
+                scatter.push(if i < n {
+                    (offset + i) as u32
+                } else {
+                    total as u32
+                });
+            }
+            gather.extend((0..n).map(|i| (b * seq + i) as u32));
+            offset += n;
+        }
+        let reference = |x: &[Tensor]| {
+            let zero = x[0].narrow(0, 0, 1).unwrap().zeros_like().unwrap();
+            let with_zero = Tensor::cat(&[&x[0], &zero], 0).unwrap();
+            let idx = Tensor::new(scatter.as_slice(), &Device::Cpu).unwrap();
+            let padded = with_zero.index_select(&idx, 0).unwrap();
+            let mask = padded_mask().to_dtype(x[0].dtype()).unwrap();
+            let out = attention_reference(&padded, &mask, 2).unwrap();
+            let idx = Tensor::new(gather.as_slice(), &Device::Cpu).unwrap();
+            out.index_select(&idx, 0).unwrap()
+        };
+        check(
+            &|x| fused::attention_packed(&x[0], &lens, 2).unwrap(),
+            &reference,
+            &[&[total, 24]],
+        );
+        // A length list that does not add up to the rows is an error, not a read past
+        // the end.
+        let x = randn(&[total, 24], DType::F32, 0.0);
+        let err = fused::attention_packed(&x, &[11, 1, 5], 2).unwrap_err();
+        assert!(err.to_string().contains("packed sequences 17"), "{err}");
+    }
+
+    #[test]
     fn padding_keys_get_no_attention() {
         // Changing K/V of padded positions must not change any output row of sequence 2.
         let x = randn(&[10, 24], DType::F64, 0.0);
@@ -360,7 +426,7 @@ mod tests {
     /// The kernels' checks above run on the CPU's widest vectors; this reruns them in
     /// a child test process with each narrower path forced (`SIEVE_CPU_ISA`), so every
     /// instance [`crate::fused::simd::dispatch`] can choose is checked against the
-    /// reference on a machine that has them all.
+    /// reference on a machine that has them all (the six `fused_` checks).
     #[test]
     fn every_isa_passes_the_kernel_checks() {
         let exe = std::env::current_exe().unwrap();
@@ -373,8 +439,8 @@ mod tests {
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success(), "SIEVE_CPU_ISA={isa}:\n{text}");
             assert!(
-                text.contains("test result: ok. 5 passed"),
-                "SIEVE_CPU_ISA={isa} ran other than the 5 kernel checks:\n{text}"
+                text.contains("test result: ok. 6 passed"),
+                "SIEVE_CPU_ISA={isa} ran other than the 6 kernel checks:\n{text}"
             );
         }
     }

@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use sieve_encoder::config::BertConfig;
-use sieve_encoder::model::{pool, BertModel};
+use sieve_encoder::model::{pool, pool_packed, BertModel, Packed};
 use sieve_encoder::ops::l2_normalize;
 use sieve_encoder::Pooling;
 
@@ -29,19 +29,30 @@ struct Case {
     ids: Tensor,
     mask: Tensor,
     probe: Tensor,
+    /// The same two sequences with no padding: the loss runs the packed path.
+    packed: Option<Packed>,
 }
 
-fn case(dev: &Device, dim: usize) -> Case {
+fn case(dev: &Device, dim: usize, packed: bool) -> Case {
     // Two sequences, the second padded: the mask path must carry gradients correctly.
     let ids = Tensor::new(&[[1u32, 5, 7, 2, 9, 3], [1, 4, 2, 0, 0, 0]], dev).unwrap();
     let mask = Tensor::new(&[[1f64, 1., 1., 1., 1., 1.], [1., 1., 1., 0., 0., 0.]], dev).unwrap();
     let probe = Tensor::randn(0f64, 1., (2, dim), dev).unwrap();
-    Case { ids, mask, probe }
+    let packed = packed.then(|| Packed::new(&[&[1, 5, 7, 2, 9, 3], &[1, 4, 2]], dev).unwrap());
+    Case {
+        ids,
+        mask,
+        probe,
+        packed,
+    }
 }
 
 fn loss(model: &BertModel, c: &Case, mode: Pooling) -> Tensor {
-    let states = model.forward(&c.ids, &c.mask).unwrap();
-    let emb = l2_normalize(&pool(&states, &c.mask, mode).unwrap()).unwrap();
+    let pooled = match &c.packed {
+        Some(p) => pool_packed(&model.forward_packed(p).unwrap(), &p.lens, mode).unwrap(),
+        None => pool(&model.forward(&c.ids, &c.mask).unwrap(), &c.mask, mode).unwrap(),
+    };
+    let emb = l2_normalize(&pooled).unwrap();
     (emb * &c.probe).unwrap().sum_all().unwrap()
 }
 
@@ -57,7 +68,7 @@ fn set_entry(var: &Var, flat: usize, value: f64) {
         .unwrap();
 }
 
-fn check(mode: Pooling) {
+fn check(mode: Pooling, packed: bool) {
     let dev = Device::Cpu;
     let cfg = tiny_config();
     let varmap = VarMap::new();
@@ -75,8 +86,45 @@ fn check(mode: Pooling) {
         let r = Tensor::randn(0f64, 0.5, var.shape(), &dev).unwrap();
         var.set(&r).unwrap();
     }
-    let c = case(&dev, cfg.hidden_size);
+    let c = case(&dev, cfg.hidden_size, packed);
     let grads = loss(&model, &c, mode).backward().unwrap();
+    if packed {
+        // The packed path is the padded one without the padding: same loss, same
+        // gradient in every parameter, to f64 rounding.
+        let padded = Case {
+            probe: c.probe.clone(),
+            ..case(&dev, cfg.hidden_size, false)
+        };
+        let l_padded = loss(&model, &padded, mode);
+        let d = (scalar(&loss(&model, &c, mode)) - scalar(&l_padded)).abs();
+        assert!(d < 1e-12, "packed and padded losses differ by {d}");
+        let g_padded = l_padded.backward().unwrap();
+        for (name, var) in &vars {
+            let a: Vec<f64> = grads
+                .get(var)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let b: Vec<f64> = g_padded
+                .get(var)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                worst < 1e-10,
+                "{name}: packed and padded gradients differ by {worst}"
+            );
+        }
+    }
 
     let eps = 1e-6;
     let mut kinds_checked = std::collections::BTreeSet::new();
@@ -145,10 +193,20 @@ fn check(mode: Pooling) {
 
 #[test]
 fn gradients_match_finite_differences_mean_pooling() {
-    check(Pooling::Mean);
+    check(Pooling::Mean, false);
 }
 
 #[test]
 fn gradients_match_finite_differences_cls_pooling() {
-    check(Pooling::Cls);
+    check(Pooling::Cls, false);
+}
+
+#[test]
+fn packed_gradients_match_padded_and_finite_differences_mean_pooling() {
+    check(Pooling::Mean, true);
+}
+
+#[test]
+fn packed_gradients_match_padded_and_finite_differences_cls_pooling() {
+    check(Pooling::Cls, true);
 }

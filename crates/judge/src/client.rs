@@ -66,6 +66,9 @@ pub struct ClientConfig {
     pub top_logprobs: u32,
     pub requests_per_second: Option<f64>,
     pub tokens_per_minute: Option<f64>,
+    /// Server-specific fields merged into every request body (`--extra-body`), checked
+    /// by [`crate::settings::parse_extra_body`] not to touch the fields sieve sets.
+    pub extra_body: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for ClientConfig {
@@ -80,6 +83,7 @@ impl Default for ClientConfig {
             top_logprobs: 10,
             requests_per_second: None,
             tokens_per_minute: None,
+            extra_body: serde_json::Map::new(),
         }
     }
 }
@@ -308,6 +312,9 @@ impl Client {
             body["max_tokens"] = 1.into();
             body["logprobs"] = true.into();
             body["top_logprobs"] = self.cfg.top_logprobs.into();
+        }
+        for (k, v) in &self.cfg.extra_body {
+            body[k] = v.clone();
         }
         body
     }

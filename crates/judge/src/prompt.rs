@@ -347,6 +347,11 @@ fn truncate_chars(text: &str, limit: usize) -> (&str, bool) {
     }
 }
 
+/// Hex SHA-256 of `text`.
+pub(crate) fn sha256_hex(text: &str) -> String {
+    format!("{:x}", Sha256::digest(text.as_bytes()))
+}
+
 /// The hash a set of templates is recorded under: one template's own hash, or for
 /// several (a fused judge, P averaged over them) a SHA-256 over their hashes in order,
 /// so that a labeled file says exactly which prompts made its scores.

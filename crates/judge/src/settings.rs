@@ -120,6 +120,77 @@ pub struct JudgeSettings {
     /// itself: neither masked nor used as a hard negative.
     #[cfg_attr(feature = "clap", arg(long))]
     pub allow_instructions: bool,
+
+    /// A JSON object merged into every request body, for what a server takes beyond
+    /// the OpenAI fields: llama.cpp's `cache_prompt` / `id_slot`, vLLM's `top_k`, or
+    /// `{"chat_template_kwargs": {"enable_thinking": false}}` for a reasoning model
+    /// that must answer in one token. The fields sieve sets itself (model, messages,
+    /// temperature, max_tokens, logprobs, top_logprobs, response_format) are refused.
+    /// Part of every cached verdict's key: a changed request never reuses old verdicts.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "JSON"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_body: Option<String>,
+}
+
+/// Request fields sieve sets itself: an extra body may not replace them, since the
+/// verdict's parsing and the cache's meaning depend on them.
+pub const RESERVED_BODY_FIELDS: [&str; 8] = [
+    "model",
+    "messages",
+    "temperature",
+    "max_tokens",
+    "max_completion_tokens",
+    "logprobs",
+    "top_logprobs",
+    "response_format",
+];
+
+/// `value` as JSON text with every object's keys sorted, at any depth: the same
+/// fields give the same text however they were written.
+fn canonical_json(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::from(k.as_str()),
+                        canonical_json(&map[k])
+                    )
+                })
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        serde_json::Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(canonical_json).collect();
+            format!("[{}]", items.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Parses `--extra-body`: a JSON object none of whose keys is in
+/// [`RESERVED_BODY_FIELDS`].
+pub fn parse_extra_body(text: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let bad = |m: String| Error::Config(format!("extra_body: {m}"));
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| bad(format!("not JSON ({e})")))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(bad(format!("must be a JSON object, got {value}")));
+    };
+    if let Some(k) = map
+        .keys()
+        .find(|k| RESERVED_BODY_FIELDS.contains(&k.as_str()))
+    {
+        return Err(bad(format!(
+            "\"{k}\" is set by sieve and may not be overridden (reserved: {})",
+            RESERVED_BODY_FIELDS.join(", ")
+        )));
+    }
+    Ok(map)
 }
 
 /// A labelling threshold is a probability: 0 < t ≤ 1 (0 would call everything
@@ -159,6 +230,7 @@ impl Default for JudgeSettings {
             max_error_share: DEFAULT_MAX_ERROR_SHARE,
             allow_binary_scores: false,
             allow_instructions: false,
+            extra_body: None,
         }
     }
 }
@@ -188,8 +260,15 @@ impl JudgeSettings {
             json_schema: self.json_schema,
             requests_per_second: self.requests_per_second,
             tokens_per_minute: self.tokens_per_minute,
+            extra_body: self.extra_body_map()?,
             ..Default::default()
         })
+    }
+
+    fn extra_body_map(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
+        self.extra_body
+            .as_deref()
+            .map_or_else(|| Ok(Default::default()), parse_extra_body)
     }
 
     /// Every value in range, checked before anything is sent (a pipeline checks them
@@ -220,6 +299,7 @@ impl JudgeSettings {
         if self.max_doc_tokens == 0 {
             return bad("max_doc_tokens must be at least 1".into());
         }
+        self.extra_body_map()?;
         for (name, v) in [
             ("requests_per_second", self.requests_per_second),
             ("tokens_per_minute", self.tokens_per_minute),
@@ -266,14 +346,27 @@ impl JudgeSettings {
     }
 
     /// The templates to ask, in order (the built-in default when none is given).
+    /// The prompt templates; under `--extra-body` each one's hash also covers the
+    /// extra fields (in their canonical, key-sorted form), so that verdicts asked with
+    /// other request fields are cached apart. Without it the hashes are the
+    /// templates' own, as before the option existed.
     pub fn templates(&self) -> Result<Vec<Template>> {
-        if self.templates.is_empty() {
-            return Ok(vec![Template::default_template()]);
+        let mut templates = if self.templates.is_empty() {
+            vec![Template::default_template()]
+        } else {
+            self.templates
+                .iter()
+                .map(|t| Template::resolve(t))
+                .collect::<Result<Vec<_>>>()?
+        };
+        let extra = self.extra_body_map()?;
+        if !extra.is_empty() {
+            let canonical = canonical_json(&serde_json::Value::Object(extra));
+            for t in &mut templates {
+                t.hash = crate::prompt::sha256_hex(&format!("{}\nextra_body:{canonical}", t.hash));
+            }
         }
-        self.templates
-            .iter()
-            .map(|t| Template::resolve(t))
-            .collect()
+        Ok(templates)
     }
 
     pub fn run_options(&self) -> crate::RunOptions {

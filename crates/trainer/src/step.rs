@@ -19,6 +19,12 @@ use crate::loss::{contrastive_loss, CellTable, LossConfig};
 /// its parameters.
 pub trait Embed {
     fn embed(&self, tokens: &[&[u32]]) -> Result<Tensor>;
+
+    /// Whether a batch of mixed lengths costs only its tokens (packed, no padding), so
+    /// that cutting it by length gains nothing.
+    fn packs(&self) -> bool {
+        false
+    }
 }
 
 impl Embed for sieve_encoder::Encoder {
@@ -28,16 +34,21 @@ impl Embed for sieve_encoder::Encoder {
             other => candle_core::Error::Msg(other.to_string()),
         })
     }
+
+    fn packs(&self) -> bool {
+        self.packs_batches()
+    }
 }
 
 /// A chunk is closed early when the next text is shorter than this fraction of the
 /// chunk's longest: past it, padding would cost more than a smaller matrix product.
+/// A model that packs its batches pads nothing, and its chunks are cut by count only.
 const MIN_FILL: f64 = 0.5;
 
 /// Indices of `tokens` longest first, cut into chunks of at most `chunk` texts, and
-/// also where lengths fall below [`MIN_FILL`] of the chunk's longest (short queries
+/// also where lengths fall below `min_fill` of the chunk's longest (short queries
 /// are never padded to a long document's length).
-fn length_chunks(tokens: &[&[u32]], chunk: usize) -> Vec<Vec<usize>> {
+fn length_chunks(tokens: &[&[u32]], chunk: usize, min_fill: f64) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..tokens.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].len()));
     let mut chunks: Vec<Vec<usize>> = Vec::new();
@@ -45,7 +56,7 @@ fn length_chunks(tokens: &[&[u32]], chunk: usize) -> Vec<Vec<usize>> {
     for i in order {
         if let Some(&first) = current.first() {
             let longest = tokens[first].len() as f64;
-            if current.len() >= chunk.max(1) || (tokens[i].len() as f64) < MIN_FILL * longest {
+            if current.len() >= chunk.max(1) || (tokens[i].len() as f64) < min_fill * longest {
                 chunks.push(std::mem::take(&mut current));
             }
         }
@@ -57,11 +68,21 @@ fn length_chunks(tokens: &[&[u32]], chunk: usize) -> Vec<Vec<usize>> {
     chunks
 }
 
+/// [`MIN_FILL`] for a model that pads its batches, 0 (no cut by length) for one that
+/// packs them.
+fn min_fill(model: &dyn Embed) -> f64 {
+    if model.packs() {
+        0.0
+    } else {
+        MIN_FILL
+    }
+}
+
 /// Embeds `tokens` in length-sorted chunks and puts the rows back in input order;
 /// differentiable (`cat` and `index_select` have backwards). Sorting pays even with a
 /// graph: a long document no longer pads every short query to its length.
 pub fn embed_bucketed(model: &dyn Embed, tokens: &[&[u32]], chunk: usize) -> Result<Tensor> {
-    let chunks = length_chunks(tokens, chunk);
+    let chunks = length_chunks(tokens, chunk, min_fill(model));
     let mut parts = Vec::with_capacity(chunks.len());
     for idx in &chunks {
         let batch: Vec<&[u32]> = idx.iter().map(|&i| tokens[i]).collect();
@@ -247,7 +268,7 @@ pub fn gradients_with(
     }
 
     // 1. Embeddings without a graph, one mini-batch at a time.
-    let chunks = length_chunks(&texts, config.mini_batch_size);
+    let chunks = length_chunks(&texts, config.mini_batch_size, min_fill(model));
     let mut rows: Vec<Option<Tensor>> = vec![None; texts.len()];
     for idx in &chunks {
         let batch: Vec<&[u32]> = idx.iter().map(|&i| texts[i]).collect();
