@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use sieve_datasets::shard::ShardSpec;
 use sieve_judge::cache::VerdictCache;
 use sieve_judge::calibrate::{CalibrateSettings, CalibrationReport};
 use sieve_judge::label::{label_with, write_requests};
@@ -59,6 +60,15 @@ pub struct JudgeArgs {
     /// one named in the mined file's metadata).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
+
+    /// Judge only slice i of n of the mined file's queries, e.g. 0/4, into a labeled
+    /// shard (`sieve merge` joins them into the file one run writes). `auto` reads the
+    /// slice from a Slurm job array, `auto/N` also from a Kubernetes Indexed Job (as
+    /// `sieve mine --shard`). The shards may share one --cache, even on a network
+    /// filesystem: each appends its verdicts under the file's lock (so may runs
+    /// judging the shards of a sharded mining run, one each).
+    #[arg(long, value_name = "i/n|auto|auto/N", value_parser = |s: &str| s.parse::<ShardSpec>())]
+    pub shard: Option<ShardSpec>,
 
     /// Write the requests that would be sent (pairs not yet in the cache) to this
     /// file as an OpenAI Batch API input, one JSON per line, and exit without
@@ -157,12 +167,18 @@ pub struct CalibrateArgs {
 }
 
 impl ServerArgs {
-    pub fn cache(&self) -> Result<VerdictCache> {
+    /// The verdict cache, held by this run alone or (`shared`: a shard of a run)
+    /// appended to beside the other shards.
+    pub fn cache(&self, shared: bool) -> Result<VerdictCache> {
         let path = self
             .cache
             .clone()
             .unwrap_or_else(|| self.cache_dir.resolve().join("judge/verdicts.log"));
-        Ok(VerdictCache::open_noting(&path, &sieve_datasets::Silent)?)
+        Ok(VerdictCache::open_noting(
+            &path,
+            shared,
+            &sieve_datasets::Silent,
+        )?)
     }
 }
 
@@ -189,13 +205,27 @@ pub fn run(args: &JudgeArgs) -> Result<()> {
     // clap requires --mined without a subcommand, and --out without --write-requests.
     let mined = args.mined.clone().unwrap_or_default();
     let s = &args.server;
-    let mut cache = s.cache()?;
+    let shard = match &args.shard {
+        Some(spec) => {
+            let shard = spec.resolve().map_err(anyhow::Error::msg)?;
+            eprintln!("judging {shard} of {}", mined.display());
+            Some((shard.index, shard.count))
+        }
+        None => None,
+    };
+    // A shard of a run (judged with --shard, or a mined shard judged whole, as each
+    // task of a job array does) shares the run's cache with the other shards. A file
+    // that cannot be read is reported by the judging below, naming it.
+    let of_a_sharded_run = sieve_datasets::parquet_io::read_metadata(&mined)
+        .is_ok_and(|m| m.contains_key(sieve_datasets::mined::SHARD_KEY));
+    let mut cache = s.cache(shard.is_some() || of_a_sharded_run)?;
     if let Some(path) = &args.write_requests {
         let client = s.settings.client()?;
         let templates = s.settings.templates()?;
         let n = write_requests(
             &mined,
             args.corpus.as_deref(),
+            shard,
             &client,
             &templates,
             &cache,
@@ -214,6 +244,7 @@ pub fn run(args: &JudgeArgs) -> Result<()> {
         &out,
         args.threshold,
         args.corpus.clone(),
+        shard,
         &mut cache,
         &bars,
     )
@@ -225,7 +256,7 @@ pub fn run(args: &JudgeArgs) -> Result<()> {
 
 /// Runs `jobs` through the judge with a progress bar.
 fn judge_all(s: &ServerArgs, jobs: &[Job]) -> Result<Judged> {
-    let mut cache = s.cache()?;
+    let mut cache = s.cache(false)?;
     let pb = bar(s.quiet);
     pb.set_length((jobs.len() * s.settings.templates.len().max(1)) as u64);
     let judged = judge_blocking(&s.settings, &mut cache, jobs, &|n| pb.inc(n as u64))?;
@@ -313,7 +344,7 @@ pub fn calibrate_report(
     calibration: &CalibrateSettings,
     pairs: &std::path::Path,
 ) -> Result<CalibrationReport> {
-    let mut cache = server.cache()?;
+    let mut cache = server.cache(false)?;
     let pb = bar(server.quiet);
     let report = calibrate_file(&server.settings, calibration, pairs, &mut cache, &|n| {
         pb.inc(n as u64)

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use sieve_datasets::shard::ShardSpec;
 use sieve_miner::stats::MineStats;
 use sieve_miner::{Embedder, MineRequest, MineSettings, Source};
 
@@ -22,8 +23,8 @@ use crate::model_args::ModelName;
 /// hybrid at k = 10, 50, 100.
 ///
 /// A killed run resumes from OUT.parts/ when started again with the same options.
-/// --shard i/n mines one slice of the queries; `sieve merge` joins the shards into
-/// the file an unsharded run writes.
+/// --shard i/n mines one slice of the queries (--shard auto: the slice of this Slurm
+/// array task); `sieve merge` joins the shards into the file an unsharded run writes.
 ///
 /// The filter options are sentence-transformers' `mine_hard_negatives` options
 /// (same names, same meaning). By default nothing is filtered: sieve mines
@@ -82,9 +83,12 @@ pub struct MineArgs {
     #[arg(long)]
     pub hnsw_dir: Option<PathBuf>,
 
-    /// Mine only slice i of n of the queries, e.g. 0/4 (then `sieve merge`).
-    #[arg(long, value_parser = parse_shard)]
-    pub shard: Option<(usize, usize)>,
+    /// Mine only slice i of n of the queries, e.g. 0/4 (then `sieve merge`). `auto`
+    /// reads this task's slice from a Slurm job array (SLURM_ARRAY_TASK_ID, _MIN,
+    /// _COUNT: submit with --array=0-(n-1)); `auto/N` also from a Kubernetes Indexed
+    /// Job of N completions (JOB_COMPLETION_INDEX). The chosen slice is printed.
+    #[arg(long, value_name = "i/n|auto|auto/N", value_parser = |s: &str| s.parse::<ShardSpec>())]
+    pub shard: Option<ShardSpec>,
 
     /// Replace an existing output made with other options.
     #[arg(long)]
@@ -102,26 +106,8 @@ pub struct MineArgs {
     pub quiet: bool,
 }
 
-fn parse_shard(s: &str) -> Result<(usize, usize), String> {
-    let (i, n) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?}: expected i/n, e.g. 0/4"))?;
-    let i: usize = i
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: {i:?} is not a number"))?;
-    let n: usize = n
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: {n:?} is not a number"))?;
-    if n == 0 || i >= n {
-        return Err(format!("{s:?}: need 0 ≤ i < n"));
-    }
-    Ok((i, n))
-}
-
-/// Join shards written by `sieve mine --shard i/n` into one file, the same bytes an
-/// unsharded run writes.
+/// Join shards written by `sieve mine --shard i/n` (or `sieve judge --shard i/n`) into
+/// one file, the same bytes an unsharded run writes.
 ///
 /// Example:
 ///   sieve merge --out mined.parquet mined-0.parquet mined-1.parquet
@@ -138,8 +124,9 @@ pub struct MergeArgs {
 }
 
 impl MineArgs {
-    /// The library's request for these flags.
-    pub fn request(&self) -> MineRequest {
+    /// The library's request for these flags; `--shard auto` is resolved here, from
+    /// the scheduler's environment.
+    pub fn request(&self) -> Result<MineRequest> {
         let source = match (&self.dataset, &self.pairs) {
             (Some(dir), _) => Source::Beir {
                 dir: dir.clone(),
@@ -158,21 +145,29 @@ impl MineArgs {
             },
             _ => Embedder::Model(self.model.model.clone()),
         };
-        MineRequest {
+        let shard = match &self.shard {
+            Some(spec) => {
+                let shard = spec.resolve().map_err(anyhow::Error::msg)?;
+                eprintln!("mining {shard}");
+                Some((shard.index, shard.count))
+            }
+            None => None,
+        };
+        Ok(MineRequest {
             source,
             embedder,
             out: self.out.clone(),
-            shard: self.shard,
+            shard,
             cache_root: self.cache.resolve(),
             hnsw_dir: self.hnsw_dir.clone(),
             overwrite: self.overwrite,
-        }
+        })
     }
 }
 
 pub fn run(args: &MineArgs) -> Result<()> {
     let bars = crate::progress::Bars::new(args.quiet);
-    let req = args.request();
+    let req = args.request()?;
     let mined = sieve_miner::mine_to_file(&req, &args.settings, &bars)
         .with_context(|| format!("mining into {}", args.out.display()))?;
     report(&mined.stats, args.stats_json.as_ref())
@@ -189,11 +184,21 @@ pub fn report(stats: &MineStats, json: Option<&PathBuf>) -> Result<()> {
 }
 
 pub fn merge(args: &MergeArgs) -> Result<()> {
-    let rows = sieve_miner::merge_shards(&args.shards, &args.out)?;
+    // Labeled shards (`sieve judge --shard`) carry per-shard verdict counts that are
+    // summed; mined shards carry per-shard run keys that are recomputed.
+    let first = args.shards.first().context("no shards given")?;
+    let labeled = sieve_datasets::parquet_io::read_metadata(first)?
+        .get("sieve.stage")
+        .is_some_and(|s| s == "labeled");
+    let queries = if labeled {
+        sieve_judge::label::merge_labeled(&args.shards, &args.out)?
+    } else {
+        sieve_miner::merge_shards(&args.shards, &args.out)?.len()
+    };
     eprintln!(
-        "merged {} shards ({} queries) into {}",
+        "merged {} {}shards ({queries} queries) into {}",
         args.shards.len(),
-        rows.len(),
+        if labeled { "labeled " } else { "" },
         args.out.display()
     );
     Ok(())

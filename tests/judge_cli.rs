@@ -528,6 +528,92 @@ fn fused_judge_is_the_mean_of_its_templates_and_reuses_their_verdicts() {
     assert_ne!(meta["sieve.prompt_hash"], dmeta["sieve.prompt_hash"]);
 }
 
+/// `sieve judge --shard` over one mined file, as the tasks of a job array run it: two
+/// shard processes at once on one shared verdict cache ask for every pair exactly
+/// once between them (recording proxy), the cache holds each verdict once, and
+/// `sieve merge` joins their labeled shards into the very bytes an unsharded run
+/// writes from that cache (which then sends nothing).
+#[test]
+fn judge_shards_share_one_cache_and_merge_into_the_unsharded_file() {
+    let url = server();
+    let dir = tempfile::tempdir().unwrap();
+    let (mined, pairs) = write_fixture(dir.path(), 24);
+    let cache = dir.path().join("shared.log");
+    let p = proxy(&url);
+    let shards = [
+        dir.path().join("labeled-0.parquet"),
+        dir.path().join("labeled-1.parquet"),
+    ];
+    let mut first = judge_cmd(&mined, &shards[0], &cache, &p.url);
+    first.args(["--shard", "0/2"]);
+    let mut second = judge_cmd(&mined, &shards[1], &cache, &p.url);
+    second
+        .args(["--shard", "auto"])
+        .env("SLURM_ARRAY_TASK_ID", "1")
+        .env("SLURM_ARRAY_TASK_COUNT", "2");
+    let running: Vec<_> = [first, second]
+        .iter_mut()
+        .map(|c| {
+            c.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in running {
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let mut asked = records(&p.seen.lock().unwrap());
+    asked.sort_unstable();
+    assert_eq!(
+        asked,
+        (0..pairs.len()).collect::<Vec<_>>(),
+        "each pair asked once"
+    );
+    let c = VerdictCache::open(&cache).unwrap();
+    assert_eq!((c.len(), c.skipped_lines), (pairs.len(), 0));
+    drop(c);
+    for (i, shard) in shards.iter().enumerate() {
+        let (rows, meta) = read_mined(shard).unwrap();
+        assert_eq!(meta["sieve.shard"], format!("{i}/2"));
+        assert_eq!(rows.len(), 2, "shard {i} holds its two queries");
+        assert!(rows
+            .iter()
+            .flat_map(|r| &r.candidates)
+            .all(|c| c.p_relevant.is_some()));
+    }
+    let merged = dir.path().join("merged.parquet");
+    let o = sieve()
+        .args(["merge", "--out"])
+        .arg(&merged)
+        .args(shards.iter().rev())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let whole = dir.path().join("whole.parquet");
+    let p2 = proxy(&url);
+    let o = judge_cmd(&mined, &whole, &cache, &p2.url).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(records(&p2.seen.lock().unwrap()).is_empty());
+    assert_eq!(
+        std::fs::read(&merged).unwrap(),
+        std::fs::read(&whole).unwrap(),
+        "merged labeled shards differ from the unsharded run"
+    );
+    // A shard is not sharded again.
+    let o = judge_cmd(&shards[0], &dir.path().join("x.parquet"), &cache, &p2.url)
+        .args(["--shard", "0/2"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already shard 0/2"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// `--extra-body` reaches the real server in every request (llama.cpp's `cache_prompt:
 /// false` then serves no prompt token from its cache), keys the verdict cache apart
 /// from runs without it, and may not override a field sieve sets.

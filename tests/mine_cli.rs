@@ -212,11 +212,29 @@ fn kill_9_then_resume_gives_the_same_bytes_and_shards_merge_to_them() {
         "resumed output differs from the uninterrupted run"
     );
 
-    // Two shards merged with `sieve merge`: the same bytes again.
+    // Two shards merged with `sieve merge`: the same bytes again. The second is a task
+    // of a Slurm job array submitted as --array=1-2: `--shard auto` reads its slice
+    // from the array's variables and says so.
     let shards: Vec<PathBuf> = (0..2)
         .map(|i| {
             let s = dir.path().join(format!("shard{i}.parquet"));
-            ok(mine_cmd(dir.path(), &beir, &c, &q, &s).args(["--shard", &format!("{i}/2")]));
+            if i == 0 {
+                ok(mine_cmd(dir.path(), &beir, &c, &q, &s).args(["--shard", "0/2"]));
+            } else {
+                let out = mine_cmd(dir.path(), &beir, &c, &q, &s)
+                    .args(["--shard", "auto"])
+                    .env("SLURM_ARRAY_TASK_ID", "2")
+                    .env("SLURM_ARRAY_TASK_MIN", "1")
+                    .env("SLURM_ARRAY_TASK_COUNT", "2")
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "{err}");
+                assert!(
+                    err.contains("mining shard 1/2 (SLURM_ARRAY_TASK_ID=2"),
+                    "the chosen shard is not printed: {err}"
+                );
+            }
             s
         })
         .collect();
@@ -229,6 +247,89 @@ fn kill_9_then_resume_gives_the_same_bytes_and_shards_merge_to_them() {
         std::fs::read(&straight).unwrap(),
         std::fs::read(&merged).unwrap()
     );
+}
+
+/// `sieve train --data` on a directory (or a wildcard) of shards trains exactly as on
+/// their merged file: the same examples in the same order, so the same batches, losses
+/// and final weights for the same seed. An incomplete set is refused, naming a file.
+#[test]
+fn training_on_a_set_of_shards_equals_training_on_their_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (beir, c, q) = synthetic(dir.path(), 60, 24);
+    let shard_dir = dir.path().join("shards");
+    std::fs::create_dir(&shard_dir).unwrap();
+    let shards: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let s = shard_dir.join(format!("mined-{i}.parquet"));
+            ok(mine_cmd(dir.path(), &beir, &c, &q, &s).args(["--shard", &format!("{i}/3")]));
+            s
+        })
+        .collect();
+    let merged = dir.path().join("merged.parquet");
+    ok(sieve().args(["merge", "--out"]).arg(&merged).args(&shards));
+    let train = |data: &Path, name: &str| {
+        let out = dir.path().join(name);
+        ok(sieve()
+            .args(["train", "--quiet", "--batch-size", "4", "--max-steps", "3"])
+            .args(["--save-every", "0", "--num-negatives", "1", "--seed", "7"])
+            .arg("--model")
+            .arg(model_dir())
+            .arg("--data")
+            .arg(data)
+            .arg("--output")
+            .arg(&out));
+        let losses: Vec<String> = std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                Some(v.get("loss")?.to_string())
+            })
+            .collect();
+        let weights = std::fs::read(out.join("model.safetensors")).unwrap();
+        (losses, weights)
+    };
+    let (l_merged, w_merged) = train(&merged, "from-merged");
+    let (l_dir, w_dir) = train(&shard_dir, "from-dir");
+    let (l_glob, w_glob) = train(&shard_dir.join("mined-*.parquet"), "from-glob");
+    assert_eq!(l_merged.len(), 3, "{l_merged:?}");
+    assert_eq!(l_dir, l_merged);
+    assert_eq!(l_glob, l_merged);
+    assert!(
+        w_dir == w_merged && w_glob == w_merged,
+        "final weights differ"
+    );
+    // One shard missing: refused, naming the set's problem.
+    std::fs::remove_file(&shards[1]).unwrap();
+    let out = sieve()
+        .args(["train", "--quiet", "--max-steps", "1"])
+        .arg("--model")
+        .arg(model_dir())
+        .arg("--data")
+        .arg(&shard_dir)
+        .arg("--output")
+        .arg(dir.path().join("refused"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("mined-2.parquet") && err.contains("shard 1/3 is missing"),
+        "{err}"
+    );
+    let out = sieve()
+        .args(["train", "--quiet", "--max-steps", "1"])
+        .arg("--model")
+        .arg(model_dir())
+        .arg("--data")
+        .arg(shard_dir.join("nothing-*.parquet"))
+        .arg("--output")
+        .arg(dir.path().join("refused2"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no file matches this pattern"), "{err}");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 # sieve's time is the whole command (reading the mined file and corpus, the cache,
 # writing the labeled file); the client's is the requests alone.
 # usage: bench/judge/run.sh [REPS=3]   env: JUDGE_QUERIES (16 -> 80 pairs), JUDGE_CONCURRENCY (4)
+# What the server's prompt cache gains (prefix reuse, with and without) is bench/judge/prefix.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${SCIFACT_DIR:-../shared/data/scifact}

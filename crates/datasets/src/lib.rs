@@ -40,6 +40,7 @@ pub mod parquet_io;
 pub mod progress;
 mod report;
 pub mod rng;
+pub mod shard;
 
 pub use beir::{
     corpus_hash, load_beir, read_corpus, read_qrels, read_queries, BeirDataset, CorpusReader,

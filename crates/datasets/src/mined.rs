@@ -439,6 +439,147 @@ pub fn named_corpus(mined: &Path, meta: &Metadata) -> Option<std::path::PathBuf>
     })
 }
 
+/// Metadata key of a shard's position (`i/n`); absent from complete files.
+pub const SHARD_KEY: &str = "sieve.shard";
+/// Metadata key of the hash that ties parts and shards to one configuration.
+pub const RUN_KEY: &str = "sieve.run_key";
+/// Metadata key of a labeled file's verdict counts by scoring method (JSON): a
+/// judging shard's own, summed when shards are merged.
+pub const SCORE_METHODS_KEY: &str = "sieve.judge_score_methods";
+
+/// The files a shard-set argument names: every `*.parquet` in a directory, or the
+/// files matching a name with `*` wildcards (`shards/mined-*.parquet`), sorted; `None`
+/// when `spec` is neither (a plain file, or a directory without Parquet files such as
+/// a BEIR directory). A pattern that matches nothing is an error naming it.
+pub fn shard_files(spec: &Path) -> Result<Option<Vec<std::path::PathBuf>>, Error> {
+    let name = spec.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let (dir, pattern) = if spec.is_dir() {
+        (spec.to_path_buf(), "*.parquet".to_string())
+    } else if name.contains('*') && !spec.exists() {
+        let parent = spec.parent().filter(|p| !p.as_os_str().is_empty());
+        (
+            parent.unwrap_or(Path::new(".")).to_path_buf(),
+            name.to_string(),
+        )
+    } else {
+        return Ok(None);
+    };
+    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+    let mut found = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(&dir, e))?.path();
+        let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if path.is_file() && wildcard_match(&pattern, file) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    match (found.is_empty(), spec.is_dir()) {
+        (true, true) => Ok(None),
+        (true, false) => Err(Error::Format {
+            path: spec.to_path_buf(),
+            problem: "no file matches this pattern".into(),
+        }),
+        (false, _) => Ok(Some(found)),
+    }
+}
+
+/// `*` matches any run of characters (none included); everything else itself.
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// A complete set of shards of one run (`sieve mine --shard`, `sieve judge --shard`;
+/// any order), read in shard order: the rows one unsharded run writes, the run's
+/// metadata without [`SHARD_KEY`] and the keys in `own` (which may differ from shard to
+/// shard: a mining shard's [`RUN_KEY`], a judging shard's counts), and every shard's
+/// own metadata in shard order, for the caller to combine those keys. Refuses a file
+/// that is not a shard, shards of different runs (other metadata) or shard counts, and
+/// missing or repeated shards, naming the file.
+pub fn read_shard_set(
+    shards: &[std::path::PathBuf],
+    own: &[&str],
+) -> Result<(Vec<MinedRow>, Metadata, Vec<Metadata>), Error> {
+    let mismatch = |path: &Path, problem: String| Error::Format {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let mut found: Vec<(usize, usize, &std::path::PathBuf, Metadata)> = Vec::new();
+    for path in shards {
+        let meta = crate::parquet_io::read_metadata(path)?;
+        let shard = meta
+            .get(SHARD_KEY)
+            .and_then(|s| s.split_once('/'))
+            .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
+            .ok_or_else(|| mismatch(path, format!("not a shard (no `{SHARD_KEY}` metadata)")))?;
+        found.push((shard.0, shard.1, path, meta));
+    }
+    found.sort_by_key(|f| f.0);
+    let Some(first) = found.first() else {
+        return Err(Error::Format {
+            path: std::path::PathBuf::new(),
+            problem: "no shards given".into(),
+        });
+    };
+    let n = first.1;
+    let strip = |m: &Metadata| {
+        let mut m = m.clone();
+        m.remove(SHARD_KEY);
+        for k in own {
+            m.remove(*k);
+        }
+        m
+    };
+    let base = strip(&first.3);
+    for (want, (i, ni, path, meta)) in found.iter().enumerate() {
+        if *ni != n {
+            return Err(mismatch(path, format!("shard {i}/{ni}, others are of {n}")));
+        }
+        if *i != want {
+            return Err(mismatch(
+                path,
+                format!(
+                    "shard {i}/{n} follows shard {}: shard {want}/{n} is missing or repeated",
+                    want.saturating_sub(1)
+                ),
+            ));
+        }
+        if strip(meta) != base {
+            return Err(mismatch(
+                path,
+                "made with other options, model or input than the first shard".into(),
+            ));
+        }
+    }
+    if found.len() != n {
+        return Err(mismatch(
+            found[found.len() - 1].2,
+            format!("{} of {n} shards given", found.len()),
+        ));
+    }
+    let mut rows = Vec::new();
+    for (_, _, path, _) in &found {
+        rows.extend(read_mined(path)?.0);
+    }
+    let metas = found.into_iter().map(|f| f.3).collect();
+    Ok((rows, base, metas))
+}
+
 /// Reads a mined or labeled file: its rows and footer metadata.
 pub fn read_mined(path: &Path) -> Result<(Vec<MinedRow>, Metadata), Error> {
     // Decoding the columns of a damaged file can panic inside arrow too.

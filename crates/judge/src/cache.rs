@@ -83,14 +83,22 @@ pub struct VerdictCache {
     entries: HashMap<String, Entry>,
     /// Lines skipped on open (torn or corrupted).
     pub skipped_lines: usize,
+    /// Opened by [`VerdictCache::open_shared`]: every append takes the file's lock.
+    shared: bool,
 }
 
+/// How long [`VerdictCache::open_shared`] waits for a cache that a run holds alone.
+const SHARED_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl VerdictCache {
-    /// Opens (creating) the store at `path`.
-    /// [`Self::open`], telling `progress` how many damaged lines were skipped (their
+    /// [`Self::open`] (or [`Self::open_shared`]), telling `progress` how many damaged lines were skipped (their
     /// pairs are judged again).
-    pub fn open_noting(path: &Path, progress: &dyn sieve_datasets::Progress) -> Result<Self> {
-        let cache = Self::open(path)?;
+    pub fn open_noting(
+        path: &Path,
+        shared: bool,
+        progress: &dyn sieve_datasets::Progress,
+    ) -> Result<Self> {
+        let cache = Self::open_as(path, shared)?;
         if cache.skipped_lines > 0 {
             progress.note(&format!(
                 "note: {} damaged lines skipped in {} (those pairs will be judged again)",
@@ -101,7 +109,25 @@ impl VerdictCache {
         Ok(cache)
     }
 
+    /// Opens (creating) the store at `path` for this run alone: it holds the file's
+    /// lock until it ends (two unsharded runs on one cache would judge the same pairs
+    /// twice and store both verdicts), so a second opener is refused.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_as(path, false)
+    }
+
+    /// Opens (creating) `path` for one of several processes writing it at once: the
+    /// shards of one judging run (`sieve judge --shard`), on one machine or on a shared
+    /// filesystem. No lock is held between writes; the file is read, and each verdict
+    /// appended, under its exclusive lock (`flock`, which Linux's NFS client maps onto
+    /// byte-range locks), so that no process reads another's line half-written or
+    /// terminates it as torn. A cache that an unsharded run holds alone is waited for
+    /// briefly, then refused.
+    pub fn open_shared(path: &Path) -> Result<Self> {
+        Self::open_as(path, true)
+    }
+
+    fn open_as(path: &Path, shared: bool) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -111,18 +137,24 @@ impl VerdictCache {
             .append(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        // Two runs appending to one cache would judge the same pairs twice and store
-        // both verdicts. The lock dies with the process, so a kill -9 never leaves
-        // the cache locked.
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Cache {
-                    path: path.to_path_buf(),
-                    message: "in use by another sieve process; one run at a time may write a verdict cache (or pass another --cache)".into(),
-                })
+        // The lock dies with the process, so a kill -9 never leaves the cache locked.
+        let started = std::time::Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock)
+                    if shared && started.elapsed() < SHARED_OPEN_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Cache {
+                        path: path.to_path_buf(),
+                        message: "in use by another sieve process; one run at a time may write a verdict cache (or pass another --cache; the shards of one run, --shard, share one)".into(),
+                    })
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path, e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path, e)),
         }
         let mut entries = HashMap::new();
         let mut skipped = 0;
@@ -169,11 +201,15 @@ impl VerdictCache {
                 file.write_all(b"\n").map_err(|e| Error::io(path, e))?;
             }
         }
+        if shared {
+            file.unlock().map_err(|e| Error::io(path, e))?;
+        }
         Ok(Self {
             path: path.to_path_buf(),
             file,
             entries,
             skipped_lines: skipped,
+            shared,
         })
     }
 
@@ -190,16 +226,22 @@ impl VerdictCache {
     }
 
     /// Appends a verdict with one `write` call (the line reaches the OS before this
-    /// returns, so only the machine crashing, not the process, can lose it).
+    /// returns, so only the machine crashing, not the process, can lose it); a shared
+    /// cache takes the file's lock around it.
     pub fn put(&mut self, entry: Entry) -> Result<()> {
         let json = serde_json::to_string(&entry).map_err(|e| Error::Cache {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
         let line = format!("{json}\t{}\n", checksum(&json));
-        self.file
-            .write_all(line.as_bytes())
-            .map_err(|e| Error::io(&self.path, e))?;
+        if self.shared {
+            self.file.lock().map_err(|e| Error::io(&self.path, e))?;
+        }
+        let written = self.file.write_all(line.as_bytes());
+        if self.shared {
+            self.file.unlock().map_err(|e| Error::io(&self.path, e))?;
+        }
+        written.map_err(|e| Error::io(&self.path, e))?;
         self.entries.insert(entry.key.clone(), entry);
         Ok(())
     }
@@ -225,6 +267,88 @@ mod tests {
             "{err}"
         );
         drop(first);
+        VerdictCache::open(&path).unwrap();
+    }
+
+    /// Child side of [`concurrent_writers_and_readers_lose_and_tear_nothing`] (ignored:
+    /// that test runs it with `--ignored`): appends `n` long verdicts to the shared
+    /// cache at `path` (`SIEVE_CACHE_WRITER=path:id:n`), re-opening it every 50 to read
+    /// what the others wrote meanwhile; any line read torn or corrupt fails it.
+    #[test]
+    #[ignore = "a child process of concurrent_writers_and_readers_lose_and_tear_nothing"]
+    fn shared_cache_writer_child() {
+        let spec = std::env::var("SIEVE_CACHE_WRITER")
+            .expect("SIEVE_CACHE_WRITER=path:id:n (run by the concurrent-writers test)");
+        let mut parts = spec.rsplitn(3, ':');
+        let n: usize = parts.next().unwrap().parse().unwrap();
+        let id = parts.next().unwrap().to_string();
+        let path = PathBuf::from(parts.next().unwrap());
+        let mut c = VerdictCache::open_shared(&path).unwrap();
+        for i in 0..n {
+            // Lines of ~5 KB: longer than a pipe's atomic write, so an unlocked reader
+            // could see one half-written.
+            let mut e = entry(&format!("{id}-{i}-{}", "x".repeat(5000)), 0.5);
+            e.prompt_tokens = i as u64;
+            c.put(e).unwrap();
+            if i % 50 == 49 {
+                let seen = VerdictCache::open_shared(&path).unwrap();
+                assert_eq!(seen.skipped_lines, 0, "{id} read a torn or corrupt line");
+                drop(seen);
+            }
+        }
+    }
+
+    /// Four processes append to one shared cache at once (the shards of a judging run
+    /// on a shared filesystem), each re-reading it as they go: every verdict is there
+    /// once and no line is torn or corrupt. A run that holds the cache alone keeps the
+    /// shards out until it ends.
+    #[test]
+    fn concurrent_writers_and_readers_lose_and_tear_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.log");
+        let exe = std::env::current_exe().unwrap();
+        let (writers, per) = (4, 300);
+        let mut running: Vec<std::process::Child> = (0..writers)
+            .map(|id| {
+                std::process::Command::new(&exe)
+                    .args(["cache::tests::shared_cache_writer_child", "--exact"])
+                    .arg("--ignored")
+                    .env(
+                        "SIEVE_CACHE_WRITER",
+                        format!("{}:w{id}:{per}", path.display()),
+                    )
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in running.drain(..) {
+            let out = child.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "a writer failed:\n{text}");
+            assert!(
+                text.contains("test result: ok. 1 passed"),
+                "no writer ran:\n{text}"
+            );
+        }
+        let c = VerdictCache::open(&path).unwrap();
+        assert_eq!(c.skipped_lines, 0);
+        assert_eq!(c.len(), writers * per, "verdicts were lost or merged");
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert_eq!(lines, writers * per, "a verdict was written twice");
+        for id in ["w0", "w3"] {
+            let e = c
+                .get(&format!("{id}-{}-{}", per - 1, "x".repeat(5000)))
+                .unwrap();
+            assert_eq!(e.prompt_tokens, per as u64 - 1);
+        }
+        // A run holding the cache alone keeps shards out (after a short wait).
+        let err = VerdictCache::open_shared(&path).err().unwrap().to_string();
+        assert!(err.contains("in use by another sieve process"), "{err}");
+        drop(c);
+        let shard = VerdictCache::open_shared(&path).unwrap();
+        drop(shard);
         VerdictCache::open(&path).unwrap();
     }
 

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sieve_datasets::mined::{
-    read_mined, write_mined, MinedRow, LABEL_ERROR, LABEL_IRRELEVANT, LABEL_RELEVANT,
-    LABEL_SUSPICIOUS,
+    read_mined, read_shard_set, write_mined, MinedRow, LABEL_ERROR, LABEL_IRRELEVANT,
+    LABEL_RELEVANT, LABEL_SUSPICIOUS, SCORE_METHODS_KEY, SHARD_KEY,
 };
 use sieve_datasets::parquet_io::Metadata;
 use sieve_datasets::ValidationReport;
@@ -32,6 +32,9 @@ pub struct LabelOptions {
     /// Label pairs whose text reads as an instruction to the judge `suspicious`
     /// ([`crate::detect`]) instead of acting on their verdict.
     pub check_instructions: bool,
+    /// Judge only slice `i` of `n` of the mined file's queries, into a labeled shard
+    /// (`sieve merge` joins the shards).
+    pub shard: Option<(usize, usize)>,
 }
 
 /// What the run found and spent.
@@ -148,8 +151,20 @@ fn corpus_path(mined: &Path, meta: &Metadata, over: Option<&Path>) -> Result<Pat
 /// A mined file's rows with one job per candidate, and each job's (row, candidate).
 type Loaded = (Vec<MinedRow>, Metadata, Vec<Job>, Vec<(usize, usize)>);
 
-fn load_jobs(mined: &Path, corpus: Option<&Path>) -> Result<Loaded> {
-    let (rows, meta) = read_mined(mined)?;
+fn load_jobs(mined: &Path, corpus: Option<&Path>, shard: Option<(usize, usize)>) -> Result<Loaded> {
+    let (mut rows, mut meta) = read_mined(mined)?;
+    if let Some((i, n)) = shard {
+        if let Some(already) = meta.get(SHARD_KEY) {
+            return Err(Error::Config(format!(
+                "{}: already shard {already} of a sharded run; judge it whole (no --shard), \
+                 or shard the merged file",
+                mined.display()
+            )));
+        }
+        let range = sieve_datasets::shard::slice(rows.len(), i, n);
+        rows = rows.drain(range).collect();
+        meta.insert(SHARD_KEY.into(), format!("{i}/{n}"));
+    }
     let corpus_file = corpus_path(mined, &meta, corpus)?;
     let mut report = ValidationReport::default();
     let corpus = sieve_datasets::read_corpus(&corpus_file, &mut report)?;
@@ -195,9 +210,11 @@ fn load_jobs(mined: &Path, corpus: Option<&Path>) -> Result<Loaded> {
 /// already in `cache` left out, each pair once per template) as an OpenAI Batch API input file:
 /// one `{"custom_id", "method", "url", "body"}` per line, the pair's cache key as
 /// `custom_id`. Nothing is sent. Returns the number of requests written.
+#[allow(clippy::too_many_arguments)]
 pub fn write_requests(
     mined: &Path,
     corpus: Option<&Path>,
+    shard: Option<(usize, usize)>,
     client: &Client,
     templates: &[Template],
     cache: &VerdictCache,
@@ -205,7 +222,7 @@ pub fn write_requests(
     out: &Path,
 ) -> Result<usize> {
     use std::io::Write;
-    let (_, _, jobs, _) = load_jobs(mined, corpus)?;
+    let (_, _, jobs, _) = load_jobs(mined, corpus, shard)?;
     let file = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
     let mut w = std::io::BufWriter::new(file);
     let mut seen = std::collections::HashSet::new();
@@ -243,7 +260,7 @@ pub fn label_file(
     progress: &(dyn Fn(usize) + Sync),
     total: &dyn Fn(usize),
 ) -> Result<LabelStats> {
-    let (mut rows, mut meta, jobs, slots) = load_jobs(mined, opts.corpus.as_deref())?;
+    let (mut rows, mut meta, jobs, slots) = load_jobs(mined, opts.corpus.as_deref(), opts.shard)?;
     // Only when the check is on: it reads every document once more.
     let signals: Vec<Option<&'static str>> = jobs
         .iter()
@@ -347,7 +364,7 @@ pub fn label_file(
         opts.check_instructions.to_string(),
     );
     meta.insert(
-        "sieve.judge_score_methods".into(),
+        sieve_datasets::mined::SCORE_METHODS_KEY.into(),
         serde_json::to_string(&stats.methods).unwrap_or_default(),
     );
     meta.insert(
@@ -361,12 +378,14 @@ pub fn label_file(
 /// Labels every candidate of `mined` into `out` with `settings`: the one entry point of
 /// `sieve judge` and the pipeline's judge stage. `progress` sees the pairs to judge
 /// (one unit per template verdict).
+#[allow(clippy::too_many_arguments)]
 pub fn label_with(
     settings: &crate::JudgeSettings,
     mined: &Path,
     out: &Path,
     threshold: f32,
     corpus: Option<PathBuf>,
+    shard: Option<(usize, usize)>,
     cache: &mut VerdictCache,
     progress: &dyn sieve_datasets::Progress,
 ) -> Result<LabelStats> {
@@ -386,6 +405,7 @@ pub fn label_with(
             budget: settings.budget(),
             corpus,
             check_instructions: !settings.allow_instructions,
+            shard,
         },
         &|n| progress.advance(n),
         &|n| progress.start("pairs", n),
@@ -402,4 +422,44 @@ pub fn label_with(
         });
     }
     Ok(stats)
+}
+
+/// Joins the labeled shards of one judging run (`sieve judge --shard i/n` over one
+/// mined file; any order) into `out`: the rows in shard order and the metadata of an
+/// unsharded run, the verdict counts by scoring method summed. Refuses shards of
+/// different runs or judges, missing or repeated ones, like `sieve merge` for mining.
+pub fn merge_labeled(shards: &[PathBuf], out: &Path) -> Result<usize> {
+    let (rows, mut meta, metas) = read_shard_set(shards, &[SCORE_METHODS_KEY])?;
+    let mut methods = crate::ScoreMethods::default();
+    for (m, path) in metas.iter().zip(shards) {
+        let s: crate::ScoreMethods = m
+            .get(SCORE_METHODS_KEY)
+            .and_then(|j| serde_json::from_str(j).ok())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{}: no readable `{SCORE_METHODS_KEY}`: not a labeled shard",
+                    path.display()
+                ))
+            })?;
+        methods.logprobs += s.logprobs;
+        methods.text += s.text;
+        methods.json += s.json;
+    }
+    if let Some(total) = meta
+        .get("sieve.queries")
+        .and_then(|q| q.parse::<usize>().ok())
+    {
+        if total != rows.len() {
+            return Err(Error::Config(format!(
+                "the labeled shards hold {} queries, the mined run has {total}",
+                rows.len()
+            )));
+        }
+    }
+    meta.insert(
+        SCORE_METHODS_KEY.into(),
+        serde_json::to_string(&methods).unwrap_or_default(),
+    );
+    write_mined(out, &rows, &meta)?;
+    Ok(rows.len())
 }

@@ -55,10 +55,7 @@ pub const DEFAULT_K: usize = 50;
 /// Queries per resumable part: a kill loses at most this much work.
 pub const DEFAULT_PART_QUERIES: usize = 512;
 
-/// Metadata key of a shard's position (`i/n`); absent from complete files.
-pub const SHARD_KEY: &str = "sieve.shard";
-/// Metadata key of the hash that ties parts and shards to one configuration.
-pub const RUN_KEY: &str = "sieve.run_key";
+pub use sieve_datasets::mined::{RUN_KEY, SHARD_KEY};
 
 /// How dense candidates are found.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -249,8 +246,8 @@ pub fn open_or_build_hnsw(
 /// The slice of query indices that shard `i` of `n` mines.
 pub fn shard_range(queries: usize, shard: Option<(usize, usize)>) -> Range<usize> {
     match shard {
-        Some((i, n)) if n > 0 => (i * queries / n)..((i + 1) * queries / n),
-        _ => 0..queries,
+        Some((i, n)) => sieve_datasets::shard::slice(queries, i, n),
+        None => 0..queries,
     }
 }
 
@@ -518,59 +515,7 @@ pub fn mine(
 /// the same configuration writes. Refuses shards of different runs, missing or
 /// repeated shards.
 pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<Vec<MinedRow>> {
-    let mut found: Vec<(usize, usize, &PathBuf, Metadata)> = Vec::new();
-    for path in shards {
-        let meta = read_metadata(path)?;
-        let shard = meta
-            .get(SHARD_KEY)
-            .and_then(|s| s.split_once('/'))
-            .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
-            .ok_or_else(|| {
-                Error::mismatch(path, format!("not a shard (no `{SHARD_KEY}` metadata)"))
-            })?;
-        found.push((shard.0, shard.1, path, meta));
-    }
-    found.sort_by_key(|f| f.0);
-    let Some(first) = found.first() else {
-        return Err(Error::Input("no shards to merge".into()));
-    };
-    let n = first.1;
-    let mut base = first.3.clone();
-    base.remove(SHARD_KEY);
-    base.remove(RUN_KEY);
-    for (want, (i, ni, path, meta)) in found.iter().enumerate() {
-        if *ni != n {
-            return Err(Error::mismatch(
-                *path,
-                format!("shard {i}/{ni}, others are of {n}"),
-            ));
-        }
-        if *i != want {
-            return Err(Error::mismatch(
-                *path,
-                format!(
-                    "shard {i}/{n} follows shard {}: shard {want}/{n} is missing or repeated",
-                    want.saturating_sub(1)
-                ),
-            ));
-        }
-        let mut m = meta.clone();
-        m.remove(SHARD_KEY);
-        m.remove(RUN_KEY);
-        if m != base {
-            return Err(Error::mismatch(
-                *path,
-                "made with other options, model or input than the first shard",
-            ));
-        }
-    }
-    if found.len() != n {
-        return Err(Error::Input(format!("{} of {n} shards given", found.len())));
-    }
-    let mut rows = Vec::new();
-    for (_, _, path, _) in &found {
-        rows.extend(read_mined(path)?.0);
-    }
+    let (rows, mut base, _) = sieve_datasets::mined::read_shard_set(shards, &[RUN_KEY])?;
     let total: usize = base
         .get("sieve.queries")
         .and_then(|q| q.parse().ok())

@@ -215,6 +215,7 @@ impl Run<'_> {
                 &labeled,
                 threshold,
                 None,
+                None,
                 &mut cache,
                 progress,
             )
@@ -384,7 +385,7 @@ fn model_identity(model: &str) -> Result<String> {
 }
 
 fn open_cache(path: &Path, progress: &dyn Progress) -> Result<VerdictCache> {
-    VerdictCache::open_noting(path, progress).map_err(|source| Error::Judge {
+    VerdictCache::open_noting(path, false, progress).map_err(|source| Error::Judge {
         stage: "judge",
         source,
     })

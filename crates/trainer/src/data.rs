@@ -188,6 +188,9 @@ impl TrainData {
     /// Reads `path`: a BEIR directory, a `.parquet` labeled/mined file (recognised by
     /// its `candidates` column) or pair file, or a `.jsonl`/`.tsv` pair file.
     pub fn load(path: &Path, opts: &DataOptions) -> Result<(Self, LoadStats)> {
+        if let Some(shards) = sieve_datasets::mined::shard_files(path)? {
+            return Self::from_mined_shards(path, &shards, opts);
+        }
         if path.is_dir() {
             return Ok((Self::from_beir(path, opts)?, LoadStats::default()));
         }
@@ -333,9 +336,41 @@ impl TrainData {
     /// labeled relevant. Unjudged or failed candidates are neither.
     pub fn from_mined(path: &Path, opts: &DataOptions) -> Result<(Self, LoadStats)> {
         let (rows, meta) = sieve_datasets::mined::read_mined(path)?;
+        Self::from_mined_rows(path, path, rows, &meta, opts)
+    }
+
+    /// The shards of one mining (or judging) run as one file: `spec` is their
+    /// directory or wildcard pattern, `shards` the files it names. The rows come in
+    /// shard order, so training on the set is training on the merged file: the same
+    /// examples, the same batches for the same seed. A set that is not complete, or
+    /// mixes runs, is refused like `sieve merge` refuses it.
+    pub fn from_mined_shards(
+        spec: &Path,
+        shards: &[std::path::PathBuf],
+        opts: &DataOptions,
+    ) -> Result<(Self, LoadStats)> {
+        let own = [
+            sieve_datasets::mined::RUN_KEY,
+            sieve_datasets::mined::SCORE_METHODS_KEY,
+        ];
+        let (rows, meta, _) = sieve_datasets::mined::read_shard_set(shards, &own)?;
+        // The corpus is named relative to a shard's own directory.
+        Self::from_mined_rows(spec, &shards[0], rows, &meta, opts)
+    }
+
+    /// `rows` of a mined or labeled file (or shard set) `source`, whose corpus is
+    /// named relative to `located`.
+    fn from_mined_rows(
+        source: &Path,
+        located: &Path,
+        rows: Vec<sieve_datasets::mined::MinedRow>,
+        meta: &sieve_datasets::parquet_io::Metadata,
+        opts: &DataOptions,
+    ) -> Result<(Self, LoadStats)> {
+        let path = source;
         let corpus_path = match &opts.corpus {
             Some(p) => p.clone(),
-            None => sieve_datasets::mined::named_corpus(path, &meta).ok_or_else(|| {
+            None => sieve_datasets::mined::named_corpus(located, meta).ok_or_else(|| {
                 Error::Data(format!(
                     "{}: no `sieve.corpus` in its metadata; pass the corpus",
                     path.display()
