@@ -191,7 +191,7 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
         .get("sieve.stage")
         .is_some_and(|s| s == "labeled");
     let queries = if labeled {
-        sieve_judge::label::merge_labeled(&args.shards, &args.out)?
+        sieve_judge::label::merge_labeled(&args.shards, &args.out, &sieve_miner::run_key)?
     } else {
         sieve_miner::merge_shards(&args.shards, &args.out)?.len()
     };

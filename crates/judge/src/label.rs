@@ -7,8 +7,20 @@ use std::sync::Arc;
 
 use sieve_datasets::mined::{
     read_mined, read_shard_set, write_mined, MinedRow, LABEL_ERROR, LABEL_IRRELEVANT,
-    LABEL_RELEVANT, LABEL_SUSPICIOUS, SCORE_METHODS_KEY, SHARD_KEY,
+    LABEL_RELEVANT, LABEL_SUSPICIOUS, RUN_KEY, SCORE_METHODS_KEY, SHARD_KEY,
 };
+
+/// The footer keys judging adds to a mined file's (besides `sieve.stage`, which it
+/// sets to `labeled`).
+pub const JUDGE_KEYS: [&str; 7] = [
+    "sieve.judge_model",
+    "sieve.prompt_hash",
+    "sieve.prompt_hashes",
+    "sieve.judge_threshold",
+    "sieve.judge_instruction_check",
+    SCORE_METHODS_KEY,
+    "sieve.judge_max_doc_tokens",
+];
 use sieve_datasets::parquet_io::Metadata;
 use sieve_datasets::ValidationReport;
 
@@ -428,8 +440,34 @@ pub fn label_with(
 /// mined file; any order) into `out`: the rows in shard order and the metadata of an
 /// unsharded run, the verdict counts by scoring method summed. Refuses shards of
 /// different runs or judges, missing or repeated ones, like `sieve merge` for mining.
-pub fn merge_labeled(shards: &[PathBuf], out: &Path) -> Result<usize> {
-    let (rows, mut meta, metas) = read_shard_set(shards, &[SCORE_METHODS_KEY])?;
+///
+/// The shards of one mined file judged with `--shard` share its run key; the mined
+/// shards of a sharded mining run, each judged whole, each carry their own, and the
+/// merge then takes `mined_run_key` of the run's mined metadata (the labeled metadata
+/// without [`JUDGE_KEYS`], staged `mined` again): the key `sieve merge` gives the
+/// mined shards' merge.
+pub fn merge_labeled(
+    shards: &[PathBuf],
+    out: &Path,
+    mined_run_key: &dyn Fn(&Metadata) -> String,
+) -> Result<usize> {
+    let (rows, mut meta, metas) = read_shard_set(shards, &[SCORE_METHODS_KEY, RUN_KEY])?;
+    let keys: std::collections::BTreeSet<Option<&String>> =
+        metas.iter().map(|m| m.get(RUN_KEY)).collect();
+    match keys.into_iter().collect::<Vec<_>>().as_slice() {
+        [Some(one)] => {
+            meta.insert(RUN_KEY.into(), (*one).clone());
+        }
+        [None] => {}
+        _ => {
+            let mut mined = meta.clone();
+            for k in JUDGE_KEYS {
+                mined.remove(k);
+            }
+            mined.insert("sieve.stage".into(), "mined".into());
+            meta.insert(RUN_KEY.into(), mined_run_key(&mined));
+        }
+    }
     let mut methods = crate::ScoreMethods::default();
     for (m, path) in metas.iter().zip(shards) {
         let s: crate::ScoreMethods = m
