@@ -15,14 +15,16 @@ DIR=${SIEVE_SLURM_DIR:-/var/lib/sieve-slurm}
 CONF=/etc/slurm/slurm.conf
 log() { echo "[slurm-local] $*" >&2; }
 
-up() { sinfo -h -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated|completing)'; }
+# A node state with a suffix (`idle*`: not responding, `drain`…) is not up.
+up() { sinfo -h -o '%T' 2>/dev/null | grep -qxE '(idle|mixed|allocated|completing)'; }
 
 stop() {
   command -v scancel >/dev/null && scancel --user="$(id -un)" 2>/dev/null || true
   for d in slurmd slurmctld; do
     if [ -f "$DIR/$d.pid" ]; then kill "$(cat "$DIR/$d.pid")" 2>/dev/null || true; rm -f "$DIR/$d.pid"; fi
   done
-  pkill -x munged 2>/dev/null || true
+  # Only the munged this script started (a system one stays).
+  if [ -f "$DIR/munged.started" ]; then pkill -x munged 2>/dev/null || true; rm -f "$DIR/munged.started"; fi
   log "stopped"
 }
 
@@ -38,7 +40,8 @@ if up; then log "already up"; sinfo >&2; exit 0; fi
 
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   log "installing slurm-wlm and munge (Debian packages)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null ||
+    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null; }
 fi
 
 # munge: a key readable by the munge user only, its run and log directories.
@@ -47,8 +50,10 @@ mkdir -p /etc/munge /run/munge /var/log/munge /var/lib/munge
 chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge
 chmod 0700 /etc/munge /var/log/munge /var/lib/munge
 chmod 0400 /etc/munge/munge.key
+mkdir -p "$DIR"
 if ! pgrep -x munged >/dev/null; then
   runuser -u munge -- /usr/sbin/munged
+  touch "$DIR/munged.started"
 fi
 munge -n | unmunge >/dev/null || { echo "slurm-local: munge does not work" >&2; exit 1; }
 

@@ -641,7 +641,7 @@ fn extra_body_reaches_the_server_and_keys_the_cache() {
             .collect();
         (o, posts)
     };
-    let no_cache = r#"{"cache_prompt": false}"#;
+    let no_cache = r#"{"cache_prompt": false, "id_slot": -1}"#;
     let (o, posts) = run(Some(no_cache));
     let stdout = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -665,11 +665,12 @@ fn extra_body_reaches_the_server_and_keys_the_cache() {
     assert_eq!(posts.len(), 4);
     assert!(posts.iter().all(|s| !s.body.contains("cache_prompt")));
     // The same extra fields, written in another order and spacing, hit the cache.
-    let (o, posts) = run(Some(r#"{ "cache_prompt" : false }"#));
+    let (o, posts) = run(Some(r#"{ "id_slot" : -1, "cache_prompt" : false }"#));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(posts.len(), 0, "{}", String::from_utf8_lossy(&o.stdout));
     for (bad, says) in [
         (r#"{"temperature": 1}"#, "\"temperature\" is set by sieve"),
+        (r#"{"stream": true}"#, "\"stream\" is set by sieve"),
         ("[1]", "must be a JSON object"),
         ("{cache_prompt: false}", "not JSON"),
     ] {

@@ -10,6 +10,8 @@
 #
 #   bench/judge/prefix.sh [REPS=2]   env: JUDGE_QUERIES (8 -> 40 pairs), JUDGE_CONCURRENCY (4)
 set -euo pipefail
+# A failed `sieve judge` inside $(run ...) must stop the bench, not be recorded.
+shopt -s inherit_errexit
 cd "$(dirname "$0")/../.."
 DATA=${SCIFACT_DIR:-../shared/data/scifact}
 REPS=${1:-2}

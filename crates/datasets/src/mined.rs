@@ -449,11 +449,15 @@ pub const SCORE_METHODS_KEY: &str = "sieve.judge_score_methods";
 
 /// The files a shard-set argument names: every `*.parquet` in a directory, or the
 /// files matching a name with `*` wildcards (`shards/mined-*.parquet`), sorted; `None`
-/// when `spec` is neither (a plain file, or a directory without Parquet files such as
-/// a BEIR directory). A pattern that matches nothing is an error naming it.
+/// when `spec` is neither: a plain file, a directory without Parquet files, or a BEIR
+/// directory (one with a `corpus.jsonl[.gz]`, whatever else it holds). A pattern that
+/// matches nothing is an error naming it.
 pub fn shard_files(spec: &Path) -> Result<Option<Vec<std::path::PathBuf>>, Error> {
     let name = spec.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let (dir, pattern) = if spec.is_dir() {
+    let beir = ["corpus.jsonl", "corpus.jsonl.gz"]
+        .iter()
+        .any(|c| spec.join(c).is_file());
+    let (dir, pattern) = if spec.is_dir() && !beir {
         (spec.to_path_buf(), "*.parquet".to_string())
     } else if name.contains('*') && !spec.exists() {
         let parent = spec.parent().filter(|p| !p.as_os_str().is_empty());

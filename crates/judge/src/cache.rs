@@ -83,12 +83,10 @@ pub struct VerdictCache {
     entries: HashMap<String, Entry>,
     /// Lines skipped on open (torn or corrupted).
     pub skipped_lines: usize,
-    /// Opened by [`VerdictCache::open_shared`]: every append takes the file's lock.
-    shared: bool,
+    /// Opened by [`VerdictCache::open_shared`]: the lock file that every read and
+    /// append of the shards takes (`<cache>.lock`).
+    append_lock: Option<File>,
 }
-
-/// How long [`VerdictCache::open_shared`] waits for a cache that a run holds alone.
-const SHARED_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl VerdictCache {
     /// [`Self::open`] (or [`Self::open_shared`]), telling `progress` how many damaged lines were skipped (their
@@ -118,11 +116,12 @@ impl VerdictCache {
 
     /// Opens (creating) `path` for one of several processes writing it at once: the
     /// shards of one judging run (`sieve judge --shard`), on one machine or on a shared
-    /// filesystem. No lock is held between writes; the file is read, and each verdict
-    /// appended, under its exclusive lock (`flock`, which Linux's NFS client maps onto
-    /// byte-range locks), so that no process reads another's line half-written or
-    /// terminates it as torn. A cache that an unsharded run holds alone is waited for
-    /// briefly, then refused.
+    /// filesystem. Each holds a shared lock on the cache for its run, so a run that
+    /// wants it alone is refused while any shard works (and a shard while such a run
+    /// works). The file is read, and each verdict appended, under the exclusive lock of
+    /// `<cache>.lock` (`flock`, which Linux's NFS client maps onto byte-range locks), so
+    /// that no process reads another's line half-written; an append first ends a line
+    /// that a killed shard left torn, so the next verdict is not glued to it.
     pub fn open_shared(path: &Path) -> Result<Self> {
         Self::open_as(path, true)
     }
@@ -137,25 +136,42 @@ impl VerdictCache {
             .append(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        // The lock dies with the process, so a kill -9 never leaves the cache locked.
-        let started = std::time::Instant::now();
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock)
-                    if shared && started.elapsed() < SHARED_OPEN_WAIT =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(Error::Cache {
-                        path: path.to_path_buf(),
-                        message: "in use by another sieve process; one run at a time may write a verdict cache (or pass another --cache; the shards of one run, --shard, share one)".into(),
-                    })
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path, e)),
+        // The locks die with the process, so a kill -9 never leaves the cache locked.
+        let locked = if shared {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        match locked {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Cache {
+                    path: path.to_path_buf(),
+                    message: if shared {
+                        "in use by a sieve run that holds it alone; the shards of a run may share a verdict cache, an unsharded run may not (or pass another --cache)"
+                    } else {
+                        "in use by another sieve process; one run at a time may write a verdict cache (or pass another --cache; the shards of one run, --shard, share one)"
+                    }
+                    .into(),
+                })
             }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path, e)),
         }
+        let append_lock = if shared {
+            let mut name = path.as_os_str().to_owned();
+            name.push(".lock");
+            let lock_path = PathBuf::from(name);
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| Error::io(&lock_path, e))?;
+            lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+            Some(lock)
+        } else {
+            None
+        };
         let mut entries = HashMap::new();
         let mut skipped = 0;
         let mut reader = BufReader::new(&file);
@@ -191,25 +207,16 @@ impl VerdictCache {
         }
         drop(reader);
         // Terminate a torn last line so that the next record starts cleanly.
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        if len > 0 {
-            let mut last = [0u8; 1];
-            file.seek(SeekFrom::Start(len - 1))
-                .map_err(|e| Error::io(path, e))?;
-            file.read_exact(&mut last).map_err(|e| Error::io(path, e))?;
-            if last[0] != b'\n' {
-                file.write_all(b"\n").map_err(|e| Error::io(path, e))?;
-            }
-        }
-        if shared {
-            file.unlock().map_err(|e| Error::io(path, e))?;
+        end_torn_line(&mut file).map_err(|e| Error::io(path, e))?;
+        if let Some(lock) = &append_lock {
+            lock.unlock().map_err(|e| Error::io(path, e))?;
         }
         Ok(Self {
             path: path.to_path_buf(),
             file,
             entries,
             skipped_lines: skipped,
-            shared,
+            append_lock,
         })
     }
 
@@ -234,14 +241,17 @@ impl VerdictCache {
             message: e.to_string(),
         })?;
         let line = format!("{json}\t{}\n", checksum(&json));
-        if self.shared {
-            self.file.lock().map_err(|e| Error::io(&self.path, e))?;
+        match &self.append_lock {
+            None => self.file.write_all(line.as_bytes()),
+            Some(lock) => {
+                lock.lock().map_err(|e| Error::io(&self.path, e))?;
+                let written = end_torn_line(&mut self.file)
+                    .and_then(|()| self.file.write_all(line.as_bytes()));
+                lock.unlock().map_err(|e| Error::io(&self.path, e))?;
+                written
+            }
         }
-        let written = self.file.write_all(line.as_bytes());
-        if self.shared {
-            self.file.unlock().map_err(|e| Error::io(&self.path, e))?;
-        }
-        written.map_err(|e| Error::io(&self.path, e))?;
+        .map_err(|e| Error::io(&self.path, e))?;
         self.entries.insert(entry.key.clone(), entry);
         Ok(())
     }
@@ -250,6 +260,21 @@ impl VerdictCache {
     pub fn sync(&self) -> Result<()> {
         self.file.sync_data().map_err(|e| Error::io(&self.path, e))
     }
+}
+
+/// Ends the file's last line if a killed writer left it torn (no final newline), so
+/// that the next record starts on a line of its own. The file is open for appending.
+fn end_torn_line(file: &mut File) -> std::io::Result<()> {
+    let len = file.metadata()?.len();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::Start(len - 1))?;
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -300,8 +325,8 @@ mod tests {
 
     /// Four processes append to one shared cache at once (the shards of a judging run
     /// on a shared filesystem), each re-reading it as they go: every verdict is there
-    /// once and no line is torn or corrupt. A run that holds the cache alone keeps the
-    /// shards out until it ends.
+    /// once and no line is torn or corrupt. A run that holds the cache alone and a
+    /// shard keep each other out; a torn line left by a killed shard costs only itself.
     #[test]
     fn concurrent_writers_and_readers_lose_and_tear_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -343,13 +368,28 @@ mod tests {
                 .unwrap();
             assert_eq!(e.prompt_tokens, per as u64 - 1);
         }
-        // A run holding the cache alone keeps shards out (after a short wait).
+        // A run holding the cache alone keeps shards out, and a working shard keeps
+        // such a run out.
         let err = VerdictCache::open_shared(&path).err().unwrap().to_string();
-        assert!(err.contains("in use by another sieve process"), "{err}");
+        assert!(err.contains("holds it alone"), "{err}");
         drop(c);
-        let shard = VerdictCache::open_shared(&path).unwrap();
+        let mut shard = VerdictCache::open_shared(&path).unwrap();
+        let err = VerdictCache::open(&path).err().unwrap().to_string();
+        assert!(err.contains("in use by another sieve process"), "{err}");
+        // A shard killed mid-append leaves a torn line: the next shard's append ends it
+        // first, so only the fragment is lost, never the verdict written after it.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"k\":\"torn\",\"p\":0.")
+            .unwrap();
+        shard.put(entry("after-the-tear", 0.25)).unwrap();
         drop(shard);
-        VerdictCache::open(&path).unwrap();
+        let c = VerdictCache::open(&path).unwrap();
+        assert_eq!(c.skipped_lines, 1, "only the fragment is skipped");
+        assert_eq!(c.get("after-the-tear").unwrap().p_relevant, 0.25);
+        assert_eq!(c.len(), writers * per + 1);
     }
 
     fn entry(k: &str, p: f32) -> Entry {

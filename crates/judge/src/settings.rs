@@ -125,7 +125,8 @@ pub struct JudgeSettings {
     /// the OpenAI fields: llama.cpp's `cache_prompt` / `id_slot`, vLLM's `top_k`, or
     /// `{"chat_template_kwargs": {"enable_thinking": false}}` for a reasoning model
     /// that must answer in one token. The fields sieve sets itself (model, messages,
-    /// temperature, max_tokens, logprobs, top_logprobs, response_format) are refused.
+    /// temperature, max_tokens, logprobs, top_logprobs, response_format, stream, n) are
+    /// refused.
     /// Part of every cached verdict's key: a changed request never reuses old verdicts.
     #[cfg_attr(feature = "clap", arg(long, value_name = "JSON"))]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -134,7 +135,7 @@ pub struct JudgeSettings {
 
 /// Request fields sieve sets itself: an extra body may not replace them, since the
 /// verdict's parsing and the cache's meaning depend on them.
-pub const RESERVED_BODY_FIELDS: [&str; 8] = [
+pub const RESERVED_BODY_FIELDS: [&str; 11] = [
     "model",
     "messages",
     "temperature",
@@ -143,6 +144,9 @@ pub const RESERVED_BODY_FIELDS: [&str; 8] = [
     "logprobs",
     "top_logprobs",
     "response_format",
+    "stream",
+    "stream_options",
+    "n",
 ];
 
 /// `value` as JSON text with every object's keys sorted, at any depth: the same
