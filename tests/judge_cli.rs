@@ -39,6 +39,9 @@ struct Seen {
 struct Proxy {
     url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// The requests whose upstream answered `200` in full and whose answer reached
+    /// the client: the verdicts paid for.
+    answered: Arc<Mutex<Vec<Seen>>>,
 }
 
 fn proxy(upstream: &str) -> Proxy {
@@ -56,20 +59,30 @@ fn proxy(upstream: &str) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}{}", listener.local_addr().unwrap(), path_prefix);
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
+    let answered = Arc::new(Mutex::new(Vec::new()));
+    let (log, ok_log) = (seen.clone(), answered.clone());
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
-            let (log, authority) = (log.clone(), authority.clone());
+            let (log, ok_log, authority) = (log.clone(), ok_log.clone(), authority.clone());
             std::thread::spawn(move || {
-                let _ = forward(conn, &authority, &log);
+                let _ = forward(conn, &authority, &log, &ok_log);
             });
         }
     });
-    Proxy { url, seen }
+    Proxy {
+        url,
+        seen,
+        answered,
+    }
 }
 
-fn forward(conn: TcpStream, authority: &str, log: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
+fn forward(
+    conn: TcpStream,
+    authority: &str,
+    log: &Mutex<Vec<Seen>>,
+    ok_log: &Mutex<Vec<Seen>>,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut head = String::new();
     loop {
@@ -92,10 +105,11 @@ fn forward(conn: TcpStream, authority: &str, log: &Mutex<Vec<Seen>>) -> std::io:
         .unwrap_or(0);
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body)?;
-    log.lock().unwrap().push(Seen {
+    let seen = Seen {
         headers: head.clone(),
         body: String::from_utf8_lossy(&body).into_owned(),
-    });
+    };
+    log.lock().unwrap().push(seen.clone());
     let mut up = TcpStream::connect(authority)?;
     let mut out = String::new();
     for (i, line) in head.lines().enumerate() {
@@ -113,6 +127,22 @@ fn forward(conn: TcpStream, authority: &str, log: &Mutex<Vec<Seen>>) -> std::io:
     up.read_to_end(&mut response)?;
     let mut conn = conn;
     conn.write_all(&response)?;
+    // A complete 200: a status line, and a body as long as its Content-Length says
+    // (llama-server sends one; a server killed mid-answer leaves it short or empty).
+    let text = String::from_utf8_lossy(&response);
+    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+        let full = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            })
+            .is_none_or(|n| body.len() == n);
+        if head.starts_with("HTTP/1.1 200") && full {
+            ok_log.lock().unwrap().push(seen);
+        }
+    }
     Ok(())
 }
 
@@ -349,6 +379,171 @@ fn kill_9_midway_then_rerun_labels_every_pair_once_and_never_pays_twice() {
     let o = judge_cmd(&mined, &out, &cache, &px.url).output().unwrap();
     assert!(o.status.success());
     assert_eq!(records(&px.seen.lock().unwrap()).len(), 0);
+}
+
+/// A llama-server of the test's own (`scripts/llm-server.sh` on a free port, one
+/// thread, two slots, the suite's model), which the test may kill; stopped on drop.
+struct OwnServer {
+    port: u16,
+    url: String,
+}
+
+impl OwnServer {
+    fn script(port: u16, action: &str) -> Command {
+        let mut c = Command::new("bash");
+        c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/llm-server.sh"))
+            .arg(action)
+            .env("SIEVE_LLM_PORT", port.to_string())
+            .env("SIEVE_LLM_THREADS", "1")
+            .env("SIEVE_LLM_PARALLEL", "2");
+        c
+    }
+
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut s = Self {
+            port,
+            url: String::new(),
+        };
+        s.restart();
+        s
+    }
+
+    /// Starts the server (again) on its port and waits until it answers.
+    fn restart(&mut self) {
+        let o = Self::script(self.port, "start").output().unwrap();
+        assert!(
+            o.status.success(),
+            "scripts/llm-server.sh start on port {} failed: {}",
+            self.port,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        self.url = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would end it.
+    fn kill_9(&self) {
+        let o = Self::script(self.port, "pid").output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let pid = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let st = Command::new("kill").args(["-9", &pid]).status().unwrap();
+        assert!(st.success());
+        let gone = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(
+                gone.elapsed() < Duration::from_secs(10),
+                "pid {pid} lives on"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = Self::script(self.port, "stop").output();
+    }
+}
+
+/// The multi-endpoint client under a crash: two llama-servers, one killed with
+/// SIGKILL once a third of the pairs are judged and started again a moment later.
+/// Requests in flight on the dead server and those sent to it while it is down fail
+/// and go to the other server; once it is back it is used again. Every pair ends
+/// labeled, no verdict is paid for twice, nothing is left as an error.
+#[test]
+fn two_servers_one_killed_and_restarted_label_every_pair_once() {
+    let _ = server(); // the suite's server: fail with its message when there is none
+    let dir = tempfile::tempdir().unwrap();
+    let n = 48;
+    let (mined, _) = write_fixture(dir.path(), n);
+    let mut a = OwnServer::start();
+    let b = OwnServer::start();
+    let (pa, pb) = (proxy(&a.url), proxy(&b.url));
+    let cache = dir.path().join("verdicts.log");
+    let out = dir.path().join("labeled.parquet");
+    let (stdout, stderr) = (dir.path().join("stdout.txt"), dir.path().join("stderr.txt"));
+    let errors = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    let mut cmd = judge_cmd(&mined, &out, &cache, &pa.url);
+    let mut child = cmd
+        .args(["--endpoint", &pb.url])
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let stored = || {
+        std::fs::read_to_string(&cache)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    while stored() < n / 3 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended early: {}",
+            errors()
+        );
+        assert!(start.elapsed() < Duration::from_secs(600), "too slow");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Counts of judge requests (POSTs; the model lookup is a GET).
+    let posts = |log: &Arc<Mutex<Vec<Seen>>>| records(&log.lock().unwrap()).len();
+    let a_before_kill = posts(&pa.answered);
+    assert!(a_before_kill > 0, "server A got no work before the kill");
+    a.kill_9();
+    std::thread::sleep(Duration::from_secs(2));
+    a.restart();
+    let a_at_restart = posts(&pa.answered);
+    let restarted_at = stored();
+    assert!(
+        restarted_at < n * 3 / 4,
+        "{restarted_at} of {n} pairs were judged before the restart: too few left to see A used again"
+    );
+    let status = child.wait().unwrap();
+    let report = std::fs::read_to_string(&stdout).unwrap();
+    assert!(status.success(), "{report}");
+    assert!(report.contains("errors (retried next run): 0"), "{report}");
+
+    // Each pair answered exactly once, over both servers.
+    let mut paid = records(&pa.answered.lock().unwrap());
+    paid.extend(records(&pb.answered.lock().unwrap()));
+    paid.sort();
+    assert_eq!(
+        paid,
+        (0..n).collect::<Vec<_>>(),
+        "a pair paid twice or never"
+    );
+    // The kill cost requests: some went to A and got no answer, and were retried.
+    let a_failed = posts(&pa.seen) - posts(&pa.answered);
+    assert!(
+        a_failed > 0,
+        "no request to A failed: the kill was not felt"
+    );
+    // A came back into use.
+    let a_after = posts(&pa.answered) - a_at_restart;
+    assert!(a_after > 0, "the restarted server was never used again");
+
+    let (rows, _) = read_mined(&out).unwrap();
+    let mut labeled = Vec::new();
+    for r in &rows {
+        for c in &r.candidates {
+            let label = c.label.as_deref().unwrap();
+            assert!(label == "relevant" || label == "irrelevant", "{label}");
+            labeled.push(c.doc_id.clone());
+        }
+    }
+    labeled.sort();
+    labeled.dedup();
+    assert_eq!(labeled.len(), n);
+    assert_eq!(stored(), n, "verdicts stored twice or lost");
+    eprintln!(
+        "A: {a_before_kill} answered before the kill, {a_failed} failed, {a_after} answered after \
+         its restart; B: {}",
+        posts(&pb.answered)
+    );
 }
 
 #[test]

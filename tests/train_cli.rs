@@ -267,6 +267,51 @@ fn bad_data_names_the_file_and_line() {
     assert!(err.contains("bad.jsonl") && err.contains('2'), "{err}");
 }
 
+/// `--distributed` names what is missing before touching the data: a rank in the
+/// environment, a GPU device, a build with NCCL; nothing is written.
+#[test]
+fn distributed_says_what_it_needs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = pairs(tmp.path());
+    let out = tmp.path().join("out");
+    let run = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut c = train(&data, &out, extra);
+        c.arg("--distributed");
+        for k in [
+            "RANK",
+            "WORLD_SIZE",
+            "LOCAL_RANK",
+            "SLURM_PROCID",
+            "SLURM_NTASKS",
+            "MASTER_ADDR",
+            "MASTER_PORT",
+        ] {
+            c.env_remove(k);
+        }
+        c.envs(env.iter().copied());
+        let o = c.output().unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = run(&[], &[]);
+    assert!(err.contains("RANK") && err.contains("srun"), "{err}");
+    let ranked = [
+        ("RANK", "1"),
+        ("WORLD_SIZE", "2"),
+        ("MASTER_ADDR", "127.0.0.1"),
+        ("MASTER_PORT", "29511"),
+    ];
+    let err = run(&ranked, &[]);
+    assert!(err.contains("--device cuda"), "{err}");
+    let err = run(&[("RANK", "2"), ("WORLD_SIZE", "2")], &["--device", "cuda"]);
+    assert!(err.contains("rank 2 is outside a world of 2"), "{err}");
+    if !cfg!(feature = "nccl") {
+        let err = run(&ranked, &["--device", "cuda"]);
+        assert!(err.contains("nccl feature"), "{err}");
+    }
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
+}
+
 #[test]
 fn help_explains_the_false_negative_policy() {
     let st = sieve().args(["train", "--help"]).output().unwrap();

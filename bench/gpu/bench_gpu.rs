@@ -61,8 +61,9 @@ fn main() {
             args.get(3).and_then(|a| a.parse().ok()).unwrap_or(256),
             args.get(4).map(String::as_str).unwrap_or("f32"),
         ),
+        Some("nccl") => nccl_check(),
         _ => {
-            eprintln!("usage: bench_gpu equality MODEL PAIRS [BATCH] | exact N [BATCH] [REPEATS] | step MODEL PAIRS [BATCH] [REPEATS] [DTYPE] | encode MODEL PAIRS [BATCH] [DTYPE]");
+            eprintln!("usage: bench_gpu equality MODEL PAIRS [BATCH] | exact N [BATCH] [REPEATS] | step MODEL PAIRS [BATCH] [REPEATS] [DTYPE] | encode MODEL PAIRS [BATCH] [DTYPE] | nccl");
             std::process::exit(2);
         }
     };
@@ -89,6 +90,49 @@ fn pairs(path: &Path, limit: usize) -> R<(Vec<String>, Vec<String>)> {
         );
     }
     Ok((q, d))
+}
+
+/// NCCL on one GPU, a world of one (NCCL refuses two ranks on one device): the
+/// all-gather and all-reduce that `sieve train --distributed` uses run through the
+/// custom-op path on the device and give back their input; and the time of the
+/// all-reduce of one all-MiniLM-L6-v2-sized gradient buffer.
+#[cfg(feature = "nccl")]
+fn nccl_check() -> R<Value> {
+    use sieve_trainer::distributed::{nccl, Collective, World};
+    let world = World {
+        rank: 0,
+        size: 1,
+        local_rank: 0,
+        master: None,
+    };
+    let comm = nccl::Nccl::new(&world, &nccl::new_id()?)?;
+    let dev = cuda()?;
+    let x = Tensor::randn(0f32, 1.0, (32, DIM), &dev)?;
+    let diff =
+        |a: &Tensor| -> R<f64> { Ok((a - &x)?.abs()?.max_all()?.to_scalar::<f32>()? as f64) };
+    let gather = diff(&comm.all_gather(&x)?)?;
+    let reduce = diff(&comm.all_reduce_sum(&x)?)?;
+    let n = 22_713_216; // all-MiniLM-L6-v2's parameters
+    let big = Tensor::randn(0f32, 1.0, n, &dev)?;
+    comm.all_reduce_sum(&big)?;
+    dev.synchronize()?;
+    let t0 = std::time::Instant::now();
+    let reps = 10;
+    for _ in 0..reps {
+        comm.all_reduce_sum(&big)?;
+    }
+    dev.synchronize()?;
+    Ok(json!({
+        "check": "nccl", "world": 1,
+        "all_gather_max_abs_diff": gather, "all_reduce_max_abs_diff": reduce,
+        "all_reduce_params": n,
+        "all_reduce_ms": t0.elapsed().as_secs_f64() * 1e3 / reps as f64,
+    }))
+}
+
+#[cfg(not(feature = "nccl"))]
+fn nccl_check() -> R<Value> {
+    Err("bench_gpu was built without the nccl feature (scripts/build-cuda.sh builds it)".into())
 }
 
 fn cuda() -> R<Device> {

@@ -12,7 +12,8 @@
 #      embeddings and every parameter's gradient of one in-batch step (and bf16 mixed
 #      precision vs f32), the exact softmax's loss and gradients against a 100k table;
 #      a training run killed after a checkpoint and resumed must end at the weights of
-#      the run that was not interrupted.
+#      the run that was not interrupted; NCCL's all-gather and all-reduce in a world of
+#      one GPU (what `sieve train --distributed` calls), and the all-reduce's time.
 #   b. training throughput, sieve train vs sentence-transformers (the same model, pairs,
 #      batch and sequence length; AdamW, clipping, no dropout): MNRL batch 32 (f32, and
 #      sieve's bf16), GradCache batch 1024 / mini-batch 128 vs CachedMNRL; pairs/s and
@@ -92,6 +93,13 @@ if left; then
   note "a. CPU vs CUDA equality"
   o=$(timeout 180 "$W/bench_gpu" equality "$M" "$P" 16 2>"$W/eq.err") && row "$o" ||
     err_row equality "$o $(tail -c 1500 "$W/eq.err")"
+fi
+
+# ---- a2. NCCL on one GPU (what `sieve train --distributed` calls)
+if left; then
+  note "a2. NCCL collectives, a world of one GPU"
+  o=$(timeout 60 "$W/bench_gpu" nccl 2>"$W/nccl.err") && row "$o" ||
+    err_row nccl "$o $(tail -c 1500 "$W/nccl.err")"
 fi
 
 train() { # limit_s out steps save_every extra...: sieve train on the GPU ("" limit: none)

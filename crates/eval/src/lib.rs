@@ -166,7 +166,17 @@ pub fn dense_run(encoder: &Encoder, ds: &BeirDataset, opts: &EvalOptions) -> Res
     let queries = embed_cached(encoder, &query_refs, "queries", opts)?;
     let identical =
         |qi: usize, di: usize| opts.ignore_identical_ids && ds.queries[qi].id == ds.corpus[di].id;
-    let hits = sieve_index::exact_top_k(&queries, &corpus, encoder.dim(), opts.top_k, &identical);
+    // On a GPU the scan runs there (blocked products and sorts); on the CPU, the fused
+    // heap scan. An identical id drops at most one hit per query.
+    let hits = sieve_index::exact_top_k_on(
+        encoder.device(),
+        &queries,
+        &corpus,
+        encoder.dim(),
+        opts.top_k,
+        &identical,
+        1,
+    )?;
     Ok((to_run(ds, hits, opts), corpus))
 }
 
@@ -220,11 +230,20 @@ pub fn evaluate_hybrid(
     // Each list one deeper than top_k, so that dropping an identical id still leaves
     // top_k (to_run drops it, as for the other retrievers).
     let depth = opts.top_k + 1;
+    let on_device = match encoder.device() {
+        d if d.is_cpu() => None,
+        d => Some(sieve_index::DeviceCorpus::upload(
+            d,
+            &corpus,
+            encoder.dim(),
+        )?),
+    };
     let search = sieve_index::HybridSearch {
         bm25: &bm25,
         corpus: &corpus,
         dim: encoder.dim(),
         ann: None,
+        device: on_device.as_ref(),
         bm25_k: depth,
         dense_k: depth,
         rrf_k: sieve_index::DEFAULT_RRF_K,

@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use crate::{exact_top_k, fuse_rrf, Bm25Index, Error, Hit, HnswIndex};
+use crate::{exact_top_k, fuse_rrf, Bm25Index, DeviceCorpus, Error, Hit, HnswIndex};
 
 /// One query's lists.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +29,8 @@ pub struct HybridSearch<'a> {
     pub dim: usize,
     /// Search this instead of scanning every document.
     pub ann: Option<&'a HnswIndex>,
+    /// Scan the corpus exactly on this device (a GPU) rather than on the CPU.
+    pub device: Option<&'a DeviceCorpus>,
     pub bm25_k: usize,
     pub dense_k: usize,
     pub rrf_k: f32,
@@ -64,7 +66,12 @@ impl HybridSearch<'_> {
                         .collect()
                 })
                 .collect(),
-            None => exact_top_k(queries, self.corpus, self.dim, self.dense_k, exclude),
+            None => match self.device {
+                Some(d) if DeviceCorpus::fits(self.dense_k, 1) => {
+                    d.top_k(queries, self.dense_k, exclude, 1)?
+                }
+                _ => exact_top_k(queries, self.corpus, self.dim, self.dense_k, exclude),
+            },
         };
         let extra: Vec<Vec<u32>> = dense
             .iter()
@@ -121,6 +128,7 @@ mod tests {
             corpus: &corpus,
             dim: 4,
             ann: None,
+            device: None,
             bm25_k: 3,
             dense_k: 3,
             rrf_k: 60.0,

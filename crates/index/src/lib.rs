@@ -1,5 +1,5 @@
-//! Retrieval over a corpus: BM25 (tantivy) and exact dense top-k behind one
-//! small [`Retriever`] trait.
+//! Retrieval over a corpus: BM25 (tantivy) and exact dense top-k (on the CPU, or a
+//! GPU through candle: [`DeviceCorpus`]) behind one small [`Retriever`] trait.
 //!
 //! Hits always refer to a document's position in the corpus slice the index
 //! was built from, so callers map them back to ids without another lookup, and
@@ -9,6 +9,7 @@
 mod bm25;
 mod candidates;
 mod dense;
+mod dense_device;
 mod fusion;
 mod hnsw;
 mod retrievers;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 pub use bm25::{Bm25Index, Bm25Params, DEFAULT_BM25_PARAMS, ENGLISH_STOP_WORDS};
 pub use candidates::{Candidates, HybridSearch};
 pub use dense::{exact_top_k, exact_top_k_tiled};
+pub use dense_device::{exact_top_k_on, DeviceCorpus};
 pub use fusion::{fuse_rrf, DEFAULT_RRF_K};
 pub use hnsw::{
     ef_search_for, measured_recall, HnswIndex, HnswParams, MeasuredRecall,

@@ -15,7 +15,7 @@
 //! # fn embed_q(_: &[sieve_miner::input::MineQuery]) -> Vec<f32> { vec![] }
 //! let input = MiningInput::from_beir("scifact".as_ref(), "train", Default::default())?;
 //! let bm25 = sieve_miner::open_or_build_bm25(&input, "cache".as_ref())?;
-//! let emb = QueryEmbeddings { corpus: embed(&input.corpus).into(), queries: embed_q(&input.queries).into(), dim: 384 };
+//! let emb = QueryEmbeddings { corpus: embed(&input.corpus).into(), queries: embed_q(&input.queries).into(), dim: 384, device: None };
 //! let opts = MineOptions::default();
 //! let meta = sieve_miner::run_metadata(&input, &opts, Default::default())?;
 //! let rows = mine(&input, &emb, &bm25, None, &opts, "mined.parquet".as_ref(), &meta, &|_| {})?;
@@ -120,6 +120,9 @@ pub struct QueryEmbeddings {
     pub corpus: Floats,
     pub queries: Floats,
     pub dim: usize,
+    /// The GPU the embeddings came from: exact dense search runs there too
+    /// ([`sieve_index::DeviceCorpus`]). `None` searches on the CPU.
+    pub device: Option<candle_core::Device>,
 }
 
 impl QueryEmbeddings {
@@ -257,6 +260,8 @@ struct Miner<'a> {
     emb: &'a QueryEmbeddings,
     bm25: &'a Bm25Index,
     ann: Option<&'a HnswIndex>,
+    /// The corpus on the GPU, for exact search there.
+    device: Option<sieve_index::DeviceCorpus>,
     opts: &'a MineOptions,
 }
 
@@ -275,6 +280,7 @@ impl Miner<'_> {
             corpus: &emb.corpus,
             dim,
             ann: self.ann,
+            device: self.device.as_ref(),
             bm25_k: self.opts.bm25_k,
             dense_k: self.opts.dense_k,
             rrf_k: self.opts.rrf_k,
@@ -471,11 +477,18 @@ pub fn mine(
         Err(_) => std::fs::write(&manifest, &key).map_err(|e| Error::io(&manifest, e))?,
     }
 
+    let device = match (&emb.device, ann) {
+        (Some(d), None) if !d.is_cpu() => {
+            Some(sieve_index::DeviceCorpus::upload(d, &emb.corpus, emb.dim)?)
+        }
+        _ => None,
+    };
     let miner = Miner {
         input,
         emb,
         bm25,
         ann,
+        device,
         opts,
     };
     let range = shard_range(input.queries.len(), opts.shard);

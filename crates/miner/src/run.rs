@@ -140,6 +140,7 @@ fn embeddings(
                 corpus: c,
                 queries: q,
                 dim,
+                device: None,
             };
             Ok((emb, key))
         }
@@ -173,6 +174,7 @@ fn embeddings(
                 corpus,
                 queries,
                 dim: encoder.dim(),
+                device: (!encoder.device().is_cpu()).then(|| encoder.device().clone()),
             };
             Ok((emb, fp))
         }

@@ -88,6 +88,7 @@ fn fixture() -> (MiningInput, QueryEmbeddings) {
             corpus: corpus_emb.into(),
             queries: query_emb.into(),
             dim,
+            device: None,
         },
     )
 }

@@ -292,6 +292,7 @@ impl Run<'_> {
                     .as_ref()
                     .map(|s| (cfg.dataset.clone(), s.clone())),
                 cache_dir: sieve_encoder::cache::default_cache_dir(),
+                world: None,
             };
             let summary = train::train_model(&job, &cfg.train, progress)?;
             progress.note(&train::describe(&summary, &model_out));

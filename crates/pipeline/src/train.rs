@@ -34,6 +34,9 @@ pub struct TrainJob {
     pub dev: Option<(PathBuf, String)>,
     /// The embedding cache (the exact softmax's first corpus table).
     pub cache_dir: PathBuf,
+    /// This process's rank in a data-parallel run (`sieve train --distributed`);
+    /// `None` trains alone.
+    pub world: Option<std::sync::Arc<dyn sieve_trainer::distributed::Collective>>,
 }
 
 /// Step progress and dev evaluation.
@@ -113,6 +116,9 @@ pub fn train_model(
     let mut trainer =
         Trainer::new(&model_dir, &load, data, config, &job.output).map_err(Error::Train)?;
     trainer.set_cache_dir(Some(job.cache_dir.clone()));
+    if let Some(world) = &job.world {
+        trainer.set_world(world.clone());
+    }
     if job.resume {
         if trainer.resume().map_err(Error::Train)? {
             let s = trainer.state();

@@ -10,6 +10,8 @@
 //! - [`loss`]: the in-batch softmax with false-negative control, tested against a
 //!   dense f64 reference and finite differences;
 //! - [`step`]: one batch's gradients, directly or with GradCache;
+//! - [`distributed`]: data-parallel steps across processes (NCCL behind the `nccl`
+//!   feature), with the whole batch's softmax;
 //! - [`optim`]: an AdamW that updates in place and saves its moments, which
 //!   candle-nn's cannot;
 //! - [`train`]: the loop, checkpoints that resume to the same weights, metrics and
@@ -34,6 +36,7 @@
 pub mod batch;
 pub mod cluster;
 pub mod data;
+pub mod distributed;
 pub mod dose;
 mod error;
 pub mod estimate;

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, TensorId, Var};
 
+use crate::distributed::{gather_rows, share, Collective};
 use crate::loss::{contrastive_loss, CellTable, LossConfig};
 
 /// Anything that turns token ids into embeddings `(texts, dim)` with a graph back to
@@ -139,6 +140,37 @@ impl ParamGrads {
 
     pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
         self.0.get(&t.id())
+    }
+
+    /// Sums every rank's gradients ([`Collective::all_reduce_sum`]) in one flat buffer,
+    /// in `params`' order (the same on every rank). A parameter a rank has no gradient
+    /// for sends zeros and stays without one there (every rank runs the same graph, so
+    /// such a parameter, BERT's unused pooler, has none anywhere, and AdamW leaves it
+    /// alone as in one process).
+    pub fn all_reduce(&mut self, world: &dyn Collective, params: &[Var]) -> Result<()> {
+        if world.world_size() == 1 || params.is_empty() {
+            return Ok(());
+        }
+        let mut flat = Vec::with_capacity(params.len());
+        for p in params {
+            let t = p.as_tensor();
+            let g = match self.0.get(&t.id()) {
+                Some(g) => g.flatten_all()?,
+                None => Tensor::zeros(t.elem_count(), t.dtype(), t.device())?,
+            };
+            flat.push(g);
+        }
+        let sum = world.all_reduce_sum(&Tensor::cat(&flat, 0)?)?;
+        let mut at = 0;
+        for p in params {
+            let t = p.as_tensor();
+            let n = t.elem_count();
+            if let Some(g) = self.0.get_mut(&t.id()) {
+                *g = sum.narrow(0, at, n)?.reshape(t.shape())?;
+            }
+            at += n;
+        }
+        Ok(())
     }
 
     pub fn insert(&mut self, t: &Tensor, g: Tensor) {
@@ -312,5 +344,102 @@ pub fn gradients_with(
         grads: total,
         documents: et.narrow(0, b, texts.len() - b)?.detach(),
         queries: et.narrow(0, 0, b)?.detach(),
+    })
+}
+
+/// [`gradients_with`] over the ranks of a data-parallel run ([`crate::distributed`]):
+/// each rank embeds its share of `queries` and of `documents` (the same global batch on
+/// every rank), the embeddings are all-gathered, every rank computes the whole batch's
+/// loss and its gradient with respect to every embedding, back-propagates its own
+/// share, and the parameter gradients are summed over the ranks. Every rank returns
+/// the same loss, the whole batch's gradients and embeddings. With one rank this is
+/// [`gradients_with`].
+pub fn gradients_across(
+    model: &dyn Embed,
+    params: &[Var],
+    queries: &[&[u32]],
+    documents: &[&[u32]],
+    loss_fn: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    config: &StepConfig,
+    world: &dyn Collective,
+) -> Result<BatchGrads> {
+    let (rank, size) = (world.rank(), world.world_size());
+    if size == 1 {
+        return gradients_with(model, params, queries, documents, loss_fn, config);
+    }
+    let (b, m) = (queries.len(), documents.len());
+    if b < size {
+        candle_core::bail!("a batch of {b} queries cannot be shared by {size} ranks");
+    }
+    let (qs, ds) = (share(b, rank, size), share(m, rank, size));
+    let mut own: Vec<&[u32]> = Vec::with_capacity(qs.len() + ds.len());
+    own.extend_from_slice(&queries[qs.clone()]);
+    own.extend_from_slice(&documents[ds.clone()]);
+    let nq = qs.len();
+
+    // 1. This rank's embeddings: with their graph, or (GradCache) without.
+    let chunks = length_chunks(&own, config.mini_batch_size, min_fill(model));
+    let e_own = if config.grad_cache {
+        let mut parts = Vec::with_capacity(chunks.len());
+        for idx in &chunks {
+            let batch: Vec<&[u32]> = idx.iter().map(|&i| own[i]).collect();
+            parts.push(model.embed(&batch)?.detach());
+        }
+        let sorted = Tensor::cat(&parts, 0)?;
+        let mut inverse = vec![0u32; own.len()];
+        for (pos, &i) in chunks.iter().flatten().enumerate() {
+            inverse[i] = pos as u32;
+        }
+        let inverse = Tensor::from_vec(inverse, own.len(), sorted.device())?;
+        sorted.index_select(&inverse, 0)?
+    } else {
+        embed_bucketed(model, &own, config.mini_batch_size)?
+    };
+
+    // 2. Every rank's embeddings; the whole batch's loss and its gradient.
+    let qe = gather_rows(world, &e_own.narrow(0, 0, nq)?.detach(), b)?;
+    let de = gather_rows(world, &e_own.narrow(0, nq, ds.len())?.detach(), m)?;
+    let e = Var::from_tensor(&Tensor::cat(&[&qe, &de], 0)?)?;
+    let et = e.as_tensor();
+    let loss = loss_fn(&et.narrow(0, 0, b)?, &et.narrow(0, b, m)?)?;
+    let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    let g = loss.backward()?.get(et).cloned().ok_or_else(|| {
+        candle_core::Error::Msg("data-parallel step: no gradient for the embeddings".into())
+    })?;
+    drop(loss);
+    let g_own = Tensor::cat(
+        &[
+            g.narrow(0, qs.start, nq)?,
+            g.narrow(0, b + ds.start, ds.len())?,
+        ],
+        0,
+    )?
+    .detach();
+
+    // 3. This rank's share of the gradient, back through its own texts.
+    let mut grads = ParamGrads::default();
+    if config.grad_cache {
+        for idx in &chunks {
+            let batch: Vec<&[u32]> = idx.iter().map(|&i| own[i]).collect();
+            let ids = Tensor::from_vec(
+                idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                idx.len(),
+                g_own.device(),
+            )?;
+            let surrogate = (model.embed(&batch)? * g_own.index_select(&ids, 0)?)?.sum_all()?;
+            grads.accumulate(ParamGrads::from_store(surrogate.backward()?, params))?;
+        }
+    } else {
+        let surrogate = (e_own * g_own)?.sum_all()?;
+        grads = ParamGrads::from_store(surrogate.backward()?, params);
+    }
+
+    // 4. The sum over ranks: the whole batch's gradient.
+    grads.all_reduce(world, params)?;
+    Ok(BatchGrads {
+        loss: value,
+        grads,
+        documents: de,
+        queries: qe,
     })
 }

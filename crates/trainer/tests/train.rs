@@ -10,8 +10,10 @@ use candle_core::{DType, Device, Tensor};
 use sieve_encoder::{Encoder, LoadOptions};
 use sieve_trainer::batch::{epoch_batches, Batch, MaskSources, SplitMix64};
 use sieve_trainer::data::{DataOptions, TrainData};
+use sieve_trainer::distributed::ThreadGroup;
+use sieve_trainer::loss::contrastive_loss;
 use sieve_trainer::loss::{FalseNegativePolicy, LossConfig};
-use sieve_trainer::step::{batch_gradients, StepConfig};
+use sieve_trainer::step::{batch_gradients, gradients_across, StepConfig};
 use sieve_trainer::train::{Hooks, NoHooks, StepLog, TrainConfig, Trainer};
 
 /// `SIEVE_TEST_MODEL`, else `models/all-MiniLM-L6-v2` at the workspace root (for its
@@ -234,6 +236,182 @@ fn grad_cache_gradients_equal_full_batch_in_f64() {
         }
         // Every weight but the unused pooler has a gradient.
         assert_eq!(compared, params.len() - 1, "mini-batch {mini}");
+    }
+}
+
+/// Data-parallel ranks (threads here, GPUs under NCCL) each embed a share of the batch
+/// and back-propagate it; the summed gradients equal one process computing the whole
+/// batch, in f64, with and without GradCache, also when the batch does not divide
+/// evenly among the ranks.
+#[test]
+fn data_parallel_gradients_equal_one_process_in_f64() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let data = TrainData::from_pairs(&pairs_file(tmp.path()), &DataOptions::default()).unwrap();
+    let load = LoadOptions {
+        dtype: DType::F64,
+        ..Default::default()
+    };
+    let (encoder, varmap) = Encoder::load_trainable(&model, &load).unwrap();
+    let params: Vec<_> = varmap.all_vars();
+    let batches = epoch_batches(&data, 8, 3, 0);
+    let batch = Batch::build(
+        &data,
+        &batches[0],
+        FalseNegativePolicy::Mask,
+        MaskSources::default(),
+    );
+    let refs: Vec<&str> = data.texts.iter().map(String::as_str).collect();
+    let tokens = encoder.tokenize(&refs).unwrap();
+    let q: Vec<&[u32]> = batch
+        .queries
+        .iter()
+        .map(|&t| tokens[t as usize].as_slice())
+        .collect();
+    let d: Vec<&[u32]> = batch
+        .documents
+        .iter()
+        .map(|&t| tokens[t as usize].as_slice())
+        .collect();
+    assert!(d.len() > q.len(), "the batch has hard negatives");
+    let loss = LossConfig {
+        scale: 20.0,
+        symmetric: true,
+    };
+    let one = batch_gradients(
+        &encoder,
+        &params,
+        &q,
+        &d,
+        &batch.table,
+        &StepConfig {
+            loss,
+            mini_batch_size: 1000,
+            grad_cache: false,
+        },
+    )
+    .unwrap();
+    let loss_fn = |a: &Tensor, b: &Tensor| contrastive_loss(a, b, &batch.table, &loss);
+    for (ranks, grad_cache) in [(2, false), (3, false), (3, true)] {
+        let config = StepConfig {
+            loss,
+            mini_batch_size: if grad_cache { 2 } else { 1000 },
+            grad_cache,
+        };
+        let outs = std::thread::scope(|s| {
+            let handles: Vec<_> = ThreadGroup::new(ranks)
+                .into_iter()
+                .map(|g| {
+                    let (encoder, params, q, d, loss_fn) = (&encoder, &params, &q, &d, &loss_fn);
+                    s.spawn(move || {
+                        gradients_across(encoder, params, q, d, loss_fn, &config, &g).unwrap()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        for (rank, out) in outs.iter().enumerate() {
+            let what = format!("{ranks} ranks, GradCache {grad_cache}, rank {rank}");
+            assert!((one.loss - out.loss).abs() < 1e-12, "{what}: loss");
+            assert!(max_abs_diff(&one.queries, &out.queries) < 1e-12, "{what}");
+            assert!(
+                max_abs_diff(&one.documents, &out.documents) < 1e-12,
+                "{what}"
+            );
+            let mut compared = 0;
+            for p in &params {
+                let Some(a) = one.grads.get(p.as_tensor()) else {
+                    // The unused pooler: no gradient here either.
+                    assert!(out.grads.get(p.as_tensor()).is_none(), "{what}");
+                    continue;
+                };
+                let b = out.grads.get(p.as_tensor()).expect("a summed gradient");
+                let diff = max_abs_diff(a, b);
+                assert!(diff < 1e-10, "{what}: a gradient differs by {diff}");
+                compared += 1;
+            }
+            assert_eq!(compared, params.len() - 1, "{what}");
+        }
+    }
+}
+
+/// A data-parallel run (2 ranks, threads standing in for GPUs) ends at the weights of
+/// one process training on the same batches, directly and with GradCache; rank 0
+/// alone writes the run's files.
+#[test]
+fn a_two_rank_run_ends_at_the_single_process_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let pairs = pairs_file(tmp.path());
+    let load = LoadOptions::default();
+    let data = || TrainData::from_pairs(&pairs, &DataOptions::default()).unwrap();
+    for mini_batch_size in [None, Some(3)] {
+        let config = TrainConfig {
+            epochs: 1,
+            mini_batch_size,
+            ..resume_config()
+        };
+        let root = tmp.path().join(format!("mini-{mini_batch_size:?}"));
+        let single = root.join("single");
+        let mut t = Trainer::new(&model, &load, data(), config.clone(), &single).unwrap();
+        let steps = t.run(&mut NoHooks).unwrap().steps;
+        assert!(steps >= 3, "{steps} steps");
+        let summaries = std::thread::scope(|s| {
+            let handles: Vec<_> = ThreadGroup::new(2)
+                .into_iter()
+                .enumerate()
+                .map(|(rank, g)| {
+                    let (model, load, config, root) = (&model, &load, &config, &root);
+                    let data = data();
+                    s.spawn(move || {
+                        let out = root.join(format!("rank{rank}"));
+                        let mut t = Trainer::new(model, load, data, config.clone(), &out).unwrap();
+                        t.set_world(std::sync::Arc::new(g));
+                        t.run(&mut NoHooks).unwrap()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        for s in &summaries {
+            assert_eq!(s.steps, steps);
+        }
+        let a = weights(&single.join("model.safetensors"));
+        let b = weights(&root.join("rank0/model.safetensors"));
+        assert_eq!(a.len(), b.len());
+        for (name, ta) in &a {
+            let diff = max_abs_diff(ta, &b[name]);
+            assert!(
+                diff <= 1e-5,
+                "{mini_batch_size:?} {name}: differs by {diff}"
+            );
+        }
+        let losses = |dir: &Path| -> Vec<f64> {
+            metrics(dir)
+                .iter()
+                .filter_map(|v| v["loss"].as_f64())
+                .collect()
+        };
+        let (la, lb) = (losses(&single), losses(&root.join("rank0")));
+        assert_eq!(la.len(), steps as usize);
+        assert_eq!(la.len(), lb.len());
+        for (x, y) in la.iter().zip(&lb) {
+            assert!((x - y).abs() < 1e-5, "loss {x} vs {y}");
+        }
+        // Rank 1 computed the same steps and wrote nothing.
+        let rank1 = root.join("rank1");
+        let written: Vec<_> = std::fs::read_dir(&rank1)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(written.is_empty(), "rank 1 wrote {written:?}");
     }
 }
 

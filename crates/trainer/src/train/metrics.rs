@@ -39,12 +39,18 @@ impl Trainer {
             kept.push_str(line);
             kept.push('\n');
         }
+        if !self.primary() {
+            return Ok(()); // rank 0 rewrites the shared log
+        }
         let tmp = path.with_extension("jsonl.tmp");
         std::fs::write(&tmp, kept).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))
     }
 
     pub(super) fn append_metrics(&self, value: &serde_json::Value) -> Result<()> {
+        if !self.primary() {
+            return Ok(());
+        }
         let path = self.metrics_path();
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -55,6 +61,9 @@ impl Trainer {
     }
 
     pub(super) fn write_plot(&self) -> Result<()> {
+        if !self.primary() {
+            return Ok(());
+        }
         let path = self.out.join("loss.svg");
         let svg = crate::plot::loss_svg(
             &format!("sieve train: {}", self.data.source),

@@ -29,12 +29,14 @@ use sieve_encoder::{Encoder, LoadOptions};
 
 use crate::batch::{clustered_batches, epoch_batches, Batch, Batching, MaskSources};
 use crate::data::{TextId, TrainData};
+use crate::distributed::{Collective, Single};
 use crate::dose::{Dose, QueryDose, Term};
 use crate::exact::{exact_loss_parts, CorpusTable, ExactBatch};
+use crate::loss::contrastive_loss;
 use crate::loss::{FalseNegativePolicy, LossConfig};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::schedule::{Decay, Schedule};
-use crate::step::{batch_gradients, gradients_with, Embed, Side, StepConfig};
+use crate::step::{gradients_across, Embed, Side, StepConfig};
 use crate::{Error, Result};
 
 mod checkpoint;
@@ -287,6 +289,9 @@ pub struct Trainer {
     clusters: Option<Vec<u32>>,
     /// Per step: (step, epoch, batch dose), for the summary and the plot.
     doses: Vec<(u64, u64, Dose)>,
+    /// The ranks of a data-parallel run ([`crate::distributed`]); [`Single`] alone.
+    /// Rank 0 writes the run's files, the others only compute.
+    world: std::sync::Arc<dyn Collective>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -402,7 +407,21 @@ impl Trainer {
             cache_dir: None,
             clusters,
             doses: Vec::new(),
+            world: std::sync::Arc::new(Single),
         })
+    }
+
+    /// Makes this trainer one rank of a data-parallel run: every rank loads the same
+    /// model and data with the same settings, embeds its share of each batch and
+    /// applies the same summed gradients; rank 0 alone writes metrics, evaluations,
+    /// checkpoints and the model.
+    pub fn set_world(&mut self, world: std::sync::Arc<dyn Collective>) {
+        self.world = world;
+    }
+
+    /// Whether this process writes the run's files (rank 0, or the only process).
+    pub(super) fn primary(&self) -> bool {
+        self.world.rank() == 0
     }
 
     /// Clustered batching: each example's cluster (`None` for random batches).
@@ -662,10 +681,12 @@ impl Trainer {
             self.state.epoch += 1;
             self.state.batch = 0;
         }
-        self.evaluate(hooks)?;
-        let dir = self.save_checkpoint()?;
-        hooks.on_message(&format!("checkpoint {}", dir.display()));
-        self.export(&self.out)?;
+        if self.primary() {
+            self.evaluate(hooks)?;
+            let dir = self.save_checkpoint()?;
+            hooks.on_message(&format!("checkpoint {}", dir.display()));
+            self.export(&self.out)?;
+        }
         Ok(self.summary(start, pairs, false_negatives, last_loss))
     }
 
@@ -673,7 +694,7 @@ impl Trainer {
     /// run), the clustering described.
     fn begin(&mut self, hooks: &mut dyn Hooks) -> Result<()> {
         std::fs::create_dir_all(&self.out).map_err(io(&self.out))?;
-        if self.resumed_from.is_none() {
+        if self.resumed_from.is_none() && self.primary() {
             let cfg = self.out.join("train_config.json");
             let body = serde_json::to_vec_pretty(&self.config).map_err(|e| ckpt_err(&cfg, e))?;
             std::fs::write(&cfg, body).map_err(io(&cfg))?;
@@ -745,7 +766,18 @@ impl Trainer {
         let (mut out, touched, dose) = match self.config.objective {
             Objective::InBatch => {
                 let model: &dyn Embed = &self.encoder;
-                let out = batch_gradients(model, &self.params, &q, &d, &batch.table, step_config)?;
+                let table = &batch.table;
+                let loss_config = &step_config.loss;
+                let loss = |qe: &Tensor, de: &Tensor| contrastive_loss(qe, de, table, loss_config);
+                let out = gradients_across(
+                    model,
+                    &self.params,
+                    &q,
+                    &d,
+                    &loss,
+                    step_config,
+                    self.world.as_ref(),
+                )?;
                 let qv = host_rows(&out.queries)?;
                 let dv = host_rows(&out.documents)?;
                 let dim = out.queries.dim(1)?;
@@ -768,7 +800,15 @@ impl Trainer {
                     Ok(l)
                 };
                 let model: &dyn Embed = &self.encoder;
-                let out = gradients_with(model, &self.params, &q, &d, &loss, step_config)?;
+                let out = gradients_across(
+                    model,
+                    &self.params,
+                    &q,
+                    &d,
+                    &loss,
+                    step_config,
+                    self.world.as_ref(),
+                )?;
                 let rows = host_rows(&out.documents)?;
                 let qv = host_rows(&out.queries)?;
                 let dose = self.exact_dose(&qv, &rows, &eb, &dose_rows, &lse.borrow());
@@ -823,6 +863,9 @@ impl Trainer {
     fn between_steps(&mut self, hooks: &mut dyn Hooks) -> Result<()> {
         let step = self.state.step;
         let last = step >= self.state.total_steps;
+        if !self.primary() {
+            return Ok(());
+        }
         if self.config.eval_every > 0 && step.is_multiple_of(self.config.eval_every) && !last {
             self.evaluate(hooks)?;
         }
