@@ -13,6 +13,8 @@ use anyhow::{bail, Context, Result};
 ///
 /// Example:
 ///   sieve encode --model models/all-MiniLM-L6-v2 --input corpus.jsonl.gz --output corpus.npy
+///   sieve encode --model intfloat/e5-small-v2 --query-prompt "query: " --role query \
+///       --input queries.jsonl --output queries.npy
 #[derive(Debug, Clone, clap::Args)]
 pub struct EncodeArgs {
     #[command(flatten)]
@@ -29,6 +31,12 @@ pub struct EncodeArgs {
     /// Embed only the first N texts.
     #[arg(long)]
     pub limit: Option<usize>,
+
+    /// The texts are queries or documents: their prompt goes in front (--query-prompt /
+    /// --document-prompt, or the model's own), as sentence-transformers' encode_query /
+    /// encode_document do. plain: the model's default prompt only, as encode does.
+    #[arg(long, value_enum, default_value_t = sieve_encoder::Role::Plain)]
+    pub role: sieve_encoder::Role,
 
     /// Print one JSON line of throughput statistics (used by bench/encode).
     #[arg(long)]
@@ -79,7 +87,9 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
         indicatif::ProgressBar::new(refs.len() as u64)
     };
     let start = Instant::now();
-    let emb = encoder.encode(&refs, args.model.encode.batch_size, &|n| pb.inc(n as u64))?;
+    let emb = encoder.encode_as(args.role, &refs, args.model.encode.batch_size, &|n| {
+        pb.inc(n as u64)
+    })?;
     let seconds = start.elapsed().as_secs_f64();
     pb.finish_and_clear();
     if let Some(out) = &args.output {

@@ -23,12 +23,25 @@ impl EvalArgs {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let result = sieve_eval::evaluate(&args.settings, &args.request(), &|w| eprintln!("{w}"))
+    let results = sieve_eval::evaluate_all(&args.settings, &args.request(), &|w| eprintln!("{w}"))
         .with_context(|| format!("evaluating on {}", args.dataset.display()))?;
-    let path = result
-        .write(&args.output_dir)
-        .with_context(|| format!("writing results under {}", args.output_dir.display()))?;
-    outln!("{}", result.markdown());
-    outln!("results: {}", path.display());
+    for result in &results {
+        let path = result
+            .write(&args.output_dir)
+            .with_context(|| format!("writing results under {}", args.output_dir.display()))?;
+        outln!("{}", result.markdown());
+        outln!("results: {}", path.display());
+    }
+    if results.len() > 1 {
+        outln!("\n| dimension | nDCG@10 | Recall@100 |\n|---:|---:|---:|");
+        for r in &results {
+            outln!(
+                "| {} | {:.5} | {:.5} |",
+                r.truncate_dim.map_or("all".to_string(), |d| d.to_string()),
+                r.main_score(),
+                r.scores.get("recall_at_100").copied().unwrap_or(f64::NAN)
+            );
+        }
+    }
     Ok(())
 }

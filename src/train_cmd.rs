@@ -87,6 +87,22 @@ pub struct TrainArgs {
     pub distributed: bool,
 }
 
+/// How this process was started, shell-quoted where needed, for the model card.
+fn command_line() -> String {
+    let mut args = std::env::args();
+    let _ = args.next();
+    std::iter::once("sieve".to_string())
+        .chain(args.map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a
+            }
+        }))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// This process's rank, its device set to `cuda:LOCAL_RANK` when `--device cuda` names
 /// no ordinal.
 fn join_world(settings: &mut TrainSettings) -> Result<Arc<dyn Collective>> {
@@ -157,6 +173,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             .map(|d| (d, args.eval_split.clone())),
         cache_dir: args.cache.resolve(),
         world,
+        command: Some(command_line()),
     };
     // The other ranks stay quiet: rank 0 reports the run.
     let bars = crate::progress::Bars::new(args.quiet || !primary);

@@ -83,6 +83,64 @@ fn dense_eval_drops_identical_ids_and_reuses_the_cache() {
     );
 }
 
+/// `--truncate-dim` scores prefixes of the embeddings: at the model's full width it is
+/// the untruncated score, a list writes one result per width (named -dimD, the width
+/// in the JSON) and prints nDCG@10 against dimension; widths past the model's, 0, and
+/// BM25 are refused.
+#[test]
+fn truncate_dim_scores_prefixes_and_tabulates_them() {
+    let out = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        sieve()
+            .args(["eval", "--quiet", "--dataset"])
+            .arg(fixture())
+            .arg("--model")
+            .arg(model_dir())
+            .arg("--output-dir")
+            .arg(out.path())
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ok = |o: &std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ok(&run(&[]));
+    let full = scores(&out.path().join("all-MiniLM-L6-v2/tiny-beir.json"));
+    let table = ok(&run(&["--truncate-dim", "384,32,8"]));
+    let at = |d: usize| {
+        let path = out
+            .path()
+            .join(format!("all-MiniLM-L6-v2-dim{d}/tiny-beir.json"));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v["sieve"]["truncate_dim"], d, "{path:?}");
+        v["scores"]["test"][0].clone()
+    };
+    assert_eq!(at(384), full, "the full width is the untruncated score");
+    assert!(at(8)["ndcg_at_10"].as_f64().unwrap() < full["ndcg_at_10"].as_f64().unwrap());
+    assert!(table.contains("| dimension | nDCG@10 |"), "{table}");
+    for d in ["384", "32", "8"] {
+        assert!(table.contains(&format!("\n| {d} | ")), "{table}");
+    }
+    for (bad, word) in [
+        (&["--truncate-dim", "385"][..], "384 dimensions"),
+        (&["--truncate-dim", "0"][..], "at least 1"),
+        (
+            &["--truncate-dim", "8", "--retriever", "bm25"][..],
+            "dense or hybrid",
+        ),
+    ] {
+        let o = run(bad);
+        assert!(!o.status.success(), "{bad:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(word), "{bad:?}: {err}");
+    }
+}
+
 #[test]
 fn bad_input_names_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();

@@ -12,6 +12,7 @@ use crate::config::{BertConfig, ModuleEntry, PoolingConfig, SentenceBertConfig};
 use crate::error::{Error, Result};
 use crate::model::{pool, pool_packed, BertModel, Packed};
 use crate::ops::l2_normalize;
+use crate::prompts::{Prompts, Role};
 use crate::Pooling;
 
 /// Used when `sentence_bert_config.json` gives no `max_seq_length`: BERT's position table.
@@ -33,6 +34,10 @@ pub struct LoadOptions {
     /// Mixed precision: compute in this dtype (bf16, f16) from weights held in `dtype`
     /// (f32 masters for training); pooling, normalisation and losses stay in `dtype`.
     pub compute_dtype: Option<DType>,
+    /// Prepended to queries instead of the model's own query prompt ([`Prompts`]).
+    pub query_prompt: Option<String>,
+    /// Prepended to documents instead of the model's own document prompt.
+    pub document_prompt: Option<String>,
 }
 
 impl Default for LoadOptions {
@@ -43,6 +48,8 @@ impl Default for LoadOptions {
             max_seq_length: None,
             normalize: true,
             compute_dtype: None,
+            query_prompt: None,
+            document_prompt: None,
         }
     }
 }
@@ -77,6 +84,7 @@ pub struct Encoder {
     dtype: DType,
     dir: PathBuf,
     fingerprint: String,
+    prompts: Prompts,
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
@@ -230,6 +238,7 @@ impl Encoder {
             message,
         })?;
         let st: SentenceBertConfig = read_optional_json(&dir.join("sentence_bert_config.json"))?;
+        let prompts = Prompts::load(dir, opts.query_prompt.clone(), opts.document_prompt.clone())?;
         let max_seq_length = opts
             .max_seq_length
             .or(st.max_seq_length)
@@ -306,6 +315,7 @@ impl Encoder {
             dtype: opts.dtype,
             dir: dir.into(),
             fingerprint,
+            prompts,
         })
     }
 
@@ -339,7 +349,40 @@ impl Encoder {
             dtype: self.dtype,
             dir: self.dir.clone(),
             fingerprint,
+            prompts: self.prompts.clone(),
         })
+    }
+
+    /// The prompts prepended by role ([`Prompts`]).
+    pub fn prompts(&self) -> &Prompts {
+        &self.prompts
+    }
+
+    /// [`Self::encode`] of `texts` as `role`: with its prompt in front, as
+    /// sentence-transformers' `encode_query` / `encode_document` / `encode` do.
+    pub fn encode_as(
+        &self,
+        role: Role,
+        texts: &[&str],
+        batch_size: usize,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Embeddings> {
+        if self.prompts.prompt(role).is_empty() {
+            return self.encode(texts, batch_size, progress);
+        }
+        let prompted = self.prompts.apply(role, texts);
+        let refs: Vec<&str> = prompted.iter().map(String::as_str).collect();
+        self.encode(&refs, batch_size, progress)
+    }
+
+    /// [`Self::tokenize`] of `texts` as `role` (its prompt in front).
+    pub fn tokenize_as(&self, role: Role, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        if self.prompts.prompt(role).is_empty() {
+            return self.tokenize(texts);
+        }
+        let prompted = self.prompts.apply(role, texts);
+        let refs: Vec<&str> = prompted.iter().map(String::as_str).collect();
+        self.tokenize(&refs)
     }
 
     /// Whether embeddings are L2-normalised.

@@ -178,8 +178,8 @@ fn export_inner(encoder: &Encoder, weights: &HashMap<String, Tensor>, out: &Path
         &out.join("config_sentence_transformers.json"),
         &serde_json::json!({
             "__version__": {"sieve": env!("CARGO_PKG_VERSION")},
-            "prompts": {},
-            "default_prompt_name": null,
+            "prompts": encoder.prompts().exported(),
+            "default_prompt_name": encoder.prompts().default_name,
             "similarity_fn_name": "cosine",
         }),
     )?;

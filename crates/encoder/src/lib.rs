@@ -27,12 +27,14 @@ pub mod fused;
 pub mod hub;
 pub mod model;
 pub mod ops;
+pub mod prompts;
 pub mod settings;
 
 pub use candle_core::{DType, Device};
 pub use config::Pooling;
 pub use encoder::{Embeddings, Encoder, LoadOptions};
 pub use error::{Error, Result};
+pub use prompts::{Prompts, Role};
 pub use settings::EncodeSettings;
 
 /// Opens CUDA device `ordinal`. cudarc loads libcuda, libcublas, ... when the first

@@ -25,6 +25,17 @@ pub struct EncodeSettings {
     /// cpu, cuda[:N] or metal[:N] (GPU builds need --features cuda/metal).
     #[cfg_attr(feature = "clap", arg(long, default_value = "cpu"))]
     pub device: String,
+
+    /// Prepended to every query before it is embedded, e.g. "query: " (e5) or a task
+    /// instruction (bge, gte); replaces the model's own query prompt (the `query` entry
+    /// of `prompts` in config_sentence_transformers.json, which applies by default).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub query_prompt: Option<String>,
+
+    /// Prepended to every document before it is embedded, e.g. "passage: "; replaces
+    /// the model's own (its `document`, `passage` or `corpus` prompt).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub document_prompt: Option<String>,
 }
 
 impl Default for EncodeSettings {
@@ -33,6 +44,8 @@ impl Default for EncodeSettings {
             batch_size: DEFAULT_BATCH_SIZE,
             max_seq_length: None,
             device: "cpu".into(),
+            query_prompt: None,
+            document_prompt: None,
         }
     }
 }
@@ -43,6 +56,8 @@ impl EncodeSettings {
         Ok(LoadOptions {
             device: crate::device(&self.device)?,
             max_seq_length: self.max_seq_length,
+            query_prompt: self.query_prompt.clone(),
+            document_prompt: self.document_prompt.clone(),
             ..Default::default()
         })
     }

@@ -26,6 +26,12 @@ pub struct TaskResult {
     pub num_documents: usize,
     pub model_fingerprint: Option<String>,
     pub max_seq_length: Option<usize>,
+    /// The embeddings' first dimensions scored (`--truncate-dim`); `None`: all.
+    pub truncate_dim: Option<usize>,
+    /// What data was scored: `sieve:` and a SHA-256 prefix over the corpus, the
+    /// queries and the qrels read (MTEB puts the dataset's hub revision here and its
+    /// result reader requires a string; a local BEIR directory has no hub revision).
+    pub dataset_revision: String,
     /// query id -> metric -> value, for significance tests between runs.
     pub per_query: BTreeMap<String, BTreeMap<String, f64>>,
 }
@@ -46,7 +52,7 @@ impl TaskResult {
         split_scores.insert("hf_subset".into(), json!("default"));
         split_scores.insert("languages".into(), json!(["eng-Latn"]));
         json!({
-            "dataset_revision": null,
+            "dataset_revision": self.dataset_revision,
             "task_name": self.task_name,
             "mteb_version": null,
             "scores": { self.split.clone(): [Value::Object(split_scores)] },
@@ -60,6 +66,7 @@ impl TaskResult {
                 "num_documents": self.num_documents,
                 "model_fingerprint": self.model_fingerprint,
                 "max_seq_length": self.max_seq_length,
+                "truncate_dim": self.truncate_dim,
             }
         })
     }
@@ -217,6 +224,8 @@ mod tests {
             num_documents: 10,
             model_fingerprint: None,
             max_seq_length: Some(256),
+            truncate_dim: None,
+            dataset_revision: "sieve:0123456789abcdef".into(),
             per_query: [("q1".to_string(), [("ndcg_at_10".to_string(), 0.25)].into())].into(),
         };
         let v = r.mteb_json();

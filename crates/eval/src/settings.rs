@@ -50,6 +50,13 @@ pub struct EvalSettings {
     #[cfg_attr(feature = "clap", arg(long))]
     pub strict: bool,
 
+    /// Score only the first D dimensions of each embedding, re-normalised
+    /// (sentence-transformers' truncate_dim; for models trained with
+    /// --matryoshka-dims). A list (384,256,128,64) scores each dimension, writes each
+    /// result under the model's name with -dimD and prints nDCG@10 against dimension.
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
+    pub truncate_dim: Vec<usize>,
+
     /// How the embedding model runs.
     #[cfg_attr(feature = "clap", command(flatten))]
     #[serde(flatten)]
@@ -64,6 +71,7 @@ impl Default for EvalSettings {
             no_cache: false,
             keep_identical_ids: false,
             strict: false,
+            truncate_dim: Vec::new(),
             encode: EncodeSettings::default(),
         }
     }
@@ -98,6 +106,16 @@ impl EvalSettings {
                 "top_k and batch_size must be at least 1".into(),
             ));
         }
+        if self.truncate_dim.contains(&0) {
+            return Err(crate::Error::Invalid(
+                "truncate_dim must be at least 1".into(),
+            ));
+        }
+        if !self.truncate_dim.is_empty() && self.retriever == RetrieverKind::Bm25 {
+            return Err(crate::Error::Invalid(
+                "truncate_dim truncates embeddings: it needs the dense or hybrid retriever".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -122,6 +140,38 @@ pub fn evaluate(
     settings: &EvalSettings,
     req: &EvalRequest<'_>,
     warn: &dyn Fn(&str),
+) -> Result<TaskResult> {
+    match settings.truncate_dim.as_slice() {
+        [] => evaluate_at(settings, req, warn, None),
+        [d] => evaluate_at(settings, req, warn, Some(*d)),
+        dims => Err(crate::Error::Invalid(format!(
+            "one evaluation scores one dimension, not {dims:?}: use evaluate_all"
+        ))),
+    }
+}
+
+/// [`evaluate`] at every `truncate_dim` (at the full dimension when there is none), in
+/// order. Embeddings come from the cache after the first.
+pub fn evaluate_all(
+    settings: &EvalSettings,
+    req: &EvalRequest<'_>,
+    warn: &dyn Fn(&str),
+) -> Result<Vec<TaskResult>> {
+    if settings.truncate_dim.is_empty() {
+        return Ok(vec![evaluate_at(settings, req, warn, None)?]);
+    }
+    settings
+        .truncate_dim
+        .iter()
+        .map(|&d| evaluate_at(settings, req, warn, Some(d)))
+        .collect()
+}
+
+fn evaluate_at(
+    settings: &EvalSettings,
+    req: &EvalRequest<'_>,
+    warn: &dyn Fn(&str),
+    truncate_dim: Option<usize>,
 ) -> Result<TaskResult> {
     settings.validate()?;
     let ds = sieve_datasets::load_beir(
@@ -168,13 +218,19 @@ pub fn evaluate(
         },
         ignore_identical_ids: !settings.keep_identical_ids,
         progress: req.progress.clone(),
+        truncate_dim,
     };
     let load =
         || -> Result<Encoder> { Ok(Encoder::load(req.model, &settings.encode.load_options()?)?) };
     let name = |suffix: &str| {
-        req.model_name
+        let name = req
+            .model_name
             .clone()
-            .unwrap_or_else(|| format!("{}{suffix}", sieve_encoder::hub::display_name(req.model)))
+            .unwrap_or_else(|| format!("{}{suffix}", sieve_encoder::hub::display_name(req.model)));
+        match truncate_dim {
+            Some(d) => format!("{name}-dim{d}"),
+            None => name,
+        }
     };
     match settings.retriever {
         RetrieverKind::Bm25 => crate::evaluate_bm25(&ds, &task, req.split, req.bm25_index, &opts),

@@ -150,14 +150,31 @@ fn embeddings(
                 "sieve.model".into(),
                 sieve_encoder::hub::display_name(model),
             );
-            let fp = encoder.fingerprint().to_string();
+            // Prompts change every embedding: they are part of the model's key (left out
+            // when there are none, so that earlier runs keep theirs).
+            let (qp, dp) = (
+                encoder.prompts().prompt(sieve_encoder::Role::Query),
+                encoder.prompts().prompt(sieve_encoder::Role::Document),
+            );
+            let mut fp = encoder.fingerprint().to_string();
+            if !qp.is_empty() || !dp.is_empty() {
+                meta.insert("sieve.query_prompt".into(), qp.to_string());
+                meta.insert("sieve.document_prompt".into(), dp.to_string());
+                fp = format!("{fp}|query_prompt={qp:?}|document_prompt={dp:?}");
+            }
             meta.insert("sieve.model_fingerprint".into(), fp.clone());
             let cache = sieve_encoder::cache::EmbeddingCache::new(cache_root);
-            let embed = |texts: &[&str], what: &str| -> Result<Floats> {
+            let embed = |texts: &[&str], role: sieve_encoder::Role| -> Result<Floats> {
+                let what = match role {
+                    sieve_encoder::Role::Query => "queries",
+                    _ => "corpus",
+                };
                 progress.start(what, texts.len());
+                let prompted = encoder.prompts().apply(role, texts);
+                let refs: Vec<&str> = prompted.iter().map(String::as_str).collect();
                 let e = sieve_encoder::cache::encode_cached(
                     &encoder,
-                    texts,
+                    &refs,
                     settings.encode.batch_size,
                     Some(&cache),
                     &|n| progress.advance(n),
@@ -167,9 +184,9 @@ fn embeddings(
             };
             let docs: Vec<String> = input.corpus.iter().map(|d| d.full_text()).collect();
             let doc_refs: Vec<&str> = docs.iter().map(String::as_str).collect();
-            let corpus = embed(&doc_refs, "corpus")?;
+            let corpus = embed(&doc_refs, sieve_encoder::Role::Document)?;
             let q_refs: Vec<&str> = input.queries.iter().map(|q| q.text.as_str()).collect();
-            let queries = embed(&q_refs, "queries")?;
+            let queries = embed(&q_refs, sieve_encoder::Role::Query)?;
             let emb = QueryEmbeddings {
                 corpus,
                 queries,

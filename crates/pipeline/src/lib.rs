@@ -293,6 +293,7 @@ impl Run<'_> {
                     .map(|s| (cfg.dataset.clone(), s.clone())),
                 cache_dir: sieve_encoder::cache::default_cache_dir(),
                 world: None,
+                command: Some("sieve pipeline (the [train] table of its config)".into()),
             };
             let summary = train::train_model(&job, &cfg.train, progress)?;
             progress.note(&train::describe(&summary, &model_out));

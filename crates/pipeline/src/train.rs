@@ -37,6 +37,8 @@ pub struct TrainJob {
     /// This process's rank in a data-parallel run (`sieve train --distributed`);
     /// `None` trains alone.
     pub world: Option<std::sync::Arc<dyn sieve_trainer::distributed::Collective>>,
+    /// The command that started the run, for the model card.
+    pub command: Option<String>,
 }
 
 /// Step progress and dev evaluation.
@@ -119,6 +121,17 @@ pub fn train_model(
     if let Some(world) = &job.world {
         trainer.set_world(world.clone());
     }
+    trainer.set_card_info(sieve_trainer::train::CardInfo {
+        base_model: Some(job.model.clone()),
+        command: job.command.clone(),
+        dev_data: job.dev.as_ref().map(|(dir, split)| {
+            let name = dir.file_name().map_or_else(
+                || dir.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            format!("{name} {split}")
+        }),
+    });
     if job.resume {
         if trainer.resume().map_err(Error::Train)? {
             let s = trainer.state();

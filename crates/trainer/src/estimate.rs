@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use sieve_encoder::cache::{encode_cached, EmbeddingCache};
-use sieve_encoder::Encoder;
+use sieve_encoder::{Encoder, Role};
 
 use crate::batch::{Batch, Batching, MaskSources};
 use crate::data::{TextId, TrainData};
@@ -75,15 +75,35 @@ pub fn estimate(
         .filter(|e| !e.known.is_empty() || !e.judged.is_empty())
         .count();
     let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
-    let emb = encode_cached(encoder, &texts, 64, cache, progress)?;
+    // Every text as a document; as a query too when the prompts differ.
+    let prompts = encoder.prompts();
+    let embed_as = |role: Role| -> Result<sieve_datasets::floats::Floats> {
+        let prompted = prompts.apply(role, &texts);
+        let refs: Vec<&str> = prompted.iter().map(String::as_str).collect();
+        Ok(encode_cached(encoder, &refs, 64, cache, progress)?)
+    };
+    let emb = embed_as(Role::Document)?;
+    let query_emb = if prompts.prompt(Role::Query) != prompts.prompt(Role::Document) {
+        Some(embed_as(Role::Query)?)
+    } else {
+        None
+    };
     let dim = encoder.dim();
     let row = |t: TextId| &emb[t as usize * dim..(t as usize + 1) * dim];
+    let q_all = query_emb.as_ref().unwrap_or(&emb);
+    let qrow = |t: TextId| &q_all[t as usize * dim..(t as usize + 1) * dim];
     let scale = config.loss.scale;
 
     // In-batch: the training run's first epoch.
     let clusters = match config.batching {
         Batching::Random => None,
-        Batching::Clustered => Some(cluster_embedded(data, config, dim, &row)?.assignment),
+        Batching::Clustered => Some(
+            match config.cluster_on {
+                crate::train::ClusterOn::Queries => cluster_embedded(data, config, dim, &qrow)?,
+                crate::train::ClusterOn::Positives => cluster_embedded(data, config, dim, &row)?,
+            }
+            .assignment,
+        ),
     };
     let batches = plan(data, config, clusters.as_deref(), 0);
     let mut in_batch = Vec::with_capacity(data.examples.len());
@@ -91,7 +111,12 @@ pub fn estimate(
         let batch = Batch::build(data, idx, FalseNegativePolicy::None, MaskSources::default());
         let gather =
             |ids: &[TextId]| -> Vec<f32> { ids.iter().flat_map(|&t| row(t).to_vec()).collect() };
-        let (q, d) = (gather(&batch.queries), gather(&batch.documents));
+        let q: Vec<f32> = batch
+            .queries
+            .iter()
+            .flat_map(|&t| qrow(t).to_vec())
+            .collect();
+        let d = gather(&batch.documents);
         in_batch.extend(dose::in_batch(&q, &d, dim, &batch, scale));
     }
     let purity = clusters.as_deref().map(|c| cluster_purity(&batches, c));
@@ -120,7 +145,7 @@ pub fn estimate(
                 })
             })
             .collect();
-        let d = dose::whole_corpus(&emb, &corpus, dim, &items, scale)?;
+        let d = dose::whole_corpus(q_all, &corpus, dim, &items, scale)?;
         Some((data.corpus.len(), Figures::of(&d)))
     } else {
         None

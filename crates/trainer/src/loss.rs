@@ -182,6 +182,84 @@ pub fn contrastive_loss(
     (forward + backward)? / 2.0
 }
 
+/// Matryoshka representation learning (Kusupati et al., 2022; sentence-transformers'
+/// `MatryoshkaLoss`): the loss summed over nested prefixes of the embedding,
+/// `Σ_i w_i · L(q[:, :d_i], D[:, :d_i])`, so that the first `d_i` dimensions alone
+/// retrieve well and a user may keep only them. Each prefix is re-normalised inside
+/// the loss (cosine), as sentence-transformers' MNRL does. Empty: the plain loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Matryoshka {
+    /// Prefix lengths, e.g. `[384, 256, 128, 64]`.
+    pub dims: Vec<usize>,
+    /// One weight per prefix (empty: all 1, sentence-transformers' default).
+    pub weights: Vec<f64>,
+}
+
+impl Matryoshka {
+    pub fn is_empty(&self) -> bool {
+        self.dims.is_empty()
+    }
+
+    /// Each prefix's weight.
+    pub fn weighted(&self) -> impl Iterator<Item = (usize, f64)> + '_ {
+        self.dims
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| (d, self.weights.get(i).copied().unwrap_or(1.0)))
+    }
+
+    /// The prefixes fit an embedding of `dim` and the weights match them.
+    pub fn check(&self, dim: Option<usize>) -> std::result::Result<(), String> {
+        if !self.weights.is_empty() && self.weights.len() != self.dims.len() {
+            return Err(format!(
+                "{} Matryoshka weights for {} dimensions",
+                self.weights.len(),
+                self.dims.len()
+            ));
+        }
+        if let Some(w) = self.weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+            return Err(format!("Matryoshka weight {w} is not a number ≥ 0"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for &d in &self.dims {
+            if d == 0 || !seen.insert(d) {
+                return Err(format!(
+                    "Matryoshka dimension {d} is zero or repeated in {:?}",
+                    self.dims
+                ));
+            }
+            if let Some(full) = dim.filter(|&full| d > full) {
+                return Err(format!(
+                    "Matryoshka dimension {d} is larger than the model's {full}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `base` summed over the prefixes (or `base` itself when there are none).
+    pub fn loss(
+        &self,
+        queries: &Tensor,
+        documents: &Tensor,
+        base: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        if self.is_empty() {
+            return base(queries, documents);
+        }
+        let mut total: Option<Tensor> = None;
+        for (d, w) in self.weighted() {
+            let l = (base(&queries.narrow(1, 0, d)?, &documents.narrow(1, 0, d)?)? * w)?;
+            total = Some(match total {
+                Some(t) => (t + l)?,
+                None => l,
+            });
+        }
+        total.ok_or_else(|| candle_core::Error::Msg("no Matryoshka dimension".into()))
+    }
+}
+
 /// Dense reference of [`contrastive_loss`] in plain f64 loops, for tests and for
 /// anyone checking the formula.
 pub fn reference_loss(
@@ -304,6 +382,123 @@ mod tests {
                     g[k]
                 );
             }
+        }
+    }
+
+    /// Matryoshka's loss is the weighted sum of the reference on each prefix, and its
+    /// gradient that sum's finite differences (the coordinates past the shortest prefix
+    /// get gradient from the longer ones only).
+    #[test]
+    fn matryoshka_equals_weighted_references_on_prefixes() {
+        let (dim, t) = (6, table());
+        let config = LossConfig {
+            scale: 20.0,
+            symmetric: true,
+        };
+        let m = Matryoshka {
+            dims: vec![6, 4, 2],
+            weights: vec![1.0, 0.5, 2.0],
+        };
+        let qv = values(3, t.queries * dim);
+        let dv = values(4, t.documents * dim);
+        let reference = |q: &[f64], d: &[f64]| -> f64 {
+            m.weighted()
+                .map(|(k, w)| {
+                    let cut = |v: &[f64]| -> Vec<Vec<f64>> {
+                        v.chunks(dim).map(|r| r[..k].to_vec()).collect()
+                    };
+                    w * reference_loss(&cut(q), &cut(d), &t, &config)
+                })
+                .sum()
+        };
+        let q = Var::from_tensor(
+            &Tensor::from_vec(qv.clone(), (t.queries, dim), &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let d = Var::from_tensor(
+            &Tensor::from_vec(dv.clone(), (t.documents, dim), &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let base = |a: &Tensor, b: &Tensor| contrastive_loss(a, b, &t, &config);
+        let loss = m.loss(q.as_tensor(), d.as_tensor(), &base).unwrap();
+        let got = loss.to_scalar::<f64>().unwrap();
+        let want = reference(&qv, &dv);
+        assert!((got - want).abs() < 1e-12, "loss {got} vs reference {want}");
+        let grads = loss.backward().unwrap();
+        let h = 1e-6;
+        for (var, flat, is_query) in [(&q, &qv, true), (&d, &dv, false)] {
+            let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap();
+            let g = g.to_vec1::<f64>().unwrap();
+            for k in 0..flat.len() {
+                let eval = |delta: f64| {
+                    let mut v = flat.clone();
+                    v[k] += delta;
+                    if is_query {
+                        reference(&v, &dv)
+                    } else {
+                        reference(&qv, &v)
+                    }
+                };
+                let fd = (eval(h) - eval(-h)) / (2.0 * h);
+                assert!((g[k] - fd).abs() < 1e-6, "grad {k}: {} vs {fd}", g[k]);
+            }
+        }
+        // No prefixes: the plain loss.
+        let plain = Matryoshka::default()
+            .loss(q.as_tensor(), d.as_tensor(), &base)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let full = base(q.as_tensor(), d.as_tensor())
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert_eq!(plain, full);
+        // Refusals name the problem.
+        for (bad, dim, word) in [
+            (
+                Matryoshka {
+                    dims: vec![8, 4],
+                    weights: vec![1.0],
+                },
+                Some(8),
+                "weights",
+            ),
+            (
+                Matryoshka {
+                    dims: vec![8, 8],
+                    weights: vec![],
+                },
+                Some(8),
+                "repeated",
+            ),
+            (
+                Matryoshka {
+                    dims: vec![0],
+                    weights: vec![],
+                },
+                None,
+                "zero",
+            ),
+            (
+                Matryoshka {
+                    dims: vec![16],
+                    weights: vec![],
+                },
+                Some(8),
+                "larger",
+            ),
+            (
+                Matryoshka {
+                    dims: vec![4],
+                    weights: vec![-1.0],
+                },
+                Some(8),
+                "weight",
+            ),
+        ] {
+            let e = bad.check(dim).unwrap_err();
+            assert!(e.contains(word), "{e}");
         }
     }
 

@@ -14,7 +14,7 @@ use sieve_encoder::LoadOptions;
 
 use crate::batch::Batching;
 use crate::data::DataOptions;
-use crate::loss::{FalseNegativePolicy, LossConfig};
+use crate::loss::{FalseNegativePolicy, LossConfig, Matryoshka};
 use crate::schedule::Decay;
 use crate::train::{ClusterOn, Objective, TrainConfig};
 use crate::{Error, Result};
@@ -74,6 +74,20 @@ pub struct TrainSettings {
     /// Add the document→query term (MultipleNegativesSymmetricRankingLoss).
     #[cfg_attr(feature = "clap", arg(long))]
     pub symmetric: bool,
+
+    /// Matryoshka: also train nested prefixes of the embedding, e.g. 384,256,128,64
+    /// (sentence-transformers' MatryoshkaLoss: the loss summed over the prefixes, each
+    /// re-normalised), so that the first D dimensions alone retrieve well (`sieve eval
+    /// --truncate-dim D` scores them). In-batch objective, with or without GradCache.
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
+    pub matryoshka_dims: Vec<usize>,
+
+    /// Matryoshka: one weight per --matryoshka-dims entry (default: all 1).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_delimiter = ',', requires = "matryoshka_dims")
+    )]
+    pub matryoshka_weights: Vec<f64>,
 
     /// What to do with batch documents known to answer a query: mask (out of its
     /// softmax), positive (into its numerator) or none (leave them as negatives; a
@@ -174,6 +188,18 @@ pub struct TrainSettings {
     /// f32). Slower than f32 on CPUs, which have no fast half-precision products.
     #[cfg_attr(feature = "clap", arg(long, default_value = "f32"))]
     pub dtype: String,
+
+    /// Prepended to every query before it is embedded, e.g. "query: " (e5) or a task
+    /// instruction (bge, gte); replaces the model's own query prompt, and the exported model carries it (the `query` entry
+    /// of `prompts` in config_sentence_transformers.json, which applies by default).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub query_prompt: Option<String>,
+
+    /// Prepended to every document before it is embedded, e.g. "passage: "; replaces
+    /// the model's own (its `document`, `passage` or `corpus` prompt). The corpus table
+    /// of the exact softmax is embedded with it too.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub document_prompt: Option<String>,
 }
 
 impl Default for TrainSettings {
@@ -193,6 +219,8 @@ impl Default for TrainSettings {
             scale: c.loss.scale,
             temperature: None,
             symmetric: c.loss.symmetric,
+            matryoshka_dims: c.matryoshka.dims.clone(),
+            matryoshka_weights: c.matryoshka.weights.clone(),
             false_negatives: c.false_negatives,
             ignore_known_positives: !c.mask_known,
             ignore_judge: !c.mask_judged,
@@ -212,6 +240,8 @@ impl Default for TrainSettings {
             eval_every: c.eval_every,
             device: "cpu".into(),
             dtype: "f32".into(),
+            query_prompt: None,
+            document_prompt: None,
         }
     }
 }
@@ -284,6 +314,9 @@ impl TrainSettings {
         if let Some(t) = self.judge_threshold.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
             return bad(format!("judge_threshold must be in (0, 1], got {t}"));
         }
+        if let Err(e) = self.matryoshka().check(None) {
+            return bad(e);
+        }
         self.scale().map(|_| ())
     }
 
@@ -317,7 +350,16 @@ impl TrainSettings {
             batching: self.batching,
             clusters: self.clusters,
             cluster_on: self.cluster_on,
+            matryoshka: self.matryoshka(),
         })
+    }
+
+    /// The Matryoshka prefixes and their weights.
+    pub fn matryoshka(&self) -> Matryoshka {
+        Matryoshka {
+            dims: self.matryoshka_dims.clone(),
+            weights: self.matryoshka_weights.clone(),
+        }
     }
 
     /// How the model is loaded for training.
@@ -334,6 +376,8 @@ impl TrainSettings {
             dtype,
             compute_dtype,
             max_seq_length: self.max_seq_length,
+            query_prompt: self.query_prompt.clone(),
+            document_prompt: self.document_prompt.clone(),
             ..Default::default()
         })
     }

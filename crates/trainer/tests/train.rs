@@ -415,6 +415,136 @@ fn a_two_rank_run_ends_at_the_single_process_weights() {
     }
 }
 
+/// Prompts reach training and travel with the model: the exported
+/// config_sentence_transformers.json names them where sentence-transformers'
+/// encode_query / encode_document look, the reloaded model applies them (its query
+/// embedding is the plain embedding of the prompted text), and a resume with other
+/// prompts is refused, naming them.
+#[test]
+fn prompts_train_export_and_guard_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let pairs = pairs_file(tmp.path());
+    let data = || TrainData::from_pairs(&pairs, &DataOptions::default()).unwrap();
+    let prompted = LoadOptions {
+        query_prompt: Some("query: ".into()),
+        document_prompt: Some("passage: ".into()),
+        ..Default::default()
+    };
+    let config = TrainConfig {
+        max_steps: Some(2),
+        batch_size: 8,
+        lr: 1e-3,
+        save_every: 1,
+        ..Default::default()
+    };
+    let out = tmp.path().join("out");
+    let mut t = Trainer::new(&model, &prompted, data(), config.clone(), &out).unwrap();
+    let with = t.run(&mut NoHooks).unwrap();
+    let plain_out = tmp.path().join("plain");
+    let mut p = Trainer::new(
+        &model,
+        &LoadOptions::default(),
+        data(),
+        config.clone(),
+        &plain_out,
+    )
+    .unwrap();
+    let without = p.run(&mut NoHooks).unwrap();
+    assert_ne!(
+        with.final_loss, without.final_loss,
+        "the prompts changed nothing"
+    );
+
+    let st: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("config_sentence_transformers.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(st["prompts"]["query"], "query: ");
+    assert_eq!(st["prompts"]["document"], "passage: ");
+    let loaded = Encoder::load_dir(&out, &LoadOptions::default()).unwrap();
+    let q = loaded
+        .encode_as(sieve_encoder::Role::Query, &["what is alpha?"], 8, &|_| {})
+        .unwrap();
+    let manual = loaded
+        .encode(&["query: what is alpha?"], 8, &|_| {})
+        .unwrap();
+    assert_eq!(q.data, manual.data);
+    let d = loaded
+        .encode_as(
+            sieve_encoder::Role::Document,
+            &["what is alpha?"],
+            8,
+            &|_| {},
+        )
+        .unwrap();
+    assert_ne!(q.data, d.data);
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(
+        card.contains(r#"query "query: ", document "passage: ""#),
+        "{card}"
+    );
+
+    // Resuming the prompted run without its prompts would train on other inputs.
+    let mut again = Trainer::new(&model, &LoadOptions::default(), data(), config, &out).unwrap();
+    let e = again.resume().unwrap_err().to_string();
+    assert!(e.contains("prompts") && e.contains("passage: "), "{e}");
+}
+
+/// Matryoshka dimensions train (the in-batch loss over the prefixes), and what cannot
+/// work is refused before any step: a prefix wider than the model, the exact softmax.
+#[test]
+fn matryoshka_trains_and_refuses_what_it_cannot_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let pairs = pairs_file(tmp.path());
+    let data = || TrainData::from_pairs(&pairs, &DataOptions::default()).unwrap();
+    let with = |dims: Vec<usize>, objective| TrainConfig {
+        max_steps: Some(2),
+        batch_size: 8,
+        save_every: 0,
+        objective,
+        matryoshka: sieve_trainer::loss::Matryoshka {
+            dims,
+            weights: vec![],
+        },
+        ..Default::default()
+    };
+    use sieve_trainer::train::Objective;
+    let run = |config: TrainConfig, name: &str| {
+        Trainer::new(
+            &model,
+            &LoadOptions::default(),
+            data(),
+            config,
+            &tmp.path().join(name),
+        )
+        .and_then(|mut t| t.run(&mut NoHooks))
+    };
+    let plain = run(with(vec![], Objective::InBatch), "plain").unwrap();
+    let nested = run(with(vec![32, 16, 8], Objective::InBatch), "nested").unwrap();
+    // Three prefixes, the first the full width: the first step's loss is the plain
+    // loss plus two more terms.
+    let first = |dir: &str| metrics(&tmp.path().join(dir))[0]["loss"].as_f64().unwrap();
+    assert!(
+        first("nested") > first("plain") + 1.0,
+        "{} vs {}",
+        first("nested"),
+        first("plain")
+    );
+    assert_eq!(plain.steps, nested.steps);
+    let e = run(with(vec![64], Objective::InBatch), "wide")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("64") && e.contains("32"), "{e}");
+    let e = run(with(vec![16], Objective::Exact), "exact")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("exact softmax"), "{e}");
+}
+
 /// Simulates a crash: panics once the run reaches `at`.
 struct CrashAt(u64);
 impl Hooks for CrashAt {
@@ -634,6 +764,29 @@ fn export_loads_back_to_the_same_embeddings() {
     let modules: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("modules.json")).unwrap()).unwrap();
     assert_eq!(modules[2]["type"], "sentence_transformers.models.Normalize");
+    // The model card: YAML metadata first, then what the run was (huggingface_hub's
+    // parse of it is bench/train/check_card.sh).
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(
+        card.starts_with("---\ntags:\n- sentence-transformers\n"),
+        "{card}"
+    );
+    for fact in [
+        "- dataset_size:30\n",
+        "- loss:MultipleNegativesRankingLoss\n",
+        "base_model: \"tiny\"\n",
+        "library_name: sentence-transformers\n",
+        "**Size:** 30 training pairs",
+        "| steps | 2 of 2 |",
+        "| batch_size | 8 |",
+        "`mask`",
+    ] {
+        assert!(card.contains(fact), "{fact:?} missing from\n{card}");
+    }
+    assert!(
+        !card.contains("model-index"),
+        "no evaluation, no model-index"
+    );
     // The base model's embeddings differ: training moved them.
     let base = Encoder::load_dir(&model, &LoadOptions::default())
         .unwrap()

@@ -83,6 +83,17 @@ impl Trainer {
                 opt(&now.dtype)
             ));
         }
+        if state.prompts != now.prompts {
+            let show = |p: &Option<(String, String)>| match p {
+                Some((q, d)) => format!("query {q:?}, document {d:?}"),
+                None => "none".into(),
+            };
+            changed.push(format!(
+                "prompts: {} then, {} now",
+                show(&state.prompts),
+                show(&now.prompts)
+            ));
+        }
         if !changed.is_empty() {
             return Err(ckpt_err(
                 &state_path,
@@ -176,13 +187,19 @@ impl Trainer {
         )?)
     }
 
-    /// Writes the current model in the sentence-transformers layout.
+    /// Writes the current model in the sentence-transformers layout, with its model
+    /// card (`README.md`).
     pub fn export(&self, dir: &Path) -> Result<()> {
-        Ok(sieve_encoder::export::export(
-            &self.encoder,
-            &self.weights(),
-            dir,
-        )?)
+        sieve_encoder::export::export(&self.encoder, &self.weights(), dir)?;
+        let card = dir.join("README.md");
+        let tmp = dir.join(".README.md.tmp");
+        let written = std::fs::write(&tmp, self.model_card())
+            .map_err(io(&tmp))
+            .and_then(|_| std::fs::rename(&tmp, &card).map_err(io(&card)));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
     pub(super) fn save_checkpoint(&self) -> Result<PathBuf> {

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
-use sieve_encoder::{Encoder, LoadOptions};
+use sieve_encoder::{Encoder, LoadOptions, Role};
 
 use crate::batch::{clustered_batches, epoch_batches, Batch, Batching, MaskSources};
 use crate::data::{TextId, TrainData};
@@ -33,14 +33,17 @@ use crate::distributed::{Collective, Single};
 use crate::dose::{Dose, QueryDose, Term};
 use crate::exact::{exact_loss_parts, CorpusTable, ExactBatch};
 use crate::loss::contrastive_loss;
-use crate::loss::{FalseNegativePolicy, LossConfig};
+use crate::loss::{FalseNegativePolicy, LossConfig, Matryoshka};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::schedule::{Decay, Schedule};
 use crate::step::{gradients_across, Embed, Side, StepConfig};
 use crate::{Error, Result};
 
+mod card;
 mod checkpoint;
 mod metrics;
+
+pub use card::CardInfo;
 
 /// Most texts embedded in one forward when GradCache is off (chunks also break where
 /// lengths drop, see `step`): large enough for efficient matrix products.
@@ -104,6 +107,11 @@ pub struct TrainConfig {
     pub clusters: Option<usize>,
     /// Clustered batching: cluster the queries' embeddings, or the positives'.
     pub cluster_on: ClusterOn,
+    /// The loss summed over nested prefixes of the embedding (empty: the full one
+    /// only). Left out of the saved configuration when empty, so runs from before it
+    /// existed resume.
+    #[serde(skip_serializing_if = "Matryoshka::is_empty")]
+    pub matryoshka: Matryoshka,
 }
 
 /// What clustered batching clusters.
@@ -142,6 +150,7 @@ impl Default for TrainConfig {
             batching: Batching::Random,
             clusters: None,
             cluster_on: ClusterOn::Queries,
+            matryoshka: Matryoshka::default(),
         }
     }
 }
@@ -194,6 +203,10 @@ pub struct TrainState {
     pub max_seq_length: Option<usize>,
     #[serde(default)]
     pub dtype: Option<String>,
+    /// The query and document prompts, when there are any (left out otherwise, so that
+    /// checkpoints from before prompts resume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompts: Option<(String, String)>,
 }
 
 /// One step's numbers, as logged.
@@ -271,7 +284,10 @@ pub struct Trainer {
     opt: AdamW,
     params: Vec<Var>,
     data: TrainData,
+    /// Every text's tokens as a document (its prompt in front).
     tokens: Vec<Vec<u32>>,
+    /// As a query, when the query prompt differs from the document prompt.
+    query_tokens: Option<Vec<Vec<u32>>>,
     config: TrainConfig,
     out: PathBuf,
     state: TrainState,
@@ -292,6 +308,8 @@ pub struct Trainer {
     /// The ranks of a data-parallel run ([`crate::distributed`]); [`Single`] alone.
     /// Rank 0 writes the run's files, the others only compute.
     world: std::sync::Arc<dyn Collective>,
+    /// What the model card says about the run's origin.
+    card: CardInfo,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -345,7 +363,19 @@ impl Trainer {
                 "the exact softmax has no symmetric (document→query) term".into(),
             ));
         }
+        if config.objective == Objective::Exact && !config.matryoshka.is_empty() {
+            return Err(Error::Config(
+                "Matryoshka dimensions work with the in-batch objective (with or without \
+                 GradCache), not yet with the exact softmax, whose corpus table is scored at \
+                 the full dimension"
+                    .into(),
+            ));
+        }
         let (encoder, varmap) = Encoder::load_trainable(model_dir, load)?;
+        config
+            .matryoshka
+            .check(Some(encoder.dim()))
+            .map_err(Error::Config)?;
         // The optimiser holds every variable; the map itself is no longer needed.
         let opt = AdamW::from_varmap(
             &varmap,
@@ -357,7 +387,11 @@ impl Trainer {
         )?;
         let params = opt.vars();
         let refs: Vec<&str> = data.texts.iter().map(String::as_str).collect();
-        let tokens = encoder.tokenize(&refs)?;
+        let tokens = encoder.tokenize_as(Role::Document, &refs)?;
+        let prompts = encoder.prompts();
+        let query_tokens = (prompts.prompt(Role::Query) != prompts.prompt(Role::Document))
+            .then(|| encoder.tokenize_as(Role::Query, &refs))
+            .transpose()?;
         let clusters = match config.batching {
             Batching::Random => None,
             Batching::Clustered => Some(cluster_examples(&encoder, &data, &config)?.assignment),
@@ -387,6 +421,11 @@ impl Trainer {
             data_fingerprint: Some(data.fingerprint()),
             max_seq_length: Some(encoder.max_seq_length()),
             dtype: Some(format!("{:?}", encoder.dtype())),
+            prompts: {
+                let p = encoder.prompts();
+                let (q, d) = (p.prompt(Role::Query), p.prompt(Role::Document));
+                (!q.is_empty() || !d.is_empty()).then(|| (q.to_string(), d.to_string()))
+            },
         };
         Ok(Self {
             encoder,
@@ -394,6 +433,7 @@ impl Trainer {
             params,
             data,
             tokens,
+            query_tokens,
             config,
             out: out.to_path_buf(),
             state,
@@ -408,6 +448,7 @@ impl Trainer {
             clusters,
             doses: Vec::new(),
             world: std::sync::Arc::new(Single),
+            card: CardInfo::default(),
         })
     }
 
@@ -479,6 +520,8 @@ impl Trainer {
             .cache_dir
             .as_deref()
             .map(sieve_encoder::cache::EmbeddingCache::new);
+        let prompted = snapshot.prompts().apply(Role::Document, &texts);
+        let texts: Vec<&str> = prompted.iter().map(String::as_str).collect();
         let emb =
             sieve_encoder::cache::encode_cached(&snapshot, &texts, 64, cache.as_ref(), &|_| {})?;
         self.table = Some(CorpusTable::new(emb.into_vec(), snapshot.dim()));
@@ -742,10 +785,11 @@ impl Trainer {
         }
         let t0 = Instant::now();
         let batch = Batch::build(&self.data, indices, self.config.false_negatives, sources);
+        let query_tokens = self.query_tokens.as_ref().unwrap_or(&self.tokens);
         let q: Vec<&[u32]> = batch
             .queries
             .iter()
-            .map(|&t| self.tokens[t as usize].as_slice())
+            .map(|&t| query_tokens[t as usize].as_slice())
             .collect();
         let d: Vec<&[u32]> = batch
             .documents
@@ -768,7 +812,9 @@ impl Trainer {
                 let model: &dyn Embed = &self.encoder;
                 let table = &batch.table;
                 let loss_config = &step_config.loss;
-                let loss = |qe: &Tensor, de: &Tensor| contrastive_loss(qe, de, table, loss_config);
+                let matryoshka = &self.config.matryoshka;
+                let base = |qe: &Tensor, de: &Tensor| contrastive_loss(qe, de, table, loss_config);
+                let loss = |qe: &Tensor, de: &Tensor| matryoshka.loss(qe, de, &base);
                 let out = gradients_across(
                     model,
                     &self.params,
@@ -987,7 +1033,11 @@ pub fn cluster_examples(
     distinct.sort_unstable();
     distinct.dedup();
     let texts: Vec<&str> = distinct.iter().map(|&t| data.text(t)).collect();
-    let emb = encoder.encode(&texts, 64, &|_| {})?.data;
+    let role = match config.cluster_on {
+        ClusterOn::Queries => Role::Query,
+        ClusterOn::Positives => Role::Document,
+    };
+    let emb = encoder.encode_as(role, &texts, 64, &|_| {})?.data;
     let dim = encoder.dim();
     let at: HashMap<TextId, usize> = distinct.iter().enumerate().map(|(k, &t)| (t, k)).collect();
     cluster_embedded(data, config, dim, &|t| {
