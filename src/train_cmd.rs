@@ -78,7 +78,8 @@ pub struct TrainArgs {
 
     /// Train as one rank of a data-parallel run, one process per GPU: the rank comes
     /// from RANK/WORLD_SIZE/LOCAL_RANK (torchrun) or SLURM_PROCID/SLURM_NTASKS/
-    /// SLURM_LOCALID (srun), rank 0 hands out the NCCL id at MASTER_ADDR:MASTER_PORT.
+    /// SLURM_LOCALID (srun); rank 0 hands out the NCCL id at MASTER_ADDR, port
+    /// MASTER_PORT + 1 (or SIEVE_NCCL_PORT).
     /// Every rank embeds its share of each batch and the softmax spans the whole batch,
     /// so the steps are those of one process with the same --batch-size. Rank 0 writes
     /// --output (a shared filesystem for --resume). Needs --device cuda and a build
@@ -93,7 +94,8 @@ fn command_line() -> String {
     let _ = args.next();
     std::iter::once("sieve".to_string())
         .chain(args.map(|a| {
-            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+            let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=,@%+".contains(c);
+            if a.is_empty() || !a.chars().all(plain) {
                 format!("'{}'", a.replace('\'', "'\\''"))
             } else {
                 a

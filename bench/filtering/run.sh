@@ -18,7 +18,10 @@
 #              ARM    none | oracle-mask | oracle-positive | simP-R (a simulated judge of
 #                     precision P and recall R, e.g. sim0.7-0.6) | judge-default, judge-doc-first,
 #                     judge-fused (the real local judge's verdicts at its LiveQA-Med threshold,
-#                     from bench/filtering/judge_train.sh)
+#                     from bench/filtering/judge_train.sh); hardneg only: any of those with
+#                     -distill (oracle-distill, sim0.7-0.6-distill): masked as the arm says, plus
+#                     listwise distillation from the labels as P(relevant) 1/0 (--distill-weight
+#                     DISTILL_WEIGHT, --distill-temperature 0.1, 8 candidates)
 #   bench/filtering/run.sh climate-fever grid    # the grid of docs/filtering.md
 # Env: WORK (runs/filtering), EPOCHS (2), LR (2e-5, peak), MAXLEN (128 tokens, training and evaluation),
 #      SIEVE (target/release/sieve), MODEL (models/all-MiniLM-L6-v2),
@@ -82,6 +85,10 @@ one() { # RUN
     local data=$DATA
     if [ "$denom" = hardneg ]; then
       local sparse=$WORK/mined-sparse.parquet relevant=$DATA/hidden.tsv
+      if [ "$arm" != "${arm%-distill}" ]; then
+        arm=${arm%-distill}
+        extra+=(--distill-weight "${DISTILL_WEIGHT:-1}" --distill-temperature 0.1 --distill-candidates 8)
+      fi
       [ -f "$sparse" ] || $SIEVE mine --quiet --dataset "$DATA" --split train-sparse --bm25-k 20 --dense-k 20 \
         --max-seq-length "$MAXLEN" --out "$sparse" > "$WORK/mined-sparse.txt"
       case "$arm" in sim*|judge-*) relevant=$WORK/judged-$arm.tsv ;; esac
@@ -97,7 +104,7 @@ one() { # RUN
         --out "$data" > "$data.json"
       case "$arm" in
         none) extra+=(--false-negatives none) ;;
-        oracle-mask|sim*|judge-*) extra+=(--false-negatives mask) ;;
+        oracle-mask|oracle|sim*|judge-*) extra+=(--false-negatives mask) ;;
         oracle-positive) extra+=(--false-negatives positive) ;;
       esac
       arm=hardneg-handled

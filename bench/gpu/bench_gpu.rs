@@ -112,6 +112,11 @@ fn nccl_check() -> R<Value> {
         |a: &Tensor| -> R<f64> { Ok((a - &x)?.abs()?.max_all()?.to_scalar::<f32>()? as f64) };
     let gather = diff(&comm.all_gather(&x)?)?;
     let reduce = diff(&comm.all_reduce_sum(&x)?)?;
+    // A narrowed view that starts inside its storage, as a rank's share of the batch's
+    // documents does.
+    let wide = Tensor::cat(&[&x, &x], 0)?;
+    let view = wide.narrow(0, 32, 32)?;
+    let view_gather = diff(&comm.all_gather(&view)?)?;
     let n = 22_713_216; // all-MiniLM-L6-v2's parameters
     let big = Tensor::randn(0f32, 1.0, n, &dev)?;
     comm.all_reduce_sum(&big)?;
@@ -125,6 +130,7 @@ fn nccl_check() -> R<Value> {
     Ok(json!({
         "check": "nccl", "world": 1,
         "all_gather_max_abs_diff": gather, "all_reduce_max_abs_diff": reduce,
+        "narrowed_all_gather_max_abs_diff": view_gather,
         "all_reduce_params": n,
         "all_reduce_ms": t0.elapsed().as_secs_f64() * 1e3 / reps as f64,
     }))

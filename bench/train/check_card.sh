@@ -36,7 +36,7 @@ best = max(l["eval"] for l in logged if "eval" in l)
 res = d.eval_results
 checks = {
     "library_name": d.library_name == "sentence-transformers",
-    "base_model": d.base_model == "models/all-MiniLM-L6-v2",
+    "base_model": d.base_model is None and "`models/all-MiniLM-L6-v2`" in card.text,
     "tags": {"sentence-transformers", "loss:MatryoshkaLoss", "dataset_size:4"} <= set(d.tags),
     "eval_result": res is not None and len(res) == 1 and abs(res[0].metric_value - best) < 1e-9
                    and res[0].metric_type == "cosine_ndcg@10" and res[0].task_type == "information-retrieval",

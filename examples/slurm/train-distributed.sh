@@ -2,7 +2,7 @@
 # Data-parallel training on Slurm: one `sieve train --distributed` per GPU, across NODES
 # nodes of GPUS GPUs each. srun starts the tasks and gives each SLURM_PROCID (its rank),
 # SLURM_NTASKS (the world) and SLURM_LOCALID (its GPU on the node); rank 0 hands the
-# NCCL id to the others at MASTER_ADDR:MASTER_PORT (the first node of the allocation).
+# NCCL id to the others at MASTER_ADDR (the first node of the allocation), port MASTER_PORT+1.
 # Every rank trains on the same global batches (--batch-size is the whole batch, split
 # among the GPUs) and the softmax spans all of it; rank 0 writes OUT, on a filesystem
 # every node mounts, so --resume works after a requeue. Needs a sieve built with
@@ -28,6 +28,7 @@ sbatch --job-name=sieve-train-dp --nodes="$NODES" --ntasks-per-node="$GPUS" --gp
 export MASTER_ADDR=\$(scontrol show hostnames "\$SLURM_JOB_NODELIST" | head -n 1)
 export MASTER_PORT=\$((29500 + SLURM_JOB_ID % 1000))
 # --gpus-per-task gives each task one visible GPU: it is cuda:0 in every task.
-srun sieve train --distributed --device cuda:0 --model $MODEL --data $DATA \\
+# --kill-on-bad-exit: one rank failing ends the others, which would wait in NCCL.
+srun --kill-on-bad-exit=1 sieve train --distributed --device cuda:0 --model $MODEL --data $DATA \\
   --output $OUT --batch-size 1024 --mini-batch-size 128 --resume
 SBATCH

@@ -239,6 +239,17 @@ impl Encoder {
         })?;
         let st: SentenceBertConfig = read_optional_json(&dir.join("sentence_bert_config.json"))?;
         let prompts = Prompts::load(dir, opts.query_prompt.clone(), opts.document_prompt.clone())?;
+        // sentence-transformers leaves a prompt's tokens out of the pooling when a model
+        // says `include_prompt: false` (INSTRUCTOR-style); sieve pools every token, so such
+        // a model with prompts would embed differently: refused rather than wrong.
+        if pooling_cfg.include_prompt == Some(false) && prompts.any() {
+            return Err(Error::Config {
+                path: pool_path,
+                message: "include_prompt false (prompt tokens left out of the pooling) is not \
+                          supported with prompts; run without prompts or pool them in"
+                    .into(),
+            });
+        }
         let max_seq_length = opts
             .max_seq_length
             .or(st.max_seq_length)

@@ -174,12 +174,13 @@ fn export_inner(encoder: &Encoder, weights: &HashMap<String, Tensor>, out: &Path
         &out.join("1_Pooling/config.json"),
         &PoolingConfig::for_mode(encoder.pooling(), dim),
     )?;
+    let (prompts, default_prompt_name) = encoder.prompts().exported();
     write_json(
         &out.join("config_sentence_transformers.json"),
         &serde_json::json!({
             "__version__": {"sieve": env!("CARGO_PKG_VERSION")},
-            "prompts": encoder.prompts().exported(),
-            "default_prompt_name": encoder.prompts().default_name,
+            "prompts": prompts,
+            "default_prompt_name": default_prompt_name,
             "similarity_fn_name": "cosine",
         }),
     )?;

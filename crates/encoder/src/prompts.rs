@@ -128,11 +128,16 @@ impl Prompts {
         texts.iter().map(|t| format!("{p}{t}")).collect()
     }
 
-    /// The `prompts` an exported model declares: the model's own, with the query and
-    /// document prompts this run used under `query` and `document` (the names
-    /// sentence-transformers' `encode_query` and `encode_document` look up first).
-    pub fn exported(&self) -> BTreeMap<String, String> {
+    /// The `prompts` and `default_prompt_name` an exported model declares: the model's
+    /// own, with the query and document prompts this run used under `query` and
+    /// `document` (the names sentence-transformers' `encode_query` and
+    /// `encode_document` look up first). When that overwrites the default prompt's own
+    /// entry (a bge-style model whose default is its `query` prompt, run with
+    /// `--query-prompt`), the default keeps its text under a name of its own, so that
+    /// every role still resolves as in this run.
+    pub fn exported(&self) -> (BTreeMap<String, String>, Option<String>) {
         let mut out = self.named.clone();
+        let mut writes = Vec::new();
         for (role, name) in [(Role::Query, "query"), (Role::Document, "document")] {
             let p = self.prompt(role);
             let given = match role {
@@ -141,10 +146,24 @@ impl Prompts {
             };
             // A prompt that only came from the default needs no name of its own.
             if given || (!p.is_empty() && Some(p) != self.default_prompt()) {
-                out.insert(name.to_string(), p.to_string());
+                writes.push((name, p.to_string()));
             }
         }
-        out
+        let mut default_name = self.default_name.clone();
+        if let (Some(dn), Some(dp)) = (&self.default_name, self.default_prompt()) {
+            if writes.iter().any(|(n, p)| n == dn && p != dp) {
+                let mut fresh = "default".to_string();
+                while out.contains_key(&fresh) || writes.iter().any(|(n, _)| *n == fresh) {
+                    fresh.insert_str(0, "sieve_");
+                }
+                out.insert(fresh.clone(), dp.to_string());
+                default_name = Some(fresh);
+            }
+        }
+        for (name, p) in writes {
+            out.insert(name.to_string(), p);
+        }
+        (out, default_name)
     }
 }
 
@@ -197,10 +216,11 @@ mod tests {
     fn exported_prompts_reproduce_the_run() {
         let mut p = named(&[("passage", "passage: "), ("sts", "sts: ")], None);
         p.query = Some("query: ".into());
-        let out = p.exported();
+        let (out, default) = p.exported();
         assert_eq!(out["query"], "query: ");
         assert_eq!(out["document"], "passage: ");
         assert_eq!(out["sts"], "sts: ");
+        assert_eq!(default, None);
         let reread = Prompts {
             named: out,
             ..Default::default()
@@ -208,7 +228,21 @@ mod tests {
         for role in [Role::Query, Role::Document, Role::Plain] {
             assert_eq!(reread.prompt(role), p.prompt(role), "{role:?}");
         }
-        assert!(Prompts::default().exported().is_empty());
+        assert!(Prompts::default().exported().0.is_empty());
+        // A bge-style model (its query prompt is the default) run with another query
+        // prompt: documents and plain texts keep the old default.
+        let mut bge = named(&[("query", "Represent: ")], Some("query"));
+        bge.query = Some("q: ".into());
+        let (named_out, default_name) = bge.exported();
+        let reread = Prompts {
+            named: named_out,
+            default_name,
+            ..Default::default()
+        };
+        for role in [Role::Query, Role::Document, Role::Plain] {
+            assert_eq!(reread.prompt(role), bge.prompt(role), "{role:?}");
+        }
+        assert_eq!(reread.prompt(Role::Document), "Represent: ");
     }
 
     #[test]

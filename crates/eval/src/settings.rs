@@ -151,7 +151,8 @@ pub fn evaluate(
 }
 
 /// [`evaluate`] at every `truncate_dim` (at the full dimension when there is none), in
-/// order. Embeddings come from the cache after the first.
+/// order. With the embedding cache (the default) the texts are embedded once; with
+/// `no_cache`, once per dimension.
 pub fn evaluate_all(
     settings: &EvalSettings,
     req: &EvalRequest<'_>,

@@ -5,8 +5,9 @@
 //! scored by one matrix product, appended to each query's running top-k, and the
 //! pair is sorted on the device: the first `k` of each row are kept. Only the final
 //! `k` hits per query come back to the host. The chunk is `SORT_WIDTH − k` rows wide
-//! so that the sorted rows are `SORT_WIDTH` = 1,024 wide: candle's CUDA arg-sort sorts
-//! one row per thread block, one thread per column, in shared memory.
+//! so that the sorted rows are `SORT_WIDTH` = 2,048 wide: candle's CUDA arg-sort sorts
+//! one row per thread block in shared memory (8 KiB a row here), so `k` up to 1,022
+//! (MTEB's 1,000 plus a dropped identical id) stays on the device.
 //!
 //! On the CPU [`crate::exact_top_k`] is faster (a fused scan with bounded heaps, no
 //! sorts), and [`exact_top_k_on`] calls it there; [`DeviceCorpus`] runs on the CPU
@@ -17,9 +18,9 @@ use candle_core::{DType, Device, Tensor};
 use crate::{exact_top_k, Error, Hit};
 
 /// Columns of one device sort: the running top-k plus a chunk of the corpus.
-const SORT_WIDTH: usize = 1024;
+const SORT_WIDTH: usize = 2048;
 
-/// Queries scored together: a `4096 × 1024` f32 score block is 16 MiB.
+/// Queries scored together: a `4096 × 2048` f32 score block is 32 MiB.
 const QUERY_BLOCK: usize = 4096;
 
 /// Exact top-k by inner product of `queries` (`nq × dim`) against `corpus` (`n × dim`),
@@ -40,7 +41,8 @@ pub fn exact_top_k_on(
     DeviceCorpus::upload(device, corpus, dim)?.top_k(queries, k, skip, skip_most)
 }
 
-/// A corpus's L2-normalised embeddings resident on a device, searched exactly.
+/// A corpus's embeddings resident on a device, searched exactly by inner product
+/// (cosine when the caller's rows are L2-normalised, as sieve's embeddings are).
 pub struct DeviceCorpus {
     table: Tensor,
     n: usize,
@@ -77,8 +79,10 @@ impl DeviceCorpus {
 
     /// The top `k` of every query, best first. `skip(query, doc)` drops pairs, at most
     /// `skip_most` per query (a query's own id: 1): they are fetched beyond `k` and
-    /// dropped on the host. Ties are broken by lower document index and NaN scores are
-    /// never returned, as on the CPU.
+    /// dropped on the host. NaN scores are never returned. Ties are broken by lower
+    /// document index among the hits kept, as on the CPU; but the device sort is not
+    /// stable, so when documents tie exactly at the `k`-th score (duplicate texts),
+    /// which of them makes the cut may differ from [`crate::exact_top_k`].
     pub fn top_k(
         &self,
         queries: &[f32],
@@ -200,7 +204,7 @@ mod tests {
         let mut corpus = random(n * dim, 11);
         corpus[3 * dim] = f32::NAN; // document 3 scores NaN everywhere
         let skip = |q: usize, d: usize| d == q % n;
-        for k in [1, 10, 100] {
+        for k in [1, 10, 100, 700] {
             let cpu = exact_top_k(&queries, &corpus, dim, k, &skip);
             let dev = DeviceCorpus::upload(&Device::Cpu, &corpus, dim)
                 .unwrap()

@@ -217,13 +217,20 @@ fn hnsw_index(
 ) -> Result<sieve_index::HnswIndex> {
     let params = settings.hnsw_params(input.corpus.len());
     let dir = req.hnsw_dir.clone().unwrap_or_else(|| {
+        // The key's head for a readable name, and a hash of all of it: keys share their
+        // first 40 characters when only the prompts differ.
+        let head: String = model_key
+            .replace([':', '/', '|', '"'], "_")
+            .chars()
+            .take(40)
+            .collect();
+        let whole = {
+            use sha2::{Digest, Sha256};
+            format!("{:x}", Sha256::digest(model_key.as_bytes()))
+        };
         req.cache_root.join("hnsw").join(format!(
-            "{}-{}-m{}-efc{}",
-            model_key
-                .replace([':', '/'], "_")
-                .chars()
-                .take(40)
-                .collect::<String>(),
+            "{head}-{}-{}-m{}-efc{}",
+            &whole[..12],
             &input.corpus_hash()[..16],
             params.m,
             params.ef_construction

@@ -40,6 +40,11 @@ pub struct TrainData {
     pub corpus: Vec<TextId>,
     /// Where the data came from, for logs and checkpoints.
     pub source: String,
+    /// Labeled Parquet: per query text, the candidates the judge scored, best-ranked
+    /// first, with their P(relevant): the teacher of listwise distillation
+    /// ([`crate::loss::distillation_loss`]). Errors and pairs flagged suspicious are left
+    /// out.
+    pub teacher: HashMap<TextId, Vec<(TextId, f32)>>,
     index: HashMap<String, TextId>,
 }
 
@@ -150,6 +155,7 @@ impl TrainData {
             source,
             index,
             corpus: Vec::new(),
+            teacher: HashMap::new(),
         };
         data.corpus_from_examples();
         data
@@ -433,6 +439,13 @@ impl TrainData {
                     }
                 };
                 let text = lookup(&c.doc_id, &row.query_id)?;
+                if let (Some(_), Some(p)) = (relevant, c.p_relevant) {
+                    let t = data.intern(text);
+                    let scored = data.teacher.entry(query).or_default();
+                    if !scored.iter().any(|&(d, _)| d == t) {
+                        scored.push((t, p));
+                    }
+                }
                 match relevant {
                     None => stats.unjudged += 1,
                     Some(true) => {
@@ -640,6 +653,18 @@ mod tests {
         );
         let judged: Vec<&str> = e.judged.iter().map(|&t| data.text(t)).collect();
         assert_eq!(judged, vec!["fn"]);
+        // The teacher scores: every judged candidate's P(relevant), no error or
+        // suspicious one.
+        assert_eq!(data.teacher.len(), 1);
+        let teacher: Vec<(&str, f32)> = data.teacher[&e.query]
+            .iter()
+            .map(|&(d, p)| (data.text(d), p))
+            .collect();
+        assert_eq!(
+            teacher,
+            vec![("fn", 0.9), ("neg a", 0.4), ("neg b", 0.1)],
+            "rank order"
+        );
         // Re-thresholding on p_relevant turns the 0.4 candidate into a false negative.
         let opts = DataOptions {
             num_negatives: 5,

@@ -21,7 +21,8 @@
 //! as threads of one process, which checks the maths on the CPU) and, behind the
 //! `nccl` feature, [`nccl::Nccl`] over NVIDIA's NCCL. [`World::from_env`] reads the
 //! rank from `torchrun`'s or Slurm's variables and [`exchange_id`] hands rank 0's
-//! NCCL id to the others over TCP at `MASTER_ADDR:MASTER_PORT`.
+//! NCCL id to the others over TCP at `MASTER_ADDR`, port `MASTER_PORT + 1` (torchrun's
+//! own store has `MASTER_PORT`; `SIEVE_NCCL_PORT` chooses another).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -38,7 +39,8 @@ pub struct World {
     pub size: usize,
     /// The GPU this process uses on its node (`cuda:LOCAL_RANK`).
     pub local_rank: usize,
-    /// Where rank 0 hands out the NCCL id: `MASTER_ADDR:MASTER_PORT`.
+    /// Where rank 0 hands out the NCCL id: `MASTER_ADDR` and `SIEVE_NCCL_PORT`, by
+    /// default `MASTER_PORT + 1` (torchrun's own store listens on `MASTER_PORT`).
     pub master: Option<(String, u16)>,
 }
 
@@ -76,10 +78,15 @@ impl World {
             return Err(format!("rank {rank} is outside a world of {size}"));
         }
         let master = match (get("MASTER_ADDR"), num("MASTER_PORT")?) {
-            (Some(a), Some(p)) => Some((
-                a,
-                u16::try_from(p).map_err(|_| format!("MASTER_PORT={p} is not a port"))?,
-            )),
+            (Some(a), Some(p)) => {
+                let port = match num("SIEVE_NCCL_PORT")? {
+                    Some(q) => u16::try_from(q)
+                        .map_err(|_| format!("SIEVE_NCCL_PORT={q} is not a port"))?,
+                    None => u16::try_from(p + 1)
+                        .map_err(|_| format!("MASTER_PORT={p} leaves no port after it"))?,
+                };
+                Some((a, port))
+            }
             (None, None) => None,
             _ => return Err("MASTER_ADDR and MASTER_PORT go together".into()),
         };
@@ -226,12 +233,16 @@ pub fn gather_rows(world: &dyn Collective, rows: &Tensor, len: usize) -> Result<
     Tensor::cat(&parts, 0)
 }
 
-/// How long the other ranks wait for rank 0's listener.
+/// How long the other ranks wait for rank 0's listener, and for its answer.
 const RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// What rank 0 sends before the id, so that a rank that reached another service on the
+/// port fails instead of reading its bytes as an id.
+const MAGIC: &[u8; 14] = b"SIEVE-NCCL-ID\n";
+
 /// Rank 0's `id` (made by `make_id`, NCCL's unique id) handed to every rank over TCP at
-/// `MASTER_ADDR:MASTER_PORT`: rank 0 listens and answers `size - 1` connections, the
-/// others connect (retrying while rank 0 starts) and read it.
+/// [`World::master`]: rank 0 listens and answers `size - 1` connections, the others
+/// connect (retrying while rank 0 starts) and read it.
 pub fn exchange_id(
     world: &World,
     make_id: impl FnOnce() -> std::result::Result<Vec<u8>, String>,
@@ -250,7 +261,8 @@ pub fn exchange_id(
             let (mut s, _) = listener
                 .accept()
                 .map_err(|e| format!("rank 0 on port {port}: {e}"))?;
-            s.write_all(&(id.len() as u32).to_le_bytes())
+            s.write_all(MAGIC)
+                .and_then(|_| s.write_all(&(id.len() as u32).to_le_bytes()))
                 .and_then(|_| s.write_all(&id))
                 .map_err(|e| format!("rank 0 sending the id: {e}"))?;
         }
@@ -260,10 +272,25 @@ pub fn exchange_id(
     loop {
         match TcpStream::connect((addr.as_str(), *port)) {
             Ok(mut s) => {
+                let read_err =
+                    |e: std::io::Error| format!("reading the id from {addr}:{port}: {e}");
+                s.set_read_timeout(Some(RENDEZVOUS_TIMEOUT))
+                    .map_err(read_err)?;
+                let mut magic = [0u8; MAGIC.len()];
+                s.read_exact(&mut magic).map_err(read_err)?;
+                if &magic != MAGIC {
+                    return Err(format!(
+                        "{addr}:{port} is not a sieve rank 0 (another service on the port? set \
+                         SIEVE_NCCL_PORT to a free one)"
+                    ));
+                }
                 let mut len = [0u8; 4];
-                s.read_exact(&mut len)
-                    .map_err(|e| format!("reading the id from {addr}:{port}: {e}"))?;
-                let mut id = vec![0u8; u32::from_le_bytes(len) as usize];
+                s.read_exact(&mut len).map_err(read_err)?;
+                let len = u32::from_le_bytes(len) as usize;
+                if len > 4096 {
+                    return Err(format!("{addr}:{port} sent an id of {len} bytes"));
+                }
+                let mut id = vec![0u8; len];
                 s.read_exact(&mut id)
                     .map_err(|e| format!("reading the id from {addr}:{port}: {e}"))?;
                 return Ok(id);
@@ -361,7 +388,9 @@ pub mod nccl {
         }
 
         fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-            let Some((0, _)) = l.contiguous_offsets() else {
+            // A contiguous view may start inside its storage (a narrowed share of the
+            // batch's embeddings): send exactly its elements.
+            let Some((start, end)) = l.contiguous_offsets() else {
                 candle_core::bail!("{}: the tensor must be contiguous", self.name());
             };
             let dev = s.device().clone();
@@ -378,7 +407,6 @@ pub mod nccl {
                 .map_err(|e| candle_core::Error::Msg(format!("ncclCommInitRank: {e:?}")))?,
             };
             let comm = slot.insert(comm);
-            let n = l.shape().elem_count();
             let mut dims = l.shape().dims().to_vec();
             if self.gather {
                 dims[0] *= self.nccl.size;
@@ -386,7 +414,7 @@ pub mod nccl {
             let out_len = dims.iter().product::<usize>();
             macro_rules! run {
                 ($t:ty) => {{
-                    let src = s.as_cuda_slice::<$t>()?.slice(0..n);
+                    let src = s.as_cuda_slice::<$t>()?.slice(start..end);
                     let mut dst = dev.alloc_zeros::<$t>(out_len)?;
                     if self.gather {
                         comm.all_gather(&src, &mut dst).map_err(err)?;
@@ -462,9 +490,19 @@ mod tests {
                 rank: 3,
                 size: 4,
                 local_rank: 1,
-                master: Some(("node7".into(), 29500))
+                master: Some(("node7".into(), 29501))
             }
         );
+        let own_port = world(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "n"),
+            ("MASTER_PORT", "29500"),
+            ("SIEVE_NCCL_PORT", "31000"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(own_port.master, Some(("n".into(), 31000)));
         let s = world(&[
             ("SLURM_PROCID", "5"),
             ("SLURM_NTASKS", "8"),
@@ -560,6 +598,22 @@ mod tests {
         for h in handles {
             assert_eq!(h.join().unwrap(), want);
         }
+        // Another service on the port (torchrun's store, say) is named, not read as an id.
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let other_port = other.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = other.accept() {
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+            }
+        });
+        let lost = World {
+            rank: 1,
+            size: 2,
+            local_rank: 1,
+            master: Some(("127.0.0.1".into(), other_port)),
+        };
+        let e = exchange_id(&lost, || Ok(vec![])).unwrap_err();
+        assert!(e.contains("not a sieve rank 0"), "{e}");
         let none = World {
             rank: 1,
             size: 2,

@@ -36,6 +36,7 @@
 pub mod batch;
 pub mod cluster;
 pub mod data;
+pub mod distill;
 pub mod distributed;
 pub mod dose;
 mod error;

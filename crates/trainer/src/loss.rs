@@ -260,6 +260,144 @@ impl Matryoshka {
     }
 }
 
+/// One query's listwise distillation target: batch document columns (its positive and
+/// the mined candidates the judge scored) and the teacher's score for each, P(relevant)
+/// from the judge (1 for a labelled positive). Candidates the judge did not score are
+/// left out of the group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DistillGroup {
+    pub query: usize,
+    pub documents: Vec<usize>,
+    pub teacher: Vec<f64>,
+}
+
+/// The teacher distribution of a group: `softmax(P / temperature)`.
+fn teacher_distribution(scores: &[f64], temperature: f64) -> Vec<f64> {
+    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = scores
+        .iter()
+        .map(|s| ((s - max) / temperature).exp())
+        .collect();
+    let z: f64 = e.iter().sum();
+    e.iter().map(|x| x / z).collect()
+}
+
+/// Listwise distillation from the judge (FlagEmbedding's `knowledge_distillation`, with
+/// the judge's P(relevant) as the teacher): for each group, `KL(t ‖ s)` between the
+/// teacher distribution `t = softmax(P / teacher_temperature)` over the group's documents
+/// and the model's `s = softmax(scale · cos(q, d))` over the same documents, averaged over
+/// the groups (queries without one take no part). Alone it replaces the contrastive loss;
+/// added to it, the judge's graded scores shape the ranking among the candidates that a
+/// binary mask only removes.
+pub fn distillation_loss(
+    queries: &Tensor,
+    documents: &Tensor,
+    groups: &[DistillGroup],
+    scale: f64,
+    teacher_temperature: f64,
+) -> Result<Tensor> {
+    let (b, _) = queries.dims2()?;
+    let (m, _) = documents.dims2()?;
+    if !(teacher_temperature > 0.0 && teacher_temperature.is_finite()) {
+        candle_core::bail!("distillation: the teacher temperature must be positive");
+    }
+    let groups: Vec<&DistillGroup> = groups.iter().filter(|g| g.documents.len() >= 2).collect();
+    if groups.is_empty() {
+        return Tensor::zeros((), queries.dtype(), queries.device());
+    }
+    let n = groups.len();
+    // Per group row: the target weights and the membership bias over the M columns, and
+    // the teacher's own entropy term Σ t log t.
+    let mut target = vec![0f64; n * m];
+    let mut bias = vec![EXCLUDED; n * m];
+    let mut constant = 0f64;
+    let mut rows = Vec::with_capacity(n);
+    for (r, g) in groups.iter().enumerate() {
+        if g.query >= b || g.documents.len() != g.teacher.len() {
+            candle_core::bail!(
+                "distillation: a group names query {} of {b} or mismatched scores",
+                g.query
+            );
+        }
+        rows.push(g.query as u32);
+        for (&d, t) in g
+            .documents
+            .iter()
+            .zip(teacher_distribution(&g.teacher, teacher_temperature))
+        {
+            if d >= m {
+                candle_core::bail!("distillation: document column {d} of {m}");
+            }
+            target[r * m + d] = t;
+            bias[r * m + d] = 0.0;
+            if t > 0.0 {
+                constant += t * t.ln();
+            }
+        }
+    }
+    let (device, dtype) = (queries.device(), queries.dtype());
+    let rows = Tensor::from_vec(rows, n, device)?;
+    let q = normalize(&queries.index_select(&rows, 0)?)?;
+    let d = normalize(documents)?;
+    let logits = (q.matmul(&d.t()?)? * scale)?;
+    let target = Tensor::from_vec(target, (n, m), device)?.to_dtype(dtype)?;
+    let bias = Tensor::from_vec(bias, (n, m), device)?.to_dtype(dtype)?;
+    // KL_r = Σ t log t − Σ_j t_j (logit_j − LSE_group) = const − Σ t·logit + LSE (Σ t = 1).
+    let cross = (logits.clone() * &target)?.sum_all()?;
+    let lse = masked_logsumexp(&logits, &bias)?.sum_all()?;
+    ((lse - cross)? + constant)? / n as f64
+}
+
+/// Dense reference of [`distillation_loss`] in plain f64 loops.
+pub fn reference_distillation(
+    queries: &[Vec<f64>],
+    documents: &[Vec<f64>],
+    groups: &[DistillGroup],
+    scale: f64,
+    teacher_temperature: f64,
+) -> f64 {
+    let unit = |v: &[f64]| -> Vec<f64> {
+        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    };
+    let mut total = 0.0;
+    let mut count = 0;
+    for g in groups.iter().filter(|g| g.documents.len() >= 2) {
+        let q = unit(&queries[g.query]);
+        let s: Vec<f64> = g
+            .documents
+            .iter()
+            .map(|&j| {
+                scale
+                    * q.iter()
+                        .zip(unit(&documents[j]))
+                        .map(|(a, b)| a * b)
+                        .sum::<f64>()
+            })
+            .collect();
+        let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + s.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+        let t = teacher_distribution(&g.teacher, teacher_temperature);
+        total += t
+            .iter()
+            .zip(&s)
+            .map(|(t, s)| {
+                if *t > 0.0 {
+                    t * (t.ln() - (s - lse))
+                } else {
+                    0.0
+                }
+            })
+            .sum::<f64>();
+        count += 1;
+    }
+    if count == 0 {
+        0.0
+    } else {
+        total / count as f64
+    }
+}
+
 /// Dense reference of [`contrastive_loss`] in plain f64 loops, for tests and for
 /// anyone checking the formula.
 pub fn reference_loss(
@@ -500,6 +638,105 @@ mod tests {
             let e = bad.check(dim).unwrap_err();
             assert!(e.contains(word), "{e}");
         }
+    }
+
+    /// Distillation's KL equals the dense reference, its gradient the reference's finite
+    /// differences; a group whose student already matches the teacher costs 0; a query
+    /// without a group (or with one document) takes no part.
+    #[test]
+    fn distillation_equals_reference_and_finite_differences() {
+        let (b, m, dim) = (3, 7, 5);
+        let qv = values(5, b * dim);
+        let dv = values(6, m * dim);
+        let groups = vec![
+            DistillGroup {
+                query: 0,
+                documents: vec![0, 3, 4, 6],
+                teacher: vec![1.0, 0.9, 0.1, 0.02],
+            },
+            DistillGroup {
+                query: 2,
+                documents: vec![2, 5, 1],
+                teacher: vec![1.0, 0.0, 0.5],
+            },
+            DistillGroup {
+                query: 1,
+                documents: vec![1],
+                teacher: vec![1.0],
+            },
+        ];
+        let (scale, temp) = (20.0, 0.1);
+        let q = Var::from_tensor(&Tensor::from_vec(qv.clone(), (b, dim), &Device::Cpu).unwrap())
+            .unwrap();
+        let d = Var::from_tensor(&Tensor::from_vec(dv.clone(), (m, dim), &Device::Cpu).unwrap())
+            .unwrap();
+        let loss = distillation_loss(q.as_tensor(), d.as_tensor(), &groups, scale, temp).unwrap();
+        let got = loss.to_scalar::<f64>().unwrap();
+        let want = reference_distillation(&rows(&qv, dim), &rows(&dv, dim), &groups, scale, temp);
+        assert!(want > 0.0);
+        assert!((got - want).abs() < 1e-12, "loss {got} vs reference {want}");
+        let grads = loss.backward().unwrap();
+        let h = 1e-6;
+        for (var, flat, is_query) in [(&q, &qv, true), (&d, &dv, false)] {
+            let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap();
+            let g = g.to_vec1::<f64>().unwrap();
+            for k in 0..flat.len() {
+                let eval = |delta: f64| {
+                    let mut v = flat.clone();
+                    v[k] += delta;
+                    if is_query {
+                        reference_distillation(
+                            &rows(&v, dim),
+                            &rows(&dv, dim),
+                            &groups,
+                            scale,
+                            temp,
+                        )
+                    } else {
+                        reference_distillation(
+                            &rows(&qv, dim),
+                            &rows(&v, dim),
+                            &groups,
+                            scale,
+                            temp,
+                        )
+                    }
+                };
+                let fd = (eval(h) - eval(-h)) / (2.0 * h);
+                assert!((g[k] - fd).abs() < 1e-6, "grad {k}: {} vs {fd}", g[k]);
+            }
+        }
+        // A teacher equal to the student: KL 0.
+        let qn = rows(&qv, dim);
+        let dn = rows(&dv, dim);
+        let unit = |v: &[f64]| {
+            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            v.iter().map(|x| x / n).collect::<Vec<_>>()
+        };
+        let cos = |i: usize, j: usize| {
+            unit(&qn[i])
+                .iter()
+                .zip(unit(&dn[j]))
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+        };
+        // softmax(P / T) = softmax(scale · cos) when P = cos and T = 1 / scale.
+        let same = vec![DistillGroup {
+            query: 0,
+            documents: vec![0, 3, 4],
+            teacher: vec![cos(0, 0), cos(0, 3), cos(0, 4)],
+        }];
+        let zero = distillation_loss(q.as_tensor(), d.as_tensor(), &same, scale, 1.0 / scale)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(zero.abs() < 1e-12, "{zero}");
+        // Nothing to distil: zero, not NaN.
+        let none = distillation_loss(q.as_tensor(), d.as_tensor(), &groups[2..], scale, temp)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert_eq!(none, 0.0);
     }
 
     #[test]

@@ -82,6 +82,27 @@ pub struct TrainSettings {
     #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
     pub matryoshka_dims: Vec<usize>,
 
+    /// Listwise distillation from the judge (labeled Parquet input): add W times the KL
+    /// divergence between the judge's distribution over each query's positive and
+    /// scored candidates, softmax(P(relevant) / --distill-temperature), and the model's
+    /// softmax over the same documents (FlagEmbedding's knowledge distillation with
+    /// the judge as teacher). 0: off.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
+    pub distill_weight: f64,
+
+    /// The teacher's temperature: lower sharpens the judge's distribution.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.1))]
+    pub distill_temperature: f64,
+
+    /// Scored candidates per query distilled over, best-ranked first (each one not in
+    /// the batch is embedded too: this many more documents per query at most).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 8))]
+    pub distill_candidates: usize,
+
+    /// Distillation alone, without the contrastive loss (needs --distill-weight > 0).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub distill_only: bool,
+
     /// Matryoshka: one weight per --matryoshka-dims entry (default: all 1).
     #[cfg_attr(
         feature = "clap",
@@ -221,6 +242,10 @@ impl Default for TrainSettings {
             symmetric: c.loss.symmetric,
             matryoshka_dims: c.matryoshka.dims.clone(),
             matryoshka_weights: c.matryoshka.weights.clone(),
+            distill_weight: 0.0,
+            distill_temperature: 0.1,
+            distill_candidates: 8,
+            distill_only: false,
             false_negatives: c.false_negatives,
             ignore_known_positives: !c.mask_known,
             ignore_judge: !c.mask_judged,
@@ -317,6 +342,21 @@ impl TrainSettings {
         if let Err(e) = self.matryoshka().check(None) {
             return bad(e);
         }
+        if !(self.distill_weight >= 0.0 && self.distill_weight.is_finite()) {
+            return bad(format!(
+                "distill_weight must be ≥ 0, got {}",
+                self.distill_weight
+            ));
+        }
+        if !(self.distill_temperature > 0.0 && self.distill_temperature.is_finite()) {
+            return bad(format!(
+                "distill_temperature must be positive, got {}",
+                self.distill_temperature
+            ));
+        }
+        if self.distill_only && self.distill_weight == 0.0 {
+            return bad("distill_only needs a distill_weight above 0".into());
+        }
         self.scale().map(|_| ())
     }
 
@@ -351,6 +391,12 @@ impl TrainSettings {
             clusters: self.clusters,
             cluster_on: self.cluster_on,
             matryoshka: self.matryoshka(),
+            distill: (self.distill_weight > 0.0).then_some(crate::distill::DistillConfig {
+                weight: self.distill_weight,
+                temperature: self.distill_temperature,
+                candidates: self.distill_candidates,
+                only: self.distill_only,
+            }),
         })
     }
 

@@ -413,6 +413,41 @@ fn a_two_rank_run_ends_at_the_single_process_weights() {
             .unwrap_or_default();
         assert!(written.is_empty(), "rank 1 wrote {written:?}");
     }
+    // Ranks on other data (or at other steps) refuse to start, all of them, rather than
+    // sum the gradients of different batches.
+    let fewer = tmp.path().join("fewer.jsonl");
+    let text = std::fs::read_to_string(&pairs).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&fewer, lines[..lines.len() - 1].join("\n")).unwrap();
+    let errors = std::thread::scope(|s| {
+        let handles: Vec<_> = ThreadGroup::new(2)
+            .into_iter()
+            .enumerate()
+            .map(|(rank, g)| {
+                let (model, load, root) = (&model, &load, tmp.path());
+                let file = if rank == 0 {
+                    pairs.clone()
+                } else {
+                    fewer.clone()
+                };
+                s.spawn(move || {
+                    let data = TrainData::from_pairs(&file, &DataOptions::default()).unwrap();
+                    let out = root.join(format!("mismatch{rank}"));
+                    let mut t = Trainer::new(model, load, data, resume_config(), &out).unwrap();
+                    t.set_world(std::sync::Arc::new(g));
+                    t.run(&mut NoHooks).err().map(|e| e.to_string())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    for e in errors {
+        let e = e.expect("a rank on other data started");
+        assert!(e.contains("ranks disagree"), "{e}");
+    }
 }
 
 /// Prompts reach training and travel with the model: the exported
@@ -543,6 +578,139 @@ fn matryoshka_trains_and_refuses_what_it_cannot_do() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("exact softmax"), "{e}");
+}
+
+/// Distillation from the judge's scores: on a labeled Parquet (one query, its positive
+/// and four scored candidates), training on the KL term alone moves the model's
+/// softmax over the group towards the judge's: the KL falls to under half of where it
+/// started. Inputs without scores and the exact objective are refused.
+#[test]
+fn distillation_moves_the_model_towards_the_judge() {
+    use sieve_datasets::mined::{write_mined, Candidate, MinedRow};
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let texts = [
+        ("d0", "the positive passage about alpha"),
+        ("d1", "a strongly related passage on alpha and beta"),
+        ("d2", "a somewhat related note on beta"),
+        ("d3", "an unrelated text about gamma"),
+        ("d4", "noise on delta and omega"),
+    ];
+    let mut corpus = String::new();
+    for (id, t) in texts {
+        corpus.push_str(&serde_json::json!({"_id": id, "title": "", "text": t}).to_string());
+        corpus.push('\n');
+    }
+    std::fs::write(tmp.path().join("corpus.jsonl"), corpus).unwrap();
+    let p = [0.95f32, 0.6, 0.1, 0.02];
+    let cand = |i: usize| Candidate {
+        doc_id: format!("d{}", i + 1),
+        rank: i as u32 + 1,
+        bm25: 1.0,
+        dense: 0.5,
+        source: "both".into(),
+        bm25_rank: Some(i as u32 + 1),
+        dense_rank: None,
+        label: Some(
+            if p[i] >= 0.5 {
+                "relevant"
+            } else {
+                "irrelevant"
+            }
+            .into(),
+        ),
+        p_relevant: Some(p[i]),
+    };
+    let row = MinedRow {
+        query_id: "q".into(),
+        query: "what is alpha?".into(),
+        positives: vec!["d0".into()],
+        candidates: (0..4).map(cand).collect(),
+        ..Default::default()
+    };
+    let labeled = tmp.path().join("labeled.parquet");
+    let meta = [("sieve.corpus".to_string(), "corpus.jsonl".to_string())].into();
+    write_mined(&labeled, &[row], &meta).unwrap();
+    let data = || {
+        TrainData::load(&labeled, &DataOptions::default())
+            .unwrap()
+            .0
+    };
+    let distill = sieve_trainer::distill::DistillConfig {
+        weight: 1.0,
+        temperature: 0.1,
+        candidates: 8,
+        only: true,
+    };
+    let config = TrainConfig {
+        max_steps: Some(30),
+        epochs: 30,
+        batch_size: 1,
+        lr: 1e-2,
+        warmup_ratio: 0.0,
+        save_every: 0,
+        distill: Some(distill),
+        ..Default::default()
+    };
+    let kl = |enc: &Encoder| {
+        let all: Vec<&str> = std::iter::once("what is alpha?")
+            .chain(texts.iter().map(|t| t.1))
+            .collect();
+        let e = enc.encode(&all, 8, &|_| {}).unwrap();
+        let rows: Vec<Vec<f64>> = (0..all.len())
+            .map(|i| e.row(i).iter().map(|&x| x as f64).collect())
+            .collect();
+        let group = sieve_trainer::loss::DistillGroup {
+            query: 0,
+            documents: vec![0, 1, 2, 3, 4],
+            teacher: std::iter::once(1.0)
+                .chain(p.iter().map(|&x| x as f64))
+                .collect(),
+        };
+        sieve_trainer::loss::reference_distillation(&rows[..1], &rows[1..], &[group], 20.0, 0.1)
+    };
+    let base = Encoder::load_dir(&model, &LoadOptions::default()).unwrap();
+    let before = kl(&base);
+    let out = tmp.path().join("out");
+    let mut t = Trainer::new(
+        &model,
+        &LoadOptions::default(),
+        data(),
+        config.clone(),
+        &out,
+    )
+    .unwrap();
+    t.run(&mut NoHooks).unwrap();
+    let after = kl(&t.snapshot().unwrap());
+    assert!(after < before / 2.0, "KL {before} → {after}");
+
+    let e = Trainer::new(
+        &model,
+        &LoadOptions::default(),
+        TrainData::from_pairs(&pairs_file(tmp.path()), &DataOptions::default()).unwrap(),
+        config.clone(),
+        &tmp.path().join("pairs-run"),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("labeled Parquet"), "{e}");
+    let exact = TrainConfig {
+        objective: sieve_trainer::train::Objective::Exact,
+        ..config
+    };
+    let e = Trainer::new(
+        &model,
+        &LoadOptions::default(),
+        data(),
+        exact,
+        &tmp.path().join("x"),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("in-batch"), "{e}");
 }
 
 /// Simulates a crash: panics once the run reaches `at`.
@@ -774,7 +942,7 @@ fn export_loads_back_to_the_same_embeddings() {
     for fact in [
         "- dataset_size:30\n",
         "- loss:MultipleNegativesRankingLoss\n",
-        "base_model: \"tiny\"\n",
+        "**Base model:** `tiny`",
         "library_name: sentence-transformers\n",
         "**Size:** 30 training pairs",
         "| steps | 2 of 2 |",
@@ -786,6 +954,10 @@ fn export_loads_back_to_the_same_embeddings() {
     assert!(
         !card.contains("model-index"),
         "no evaluation, no model-index"
+    );
+    assert!(
+        !card.contains("base_model:"),
+        "a local directory is no Hub id"
     );
     // The base model's embeddings differ: training moved them.
     let base = Encoder::load_dir(&model, &LoadOptions::default())

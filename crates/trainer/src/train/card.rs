@@ -34,13 +34,18 @@ impl Trainer {
     /// The model card for the weights as they are now.
     pub fn model_card(&self) -> String {
         let c = &self.config;
-        let base = self.card.base_model.clone().unwrap_or_else(|| {
-            self.encoder
-                .dir()
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| self.encoder.dir().display().to_string())
-        });
+        // The base model as named, and whether it is a local directory (not a Hub id).
+        let (base, local) = match &self.card.base_model {
+            Some(b) => (b.clone(), std::path::Path::new(b).exists()),
+            None => (
+                self.encoder
+                    .dir()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| self.encoder.dir().display().to_string()),
+                true,
+            ),
+        };
         let n = self.data.examples.len();
         let (with_known, known) = count(self.data.examples.iter().map(|e| e.known.len()));
         let (with_judged, judged) = count(self.data.examples.iter().map(|e| e.judged.len()));
@@ -68,19 +73,29 @@ impl Trainer {
         if !c.matryoshka.is_empty() {
             tags.push("loss:MatryoshkaLoss".into());
         }
-        tags.push(format!("loss:{}", loss.split(' ').next().unwrap_or(loss)));
+        if c.distill.is_none_or(|d| !d.only) {
+            tags.push(format!("loss:{}", loss.split(' ').next().unwrap_or(loss)));
+        }
+        if c.distill.is_some() {
+            tags.push("loss:DistillKLDivLoss".into());
+        }
 
         let mut s = String::from("---\n");
         s += "tags:\n";
         for t in &tags {
             let _ = writeln!(s, "- {t}");
         }
-        let _ = writeln!(s, "base_model: {}", quoted(&base));
+        // The Hub takes a model id here, not a local directory (sentence-transformers
+        // leaves the key out for those too).
+        if !local {
+            let _ = writeln!(s, "base_model: {}", quoted(&base));
+        }
         s += "pipeline_tag: sentence-similarity\nlibrary_name: sentence-transformers\n";
         let best = self
             .state
             .best
-            .or_else(|| self.evals.last().map(|&(st, m)| (m, st)));
+            .or_else(|| self.evals.last().map(|&(st, m)| (m, st)))
+            .filter(|(v, _)| v.is_finite());
         if let Some((value, _)) = best {
             let dev = self.card.dev_data.clone().unwrap_or_else(|| "dev".into());
             s += "metrics:\n- cosine_ndcg@10\nmodel-index:\n";
@@ -188,6 +203,19 @@ impl Trainer {
                 c.loss.scale,
                 c.matryoshka.dims,
                 c.matryoshka.weighted().map(|(_, w)| w).collect::<Vec<_>>()
+            );
+        }
+        if let Some(d) = &c.distill {
+            let _ = writeln!(
+                s,
+                "\n{}listwise distillation from the judge (sentence-transformers' \
+                 `DistillKLDivLoss`, FlagEmbedding's knowledge distillation): KL divergence from \
+                 softmax(P(relevant) / {}) over each query's positive and first {} scored \
+                 candidates to the model's softmax over them, weight {}.",
+                if d.only { "Trained by " } else { "Plus " },
+                d.temperature,
+                d.candidates,
+                d.weight
             );
         }
         let _ = writeln!(

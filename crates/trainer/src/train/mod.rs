@@ -112,6 +112,10 @@ pub struct TrainConfig {
     /// existed resume.
     #[serde(skip_serializing_if = "Matryoshka::is_empty")]
     pub matryoshka: Matryoshka,
+    /// Listwise distillation from the judge's scores (left out of the saved
+    /// configuration when off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distill: Option<crate::distill::DistillConfig>,
 }
 
 /// What clustered batching clusters.
@@ -151,6 +155,7 @@ impl Default for TrainConfig {
             clusters: None,
             cluster_on: ClusterOn::Queries,
             matryoshka: Matryoshka::default(),
+            distill: None,
         }
     }
 }
@@ -371,6 +376,26 @@ impl Trainer {
                     .into(),
             ));
         }
+        if let Some(d) = &config.distill {
+            if config.objective == Objective::Exact {
+                return Err(Error::Config(
+                    "distillation works with the in-batch objective, not yet the exact softmax"
+                        .into(),
+                ));
+            }
+            if data.teacher.is_empty() {
+                return Err(Error::Config(format!(
+                    "distillation needs the judge's P(relevant) per candidate: train on the \
+                     labeled Parquet `sieve judge` writes ({} has none)",
+                    data.source
+                )));
+            }
+            if !(d.temperature > 0.0 && d.temperature.is_finite() && d.weight >= 0.0) {
+                return Err(Error::Config(
+                    "distillation: the temperature must be positive and the weight ≥ 0".into(),
+                ));
+            }
+        }
         let (encoder, varmap) = Encoder::load_trainable(model_dir, load)?;
         config
             .matryoshka
@@ -516,9 +541,11 @@ impl Trainer {
             .iter()
             .map(|&t| self.data.text(t))
             .collect();
+        // Rank 0 alone writes the shared cache; the other ranks embed for themselves.
         let cache = self
             .cache_dir
             .as_deref()
+            .filter(|_| self.primary())
             .map(sieve_encoder::cache::EmbeddingCache::new);
         let prompted = snapshot.prompts().apply(Role::Document, &texts);
         let texts: Vec<&str> = prompted.iter().map(String::as_str).collect();
@@ -736,6 +763,29 @@ impl Trainer {
     /// Before the first step: the run's configuration and clusters written (a fresh
     /// run), the clustering described.
     fn begin(&mut self, hooks: &mut dyn Hooks) -> Result<()> {
+        if self.world.world_size() > 1 {
+            // Every rank must stand at the same step of the same data: a rank that
+            // resumed from another checkpoint (an --output not shared) would sum
+            // gradients of other batches, silently.
+            let fp = u32::from_str_radix(&self.data.fingerprint()[..8], 16).unwrap_or(0);
+            let mine = Tensor::new(
+                &[[
+                    self.state.step as f64,
+                    self.state.epoch as f64,
+                    self.state.batch as f64,
+                    fp as f64,
+                ]],
+                self.encoder.device(),
+            )?;
+            let all = self.world.all_gather(&mine)?.to_vec2::<f64>()?;
+            if all.iter().any(|r| r != &all[0]) {
+                return Err(Error::Config(format!(
+                    "the ranks disagree on where the run stands ([step, epoch, batch, data] per \
+                     rank: {all:?}): give every rank the same data and the same --output, on a \
+                     filesystem they all see"
+                )));
+            }
+        }
         std::fs::create_dir_all(&self.out).map_err(io(&self.out))?;
         if self.resumed_from.is_none() && self.primary() {
             let cfg = self.out.join("train_config.json");
@@ -814,7 +864,36 @@ impl Trainer {
                 let loss_config = &step_config.loss;
                 let matryoshka = &self.config.matryoshka;
                 let base = |qe: &Tensor, de: &Tensor| contrastive_loss(qe, de, table, loss_config);
-                let loss = |qe: &Tensor, de: &Tensor| matryoshka.loss(qe, de, &base);
+                // Distillation: each query's scored candidates, those not in the batch
+                // embedded after its documents (the contrastive loss sees the batch's).
+                let m = d.len();
+                let (groups, extra) = match &self.config.distill {
+                    Some(c) => crate::distill::groups(
+                        &batch.queries,
+                        &batch.documents,
+                        &self.data.teacher,
+                        c.candidates,
+                    ),
+                    None => (Vec::new(), Vec::new()),
+                };
+                let mut d = d;
+                d.extend(extra.iter().map(|&t| self.tokens[t as usize].as_slice()));
+                let distill = self.config.distill;
+                let scale = loss_config.scale;
+                let loss = |qe: &Tensor, de: &Tensor| -> candle_core::Result<Tensor> {
+                    let batch_docs = de.narrow(0, 0, m)?;
+                    let Some(c) = distill else {
+                        return matryoshka.loss(qe, &batch_docs, &base);
+                    };
+                    let kl =
+                        (crate::loss::distillation_loss(qe, de, &groups, scale, c.temperature)?
+                            * c.weight)?;
+                    if c.only {
+                        Ok(kl)
+                    } else {
+                        matryoshka.loss(qe, &batch_docs, &base)? + kl
+                    }
+                };
                 let out = gradients_across(
                     model,
                     &self.params,
@@ -824,6 +903,10 @@ impl Trainer {
                     step_config,
                     self.world.as_ref(),
                 )?;
+                let mut out = out;
+                if !extra.is_empty() {
+                    out.documents = out.documents.narrow(0, 0, m)?;
+                }
                 let qv = host_rows(&out.queries)?;
                 let dv = host_rows(&out.documents)?;
                 let dim = out.queries.dim(1)?;
