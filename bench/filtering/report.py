@@ -41,26 +41,7 @@ for m in a.manifests:
         r["group"] = f"{r['setting']} ({label})" if label else r["setting"]
     rows.extend(seen.values())
 
-def per_query(result, metric="ndcg_at_10"):
-    path = result[: -len(".json")] + ".per-query.jsonl"
-    out = {}
-    for line in open(path):
-        v = json.loads(line)
-        out[v["query_id"]] = v[metric]
-    return out
-
-def paired(a_scores, b_scores, trials, seed=0):
-    keys = sorted(set(a_scores) & set(b_scores))
-    d = [a_scores[k] - b_scores[k] for k in keys]
-    obs = abs(sum(d))
-    tol = 1e-12 * max(1.0, sum(abs(x) for x in d))
-    rng = random.Random(seed)
-    extreme = 0
-    for _ in range(trials):
-        s = sum(x if rng.random() < 0.5 else -x for x in d)
-        if abs(s) >= obs - tol:
-            extreme += 1
-    return sum(d) / max(1, len(d)), (extreme + 1) / (trials + 1), len(d)
+from stats import paired, per_query  # bench/filtering/stats.py
 
 ARMS = ["none", "oracle-mask", "oracle-positive", "sim0.95-0.9", "sim0.7-0.6", "sim0.4-0.35",
         "judge-default", "judge-doc-first", "judge-fused"]

@@ -21,7 +21,10 @@
 #                     from bench/filtering/judge_train.sh); hardneg only: any of those with
 #                     -distill (oracle-distill, sim0.7-0.6-distill): masked as the arm says, plus
 #                     listwise distillation from the labels as P(relevant) 1/0 (--distill-weight
-#                     DISTILL_WEIGHT, --distill-temperature 0.1, 8 candidates)
+#                     DISTILL_WEIGHT, --distill-temperature 0.1, 8 candidates); -distill-only:
+#                     the distillation term alone, no contrastive loss; graded: a simulated
+#                     graded judge's P(relevant) on every candidate (bench/filtering/score_mined.py,
+#                     AUC near 0.8), masked by its labels (graded) or also distilled (graded-distill)
 #   bench/filtering/run.sh climate-fever grid    # the grid of docs/filtering.md
 # Env: WORK (runs/filtering), EPOCHS (2), LR (2e-5, peak), MAXLEN (128 tokens, training and evaluation),
 #      SIEVE (target/release/sieve), MODEL (models/all-MiniLM-L6-v2),
@@ -85,7 +88,10 @@ one() { # RUN
     local data=$DATA
     if [ "$denom" = hardneg ]; then
       local sparse=$WORK/mined-sparse.parquet relevant=$DATA/hidden.tsv
-      if [ "$arm" != "${arm%-distill}" ]; then
+      if [ "$arm" != "${arm%-distill-only}" ]; then
+        arm=${arm%-distill-only}
+        extra+=(--distill-weight 1 --distill-temperature 0.1 --distill-candidates 8 --distill-only)
+      elif [ "$arm" != "${arm%-distill}" ]; then
         arm=${arm%-distill}
         extra+=(--distill-weight "${DISTILL_WEIGHT:-1}" --distill-temperature 0.1 --distill-candidates 8)
       fi
@@ -100,11 +106,15 @@ one() { # RUN
           --precision "${pr%-*}" --recall "${pr#*-}" --out "$relevant" > "$relevant.json"
       fi
       data=$WORK/labeled-$arm.parquet
+      if [ "$arm" = graded ]; then
+        [ -f "$data" ] || python3 bench/filtering/score_mined.py --benchmark "$DATA" --mined "$sparse" \
+          --out "$data" > "$data.json"
+      fi
       [ -f "$data" ] || python3 bench/filtering/label_mined.py --mined "$sparse" --relevant "$relevant" \
         --out "$data" > "$data.json"
       case "$arm" in
         none) extra+=(--false-negatives none) ;;
-        oracle-mask|oracle|sim*|judge-*) extra+=(--false-negatives mask) ;;
+        oracle-mask|oracle|graded|sim*|judge-*) extra+=(--false-negatives mask) ;;
         oracle-positive) extra+=(--false-negatives positive) ;;
       esac
       arm=hardneg-handled
@@ -172,8 +182,11 @@ if run != "base":
                dose_known_max=max(l["dose"]["known"]["max"] for l in logs),
                dose_positive=mean(l["dose"]["positive"]["mean"] for l in logs),
                final_loss=logs[-1]["loss"])
-    if row["arm"].startswith(("sim", "judge-")):
-        row["judge"] = json.load(open(f"{work}/judged-{row['arm']}.tsv.json"))
+    labels = row["arm"].removesuffix("-only").removesuffix("-distill")
+    if labels.startswith(("sim", "judge-")):
+        row["judge"] = json.load(open(f"{work}/judged-{labels}.tsv.json"))
+    elif labels == "graded":
+        row["judge"] = json.load(open(f"{work}/labeled-graded.parquet.json"))
 print(json.dumps(row))
 PY
   tail -1 "$WORK/manifest.jsonl"
