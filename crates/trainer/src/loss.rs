@@ -478,38 +478,39 @@ mod tests {
         }
     }
 
-    fn check(config: LossConfig) {
-        let dim = 5;
-        let t = table();
-        let qv = values(1, t.queries * dim);
-        let dv = values(2, t.documents * dim);
-        let q = Var::from_tensor(
-            &Tensor::from_vec(qv.clone(), (t.queries, dim), &Device::Cpu).unwrap(),
-        )
-        .unwrap();
-        let d = Var::from_tensor(
-            &Tensor::from_vec(dv.clone(), (t.documents, dim), &Device::Cpu).unwrap(),
-        )
-        .unwrap();
-        let loss = contrastive_loss(q.as_tensor(), d.as_tensor(), &t, &config).unwrap();
-        let got = loss.to_scalar::<f64>().unwrap();
-        let want = reference_loss(&rows(&qv, dim), &rows(&dv, dim), &t, &config);
-        assert!((got - want).abs() < 1e-12, "loss {got} vs reference {want}");
+    /// `(q, d)` as leaf variables of shapes `(b, dim)` and `(m, dim)`.
+    fn vars(qv: &[f64], dv: &[f64], dim: usize) -> (Var, Var) {
+        let var = |v: &[f64]| {
+            let t = Tensor::from_vec(v.to_vec(), (v.len() / dim, dim), &Device::Cpu).unwrap();
+            Var::from_tensor(&t).unwrap()
+        };
+        (var(qv), var(dv))
+    }
 
-        // Gradients against central finite differences of the reference.
+    /// `loss` (computed from `q` and `d`) equals `reference(qv, dv)` to 1e-12, and its
+    /// gradient the reference's central finite differences to 1e-6.
+    fn check_against(
+        loss: &Tensor,
+        (q, d): (&Var, &Var),
+        (qv, dv): (&[f64], &[f64]),
+        reference: &dyn Fn(&[f64], &[f64]) -> f64,
+    ) {
+        let got = loss.to_scalar::<f64>().unwrap();
+        let want = reference(qv, dv);
+        assert!((got - want).abs() < 1e-12, "loss {got} vs reference {want}");
         let grads = loss.backward().unwrap();
         let h = 1e-6;
-        for (var, flat, is_query) in [(&q, &qv, true), (&d, &dv, false)] {
+        for (var, flat, is_query) in [(q, qv, true), (d, dv, false)] {
             let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap();
             let g = g.to_vec1::<f64>().unwrap();
             for k in 0..flat.len() {
                 let eval = |delta: f64| {
-                    let mut v = flat.clone();
+                    let mut v = flat.to_vec();
                     v[k] += delta;
                     if is_query {
-                        reference_loss(&rows(&v, dim), &rows(&dv, dim), &t, &config)
+                        reference(&v, dv)
                     } else {
-                        reference_loss(&rows(&qv, dim), &rows(&v, dim), &t, &config)
+                        reference(qv, &v)
                     }
                 };
                 let fd = (eval(h) - eval(-h)) / (2.0 * h);
@@ -521,6 +522,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn check(config: LossConfig) {
+        let dim = 5;
+        let t = table();
+        let qv = values(1, t.queries * dim);
+        let dv = values(2, t.documents * dim);
+        let (q, d) = vars(&qv, &dv, dim);
+        let loss = contrastive_loss(q.as_tensor(), d.as_tensor(), &t, &config).unwrap();
+        check_against(&loss, (&q, &d), (&qv, &dv), &|qv, dv| {
+            reference_loss(&rows(qv, dim), &rows(dv, dim), &t, &config)
+        });
     }
 
     /// Matryoshka's loss is the weighted sum of the reference on each prefix, and its
@@ -549,38 +562,10 @@ mod tests {
                 })
                 .sum()
         };
-        let q = Var::from_tensor(
-            &Tensor::from_vec(qv.clone(), (t.queries, dim), &Device::Cpu).unwrap(),
-        )
-        .unwrap();
-        let d = Var::from_tensor(
-            &Tensor::from_vec(dv.clone(), (t.documents, dim), &Device::Cpu).unwrap(),
-        )
-        .unwrap();
+        let (q, d) = vars(&qv, &dv, dim);
         let base = |a: &Tensor, b: &Tensor| contrastive_loss(a, b, &t, &config);
         let loss = m.loss(q.as_tensor(), d.as_tensor(), &base).unwrap();
-        let got = loss.to_scalar::<f64>().unwrap();
-        let want = reference(&qv, &dv);
-        assert!((got - want).abs() < 1e-12, "loss {got} vs reference {want}");
-        let grads = loss.backward().unwrap();
-        let h = 1e-6;
-        for (var, flat, is_query) in [(&q, &qv, true), (&d, &dv, false)] {
-            let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap();
-            let g = g.to_vec1::<f64>().unwrap();
-            for k in 0..flat.len() {
-                let eval = |delta: f64| {
-                    let mut v = flat.clone();
-                    v[k] += delta;
-                    if is_query {
-                        reference(&v, &dv)
-                    } else {
-                        reference(&qv, &v)
-                    }
-                };
-                let fd = (eval(h) - eval(-h)) / (2.0 * h);
-                assert!((g[k] - fd).abs() < 1e-6, "grad {k}: {} vs {fd}", g[k]);
-            }
-        }
+        check_against(&loss, (&q, &d), (&qv, &dv), &reference);
         // No prefixes: the plain loss.
         let plain = Matryoshka::default()
             .loss(q.as_tensor(), d.as_tensor(), &base)
@@ -666,46 +651,13 @@ mod tests {
             },
         ];
         let (scale, temp) = (20.0, 0.1);
-        let q = Var::from_tensor(&Tensor::from_vec(qv.clone(), (b, dim), &Device::Cpu).unwrap())
-            .unwrap();
-        let d = Var::from_tensor(&Tensor::from_vec(dv.clone(), (m, dim), &Device::Cpu).unwrap())
-            .unwrap();
+        let (q, d) = vars(&qv, &dv, dim);
         let loss = distillation_loss(q.as_tensor(), d.as_tensor(), &groups, scale, temp).unwrap();
-        let got = loss.to_scalar::<f64>().unwrap();
-        let want = reference_distillation(&rows(&qv, dim), &rows(&dv, dim), &groups, scale, temp);
-        assert!(want > 0.0);
-        assert!((got - want).abs() < 1e-12, "loss {got} vs reference {want}");
-        let grads = loss.backward().unwrap();
-        let h = 1e-6;
-        for (var, flat, is_query) in [(&q, &qv, true), (&d, &dv, false)] {
-            let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap();
-            let g = g.to_vec1::<f64>().unwrap();
-            for k in 0..flat.len() {
-                let eval = |delta: f64| {
-                    let mut v = flat.clone();
-                    v[k] += delta;
-                    if is_query {
-                        reference_distillation(
-                            &rows(&v, dim),
-                            &rows(&dv, dim),
-                            &groups,
-                            scale,
-                            temp,
-                        )
-                    } else {
-                        reference_distillation(
-                            &rows(&qv, dim),
-                            &rows(&v, dim),
-                            &groups,
-                            scale,
-                            temp,
-                        )
-                    }
-                };
-                let fd = (eval(h) - eval(-h)) / (2.0 * h);
-                assert!((g[k] - fd).abs() < 1e-6, "grad {k}: {} vs {fd}", g[k]);
-            }
-        }
+        let reference = |qv: &[f64], dv: &[f64]| {
+            reference_distillation(&rows(qv, dim), &rows(dv, dim), &groups, scale, temp)
+        };
+        assert!(reference(&qv, &dv) > 0.0);
+        check_against(&loss, (&q, &d), (&qv, &dv), &reference);
         // A teacher equal to the student: KL 0.
         let qn = rows(&qv, dim);
         let dn = rows(&dv, dim);

@@ -84,17 +84,29 @@ fn min_fill(model: &dyn Embed) -> f64 {
 /// graph: a long document no longer pads every short query to its length.
 pub fn embed_bucketed(model: &dyn Embed, tokens: &[&[u32]], chunk: usize) -> Result<Tensor> {
     let chunks = length_chunks(tokens, chunk, min_fill(model));
+    embed_in_order(model, tokens, &chunks, true)
+}
+
+/// `texts` embedded chunk by chunk (with their graph, or detached), the rows put back in
+/// input order.
+fn embed_in_order(
+    model: &dyn Embed,
+    texts: &[&[u32]],
+    chunks: &[Vec<usize>],
+    graph: bool,
+) -> Result<Tensor> {
     let mut parts = Vec::with_capacity(chunks.len());
-    for idx in &chunks {
-        let batch: Vec<&[u32]> = idx.iter().map(|&i| tokens[i]).collect();
-        parts.push(model.embed(&batch)?);
+    for idx in chunks {
+        let batch: Vec<&[u32]> = idx.iter().map(|&i| texts[i]).collect();
+        let e = model.embed(&batch)?;
+        parts.push(if graph { e } else { e.detach() });
     }
     let sorted = Tensor::cat(&parts, 0)?;
-    let mut inverse = vec![0u32; tokens.len()];
+    let mut inverse = vec![0u32; texts.len()];
     for (pos, &i) in chunks.iter().flatten().enumerate() {
         inverse[i] = pos as u32;
     }
-    let inverse = Tensor::from_vec(inverse, tokens.len(), sorted.device())?;
+    let inverse = Tensor::from_vec(inverse, texts.len(), sorted.device())?;
     sorted.index_select(&inverse, 0)
 }
 
@@ -257,6 +269,30 @@ pub struct StepConfig {
     pub grad_cache: bool,
 }
 
+/// GradCache's second pass: each chunk embedded again with a graph and ⟨E, G⟩
+/// back-propagated, `g` holding the loss's gradient for every text (input order); the
+/// parameter gradients summed over the chunks.
+fn surrogate_gradients(
+    model: &dyn Embed,
+    params: &[Var],
+    texts: &[&[u32]],
+    chunks: &[Vec<usize>],
+    g: &Tensor,
+) -> Result<ParamGrads> {
+    let mut total = ParamGrads::default();
+    for idx in chunks {
+        let batch: Vec<&[u32]> = idx.iter().map(|&i| texts[i]).collect();
+        let ids = Tensor::from_vec(
+            idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            idx.len(),
+            g.device(),
+        )?;
+        let surrogate = (model.embed(&batch)? * g.index_select(&ids, 0)?)?.sum_all()?;
+        total.accumulate(ParamGrads::from_store(surrogate.backward()?, params))?;
+    }
+    Ok(total)
+}
+
 /// Gradients of the in-batch loss for `queries` and `documents` (token ids; the first
 /// `queries.len()` documents are the positives) with respect to `params`.
 pub fn batch_gradients(
@@ -301,21 +337,7 @@ pub fn gradients_with(
 
     // 1. Embeddings without a graph, one mini-batch at a time.
     let chunks = length_chunks(&texts, config.mini_batch_size, min_fill(model));
-    let mut rows: Vec<Option<Tensor>> = vec![None; texts.len()];
-    for idx in &chunks {
-        let batch: Vec<&[u32]> = idx.iter().map(|&i| texts[i]).collect();
-        let e = model.embed(&batch)?.detach();
-        for (k, &i) in idx.iter().enumerate() {
-            rows[i] = Some(e.get(k)?);
-        }
-    }
-    let rows: Vec<Tensor> = rows
-        .into_iter()
-        .map(|r| {
-            r.ok_or_else(|| candle_core::Error::Msg("GradCache: a text was not embedded".into()))
-        })
-        .collect::<Result<_>>()?;
-    let e = Var::from_tensor(&Tensor::stack(&rows, 0)?)?;
+    let e = Var::from_tensor(&embed_in_order(model, &texts, &chunks, false)?)?;
 
     // 2. The loss and its gradient with respect to the embeddings.
     let et = e.as_tensor();
@@ -327,18 +349,7 @@ pub fn gradients_with(
     drop(loss);
 
     // 3. Each mini-batch again, with a graph, back-propagating ⟨E, G⟩.
-    let mut total = ParamGrads::default();
-    for idx in &chunks {
-        let batch: Vec<&[u32]> = idx.iter().map(|&i| texts[i]).collect();
-        let ids = Tensor::from_vec(
-            idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-            idx.len(),
-            g.device(),
-        )?;
-        let g_chunk = g.index_select(&ids, 0)?.detach();
-        let surrogate = (model.embed(&batch)? * g_chunk)?.sum_all()?;
-        total.accumulate(ParamGrads::from_store(surrogate.backward()?, params))?;
-    }
+    let total = surrogate_gradients(model, params, &texts, &chunks, &g.detach())?;
     Ok(BatchGrads {
         loss: value,
         grads: total,
@@ -380,18 +391,7 @@ pub fn gradients_across(
     // 1. This rank's embeddings: with their graph, or (GradCache) without.
     let chunks = length_chunks(&own, config.mini_batch_size, min_fill(model));
     let e_own = if config.grad_cache {
-        let mut parts = Vec::with_capacity(chunks.len());
-        for idx in &chunks {
-            let batch: Vec<&[u32]> = idx.iter().map(|&i| own[i]).collect();
-            parts.push(model.embed(&batch)?.detach());
-        }
-        let sorted = Tensor::cat(&parts, 0)?;
-        let mut inverse = vec![0u32; own.len()];
-        for (pos, &i) in chunks.iter().flatten().enumerate() {
-            inverse[i] = pos as u32;
-        }
-        let inverse = Tensor::from_vec(inverse, own.len(), sorted.device())?;
-        sorted.index_select(&inverse, 0)?
+        embed_in_order(model, &own, &chunks, false)?
     } else {
         embed_bucketed(model, &own, config.mini_batch_size)?
     };
@@ -417,22 +417,12 @@ pub fn gradients_across(
     .detach();
 
     // 3. This rank's share of the gradient, back through its own texts.
-    let mut grads = ParamGrads::default();
-    if config.grad_cache {
-        for idx in &chunks {
-            let batch: Vec<&[u32]> = idx.iter().map(|&i| own[i]).collect();
-            let ids = Tensor::from_vec(
-                idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-                idx.len(),
-                g_own.device(),
-            )?;
-            let surrogate = (model.embed(&batch)? * g_own.index_select(&ids, 0)?)?.sum_all()?;
-            grads.accumulate(ParamGrads::from_store(surrogate.backward()?, params))?;
-        }
+    let mut grads = if config.grad_cache {
+        surrogate_gradients(model, params, &own, &chunks, &g_own)?
     } else {
         let surrogate = (e_own * g_own)?.sum_all()?;
-        grads = ParamGrads::from_store(surrogate.backward()?, params);
-    }
+        ParamGrads::from_store(surrogate.backward()?, params)
+    };
 
     // 4. The sum over ranks: the whole batch's gradient.
     grads.all_reduce(world, params)?;

@@ -140,37 +140,63 @@ fn pairs_file(dir: &Path) -> PathBuf {
     path
 }
 
+/// The tiny model in f64 with trainable weights, and the first batch of 8 of the pair
+/// fixture (masked false negatives): what the gradient-equality tests share.
+struct F64Batch {
+    _tmp: tempfile::TempDir,
+    encoder: Encoder,
+    params: Vec<candle_core::Var>,
+    batch: Batch,
+    tokens: Vec<Vec<u32>>,
+}
+
+impl F64Batch {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let model = tmp.path().join("tiny");
+        tiny_model(&model);
+        let data = TrainData::from_pairs(&pairs_file(tmp.path()), &DataOptions::default()).unwrap();
+        let load = LoadOptions {
+            dtype: DType::F64,
+            ..Default::default()
+        };
+        let (encoder, varmap) = Encoder::load_trainable(&model, &load).unwrap();
+        let params: Vec<_> = varmap.all_vars();
+        let batches = epoch_batches(&data, 8, 3, 0);
+        let batch = Batch::build(
+            &data,
+            &batches[0],
+            FalseNegativePolicy::Mask,
+            MaskSources::default(),
+        );
+        let refs: Vec<&str> = data.texts.iter().map(String::as_str).collect();
+        let tokens = encoder.tokenize(&refs).unwrap();
+        Self {
+            _tmp: tmp,
+            encoder,
+            params,
+            batch,
+            tokens,
+        }
+    }
+}
+
+/// A batch's query and document token lists.
+fn token_lists<'a>(tokens: &'a [Vec<u32>], batch: &Batch) -> (Vec<&'a [u32]>, Vec<&'a [u32]>) {
+    let list = |ids: &[u32]| ids.iter().map(|&t| tokens[t as usize].as_slice()).collect();
+    (list(&batch.queries), list(&batch.documents))
+}
+
 #[test]
 fn grad_cache_gradients_equal_full_batch_in_f64() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("tiny");
-    tiny_model(&model);
-    let data = TrainData::from_pairs(&pairs_file(tmp.path()), &DataOptions::default()).unwrap();
-    let load = LoadOptions {
-        dtype: DType::F64,
-        ..Default::default()
-    };
-    let (encoder, varmap) = Encoder::load_trainable(&model, &load).unwrap();
-    let params: Vec<_> = varmap.all_vars();
-    let batches = epoch_batches(&data, 8, 3, 0);
-    let batch = Batch::build(
-        &data,
-        &batches[0],
-        FalseNegativePolicy::Mask,
-        MaskSources::default(),
-    );
-    let refs: Vec<&str> = data.texts.iter().map(String::as_str).collect();
-    let tokens = encoder.tokenize(&refs).unwrap();
-    let q: Vec<&[u32]> = batch
-        .queries
-        .iter()
-        .map(|&t| tokens[t as usize].as_slice())
-        .collect();
-    let d: Vec<&[u32]> = batch
-        .documents
-        .iter()
-        .map(|&t| tokens[t as usize].as_slice())
-        .collect();
+    let F64Batch {
+        _tmp,
+        encoder,
+        params,
+        batch,
+        tokens,
+    } = F64Batch::new();
+    let (q, d) = token_lists(&tokens, &batch);
     let loss = LossConfig {
         scale: 20.0,
         symmetric: true,
@@ -245,35 +271,14 @@ fn grad_cache_gradients_equal_full_batch_in_f64() {
 /// evenly among the ranks.
 #[test]
 fn data_parallel_gradients_equal_one_process_in_f64() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("tiny");
-    tiny_model(&model);
-    let data = TrainData::from_pairs(&pairs_file(tmp.path()), &DataOptions::default()).unwrap();
-    let load = LoadOptions {
-        dtype: DType::F64,
-        ..Default::default()
-    };
-    let (encoder, varmap) = Encoder::load_trainable(&model, &load).unwrap();
-    let params: Vec<_> = varmap.all_vars();
-    let batches = epoch_batches(&data, 8, 3, 0);
-    let batch = Batch::build(
-        &data,
-        &batches[0],
-        FalseNegativePolicy::Mask,
-        MaskSources::default(),
-    );
-    let refs: Vec<&str> = data.texts.iter().map(String::as_str).collect();
-    let tokens = encoder.tokenize(&refs).unwrap();
-    let q: Vec<&[u32]> = batch
-        .queries
-        .iter()
-        .map(|&t| tokens[t as usize].as_slice())
-        .collect();
-    let d: Vec<&[u32]> = batch
-        .documents
-        .iter()
-        .map(|&t| tokens[t as usize].as_slice())
-        .collect();
+    let F64Batch {
+        _tmp,
+        encoder,
+        params,
+        batch,
+        tokens,
+    } = F64Batch::new();
+    let (q, d) = token_lists(&tokens, &batch);
     assert!(d.len() > q.len(), "the batch has hard negatives");
     let loss = LossConfig {
         scale: 20.0,
