@@ -38,6 +38,14 @@ pub struct PipelineConfig {
     pub train: TrainSettings,
     #[serde(default)]
     pub eval: EvalSettings,
+    /// Prepended to every query the pipeline embeds (mining, training, both
+    /// evaluations) unless a stage's table sets its own `query_prompt`: one setting, so
+    /// that the stages cannot disagree. The trained model carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_prompt: Option<String>,
+    /// The same for every document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_prompt: Option<String>,
 }
 
 fn train_split() -> String {
@@ -181,6 +189,17 @@ impl PipelineConfig {
         if let Some(c) = self.judge.as_mut().and_then(|j| j.calibrate.as_mut()) {
             c.pairs = rel(&c.pairs);
         }
+        let fill = |slot: &mut Option<String>, top: &Option<String>| {
+            if slot.is_none() {
+                slot.clone_from(top);
+            }
+        };
+        fill(&mut self.mine.encode.query_prompt, &self.query_prompt);
+        fill(&mut self.train.query_prompt, &self.query_prompt);
+        fill(&mut self.eval.encode.query_prompt, &self.query_prompt);
+        fill(&mut self.mine.encode.document_prompt, &self.document_prompt);
+        fill(&mut self.train.document_prompt, &self.document_prompt);
+        fill(&mut self.eval.encode.document_prompt, &self.document_prompt);
         self
     }
 }
@@ -229,6 +248,28 @@ mod tests {
             }
         }
         assert!(seen >= 3, "{seen} example configs");
+    }
+
+    /// Top-level prompts reach every stage that embeds, and a stage's own wins.
+    #[test]
+    fn top_level_prompts_reach_every_stage() {
+        let p = Path::new("p.toml");
+        let cfg = PipelineConfig::parse(
+            "model = \"m\"\nwork_dir = \"w\"\ndataset = \"d\"\nquery_prompt = \"query: \"\n\
+             document_prompt = \"passage: \"\n[eval]\nquery_prompt = \"q> \"\n",
+            p,
+        )
+        .unwrap();
+        assert_eq!(cfg.mine.encode.query_prompt.as_deref(), Some("query: "));
+        assert_eq!(cfg.train.query_prompt.as_deref(), Some("query: "));
+        assert_eq!(cfg.eval.encode.query_prompt.as_deref(), Some("q> "));
+        for d in [
+            &cfg.mine.encode.document_prompt,
+            &cfg.train.document_prompt,
+            &cfg.eval.encode.document_prompt,
+        ] {
+            assert_eq!(d.as_deref(), Some("passage: "));
+        }
     }
 
     #[test]
