@@ -269,6 +269,22 @@ pub struct StepConfig {
     pub grad_cache: bool,
 }
 
+/// The loss of the embeddings `e` (the first `b` rows the queries, the rest the
+/// documents) and its gradient with respect to every row: GradCache's middle step, and
+/// every rank's in a data-parallel one.
+fn loss_and_gradient(
+    loss_fn: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    e: &Tensor,
+    b: usize,
+) -> Result<(f64, Tensor)> {
+    let loss = loss_fn(&e.narrow(0, 0, b)?, &e.narrow(0, b, e.dim(0)? - b)?)?;
+    let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    let g = loss.backward()?.get(e).cloned().ok_or_else(|| {
+        candle_core::Error::Msg("GradCache: no gradient for the embeddings".into())
+    })?;
+    Ok((value, g))
+}
+
 /// GradCache's second pass: each chunk embedded again with a graph and ⟨E, G⟩
 /// back-propagated, `g` holding the loss's gradient for every text (input order); the
 /// parameter gradients summed over the chunks.
@@ -341,12 +357,7 @@ pub fn gradients_with(
 
     // 2. The loss and its gradient with respect to the embeddings.
     let et = e.as_tensor();
-    let loss = loss_fn(&et.narrow(0, 0, b)?, &et.narrow(0, b, texts.len() - b)?)?;
-    let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-    let g = loss.backward()?.get(et).cloned().ok_or_else(|| {
-        candle_core::Error::Msg("GradCache: no gradient for the embeddings".into())
-    })?;
-    drop(loss);
+    let (value, g) = loss_and_gradient(loss_fn, et, b)?;
 
     // 3. Each mini-batch again, with a graph, back-propagating ⟨E, G⟩.
     let total = surrogate_gradients(model, params, &texts, &chunks, &g.detach())?;
@@ -401,12 +412,7 @@ pub fn gradients_across(
     let de = gather_rows(world, &e_own.narrow(0, nq, ds.len())?.detach(), m)?;
     let e = Var::from_tensor(&Tensor::cat(&[&qe, &de], 0)?)?;
     let et = e.as_tensor();
-    let loss = loss_fn(&et.narrow(0, 0, b)?, &et.narrow(0, b, m)?)?;
-    let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-    let g = loss.backward()?.get(et).cloned().ok_or_else(|| {
-        candle_core::Error::Msg("data-parallel step: no gradient for the embeddings".into())
-    })?;
-    drop(loss);
+    let (value, g) = loss_and_gradient(loss_fn, et, b)?;
     let g_own = Tensor::cat(
         &[
             g.narrow(0, qs.start, nq)?,
