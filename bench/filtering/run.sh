@@ -24,7 +24,9 @@
 #                     DISTILL_WEIGHT, --distill-temperature 0.1, 8 candidates); -distill-only:
 #                     the distillation term alone, no contrastive loss; graded: a simulated
 #                     graded judge's P(relevant) on every candidate (bench/filtering/score_mined.py,
-#                     AUC near 0.8), masked by its labels (graded) or also distilled (graded-distill)
+#                     AUC near 0.8), masked by its labels (graded) or also distilled (graded-distill);
+#                     judge-<prompt>-distill: masked by the real judge's verdicts and distilled
+#                     from its own P(relevant) on the top-2 candidates it judged (the rest unscored)
 #   bench/filtering/run.sh climate-fever grid    # the grid of docs/filtering.md
 # Env: WORK (runs/filtering), EPOCHS (2), LR (2e-5, peak), MAXLEN (128 tokens, training and evaluation),
 #      SIEVE (target/release/sieve), MODEL (models/all-MiniLM-L6-v2),
@@ -87,12 +89,12 @@ one() { # RUN
     esac
     local data=$DATA
     if [ "$denom" = hardneg ]; then
-      local sparse=$WORK/mined-sparse.parquet relevant=$DATA/hidden.tsv
+      local sparse=$WORK/mined-sparse.parquet relevant=$DATA/hidden.tsv distill=0
       if [ "$arm" != "${arm%-distill-only}" ]; then
-        arm=${arm%-distill-only}
+        arm=${arm%-distill-only}; distill=1
         extra+=(--distill-weight 1 --distill-temperature 0.1 --distill-candidates 8 --distill-only)
       elif [ "$arm" != "${arm%-distill}" ]; then
-        arm=${arm%-distill}
+        arm=${arm%-distill}; distill=1
         extra+=(--distill-weight "${DISTILL_WEIGHT:-1}" --distill-temperature 0.1 --distill-candidates 8)
       fi
       [ -f "$sparse" ] || $SIEVE mine --quiet --dataset "$DATA" --split train-sparse --bm25-k 20 --dense-k 20 \
@@ -106,6 +108,16 @@ one() { # RUN
           --precision "${pr%-*}" --recall "${pr#*-}" --out "$relevant" > "$relevant.json"
       fi
       data=$WORK/labeled-$arm.parquet
+      # A real judge distilled: its own P(relevant) on the pairs it judged (the mean of the
+      # two prompts for fused), every other candidate unscored; the labels are its verdicts.
+      if [ "$distill" = 1 ] && [ "$arm" != "${arm#judge-}" ]; then
+        local prompts=(default doc-first) scores=()
+        [ "$arm" = judge-fused ] || prompts=("${arm#judge-}")
+        for t in "${prompts[@]}"; do scores+=("$WORK/judge-train-$t.json"); done
+        data=$WORK/labeled-$arm-scored.parquet
+        [ -f "$data" ] || python3 bench/filtering/label_mined.py --mined "$sparse" --relevant "$relevant" \
+          --scores "$WORK/judge-train-pairs.jsonl" "${scores[@]}" --out "$data" > "$data.json"
+      fi
       if [ "$arm" = graded ]; then
         [ -f "$data" ] || python3 bench/filtering/score_mined.py --benchmark "$DATA" --mined "$sparse" \
           --out "$data" > "$data.json"

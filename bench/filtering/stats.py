@@ -1,15 +1,33 @@
 """Per-query scores and the paired randomization test shared by the filtering reports."""
+import csv
 import json
+import os
 import random
 
 
 def per_query(result, metric="ndcg_at_10"):
-    """`metric` per query of a result JSON, from the `.per-query.jsonl` sieve writes beside it."""
+    """`metric` per query of a result JSON, from the `.per-query.jsonl` sieve writes beside it,
+    or, where runs/ is gone (a new machine), from the copy export_results.py committed:
+    runs/W/S/results/NAME/S-test[-sparse].json -> bench/filtering/results/W/S/per-query/NAME[-sparse].tsv."""
     path = result[: -len(".json")] + ".per-query.jsonl"
     out = {}
-    for line in open(path):
-        v = json.loads(line)
-        out[v["query_id"]] = v[metric]
+    if os.path.exists(path):
+        for line in open(path):
+            v = json.loads(line)
+            out[v["query_id"]] = v[metric]
+        return out
+    parts = os.path.normpath(result).split(os.sep)
+    if len(parts) < 5 or parts[-3] != "results":
+        raise FileNotFoundError(f"{path}: no per-query scores, and {result} is not a run's result")
+    work, setting, name = parts[-5], parts[-4], parts[-2]
+    suffix = "-sparse" if parts[-1].endswith("-sparse.json") else ""
+    tsv = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", work, setting,
+                       "per-query", f"{name}{suffix}.tsv")
+    if not os.path.exists(tsv):
+        raise FileNotFoundError(f"{path}: no per-query scores, and no committed copy at {tsv}")
+    with open(tsv) as f:
+        for r in csv.DictReader(f, delimiter="\t"):
+            out[r["query_id"]] = float(r[metric])
     return out
 
 
