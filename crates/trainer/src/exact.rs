@@ -80,6 +80,32 @@ impl CorpusTable {
         self.data.is_empty()
     }
 
+    /// The first `d` columns of every row, re-normalised: the table Matryoshka's prefix
+    /// `d` is scored against, cosine on the prefix as the in-batch loss computes it.
+    /// A prefix of a unit row re-normalised equals the prefix of the raw embedding
+    /// normalised, so prefix tables derive from the full one (a checkpoint keeps only it).
+    pub fn prefix(&self, d: usize) -> Result<CorpusTable> {
+        if d == 0 || d > self.dim {
+            candle_core::bail!("a prefix of {d} dimensions of a {}-wide table", self.dim);
+        }
+        let mut data = Vec::with_capacity(self.len() * d);
+        for r in self.data.chunks(self.dim) {
+            data.extend_from_slice(&r[..d]);
+        }
+        Ok(Self::new(data, d))
+    }
+
+    /// After `full.write_back(ids, …)`: this prefix table's rows `ids` recomputed from
+    /// `full`'s, so that it stays equal, bit for bit, to `full.prefix(self.dim)`.
+    pub fn refresh_prefix_rows(&mut self, full: &CorpusTable, ids: &[usize]) -> Result<()> {
+        let d = self.dim;
+        let mut rows = Vec::with_capacity(ids.len() * d);
+        for &id in ids {
+            rows.extend_from_slice(&full.data[id * full.dim..id * full.dim + d]);
+        }
+        self.write_back(ids, &rows)
+    }
+
     /// Overwrites rows `ids` with `rows` (`ids.len() × dim`), normalising them.
     pub fn write_back(&mut self, ids: &[usize], rows: &[f32]) -> Result<()> {
         for (k, &id) in ids.iter().enumerate() {
@@ -396,6 +422,47 @@ pub fn exact_loss_parts(
     Ok(((den - num)?.mean_all()?, den_values))
 }
 
+/// Matryoshka over the exact softmax: `Σ w · exact_loss(q[:, :d], fresh[:, :d])`, each
+/// prefix against its own table (`table` at the full width, `prefixes` below it, one per
+/// narrower dimension, from [`CorpusTable::prefix`]), and the full-width denominators for
+/// the dose. The full width is scored even when it is not one of the prefixes, for the
+/// dose alone. Memory: each prefix table holds `N × d` floats beside the full table's.
+#[allow(clippy::too_many_arguments)]
+pub fn exact_matryoshka_loss_parts(
+    queries: &Tensor,
+    fresh: &Tensor,
+    batch: &ExactBatch,
+    table: &CorpusTable,
+    prefixes: &[CorpusTable],
+    weighted: &[(usize, f64)],
+    scale: f64,
+    chunk: usize,
+) -> Result<(Tensor, Vec<f64>)> {
+    let (full, den) = exact_loss_parts(queries, fresh, batch, table, scale, chunk)?;
+    if weighted.is_empty() {
+        return Ok((full, den));
+    }
+    let mut total: Option<Tensor> = None;
+    for &(d, w) in weighted {
+        let l = if d == table.dim {
+            full.clone()
+        } else {
+            let t = prefixes.iter().find(|t| t.dim == d).ok_or_else(|| {
+                candle_core::Error::Msg(format!("no prefix table of {d} dimensions"))
+            })?;
+            let q = queries.narrow(1, 0, d)?;
+            let f = fresh.narrow(1, 0, d)?;
+            exact_loss_parts(&q, &f, batch, t, scale, chunk)?.0
+        };
+        let l = (l * w)?;
+        total = Some(match total {
+            Some(t) => (t + l)?,
+            None => l,
+        });
+    }
+    Ok((total.unwrap_or(full), den))
+}
+
 /// Dense reference in f64: all `B × N` logits at once, fresh rows (normalised here)
 /// replacing table rows (used as given: the table holds unit vectors).
 pub fn reference_exact_loss(
@@ -521,6 +588,107 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Matryoshka over the exact softmax equals the weighted sum of the dense reference
+    /// on each prefix, whose table rows are the original vectors' prefixes normalised in
+    /// f64 (independently of [`CorpusTable::prefix`]); its gradient matches finite
+    /// differences of that sum; and prefix tables kept up by `refresh_prefix_rows` after
+    /// a write-back stay bit-equal to prefixes taken afresh.
+    #[test]
+    fn matryoshka_equals_the_weighted_references_on_prefixes() {
+        let (batch, n, dim) = setup();
+        let qv = values(11, 3 * dim);
+        let fv = values(12, 4 * dim);
+        let tv = values(13, n * dim);
+        let mut table = CorpusTable::new(tv.iter().map(|&x| x as f32).collect(), dim);
+        let weighted = [(6, 1.0), (4, 0.5), (2, 0.25)];
+        let mut prefixes: Vec<CorpusTable> = [4, 2].map(|d| table.prefix(d).unwrap()).to_vec();
+        let unit = |v: &[f64]| {
+            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            v.iter().map(|x| x / n).collect::<Vec<f64>>()
+        };
+        let cut = |flat: &[f64], d: usize| -> Vec<Vec<f64>> {
+            rows(flat, dim).iter().map(|r| r[..d].to_vec()).collect()
+        };
+        let reference = |qv: &[f64], fv: &[f64]| -> f64 {
+            weighted
+                .iter()
+                .map(|&(d, w)| {
+                    let t: Vec<Vec<f64>> = rows(&tv, dim)
+                        .iter()
+                        .map(|r| unit(&r.iter().map(|&x| x as f32 as f64).collect::<Vec<_>>()[..d]))
+                        .collect();
+                    w * reference_exact_loss(&cut(qv, d), &cut(fv, d), &batch, &t, 20.0)
+                })
+                .sum()
+        };
+        let q = var(&qv, 3, dim);
+        let f = var(&fv, 4, dim);
+        let (loss, den) = exact_matryoshka_loss_parts(
+            q.as_tensor(),
+            f.as_tensor(),
+            &batch,
+            &table,
+            &prefixes,
+            &weighted,
+            20.0,
+            5,
+        )
+        .unwrap();
+        assert_eq!(den.len(), 3);
+        let got = loss.to_scalar::<f64>().unwrap();
+        let want = reference(&qv, &fv);
+        // The tables are f32 (prefixes normalised in f32): 1e-5, not the f64 paths' 1e-9.
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        let grads = loss.backward().unwrap();
+        let h = 1e-5;
+        for (v, flat, is_q) in [(&q, &qv, true), (&f, &fv, false)] {
+            let g = grads
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            for k in 0..flat.len() {
+                let eval = |d: f64| {
+                    let mut x = flat.to_vec();
+                    x[k] += d;
+                    if is_q {
+                        reference(&x, &fv)
+                    } else {
+                        reference(&qv, &x)
+                    }
+                };
+                let fd = (eval(h) - eval(-h)) / (2.0 * h);
+                assert!((g[k] - fd).abs() < 1e-4, "{k}: {} vs {fd}", g[k]);
+            }
+        }
+        // A prefix missing from `prefixes` is an error, not a silent full-width term.
+        assert!(exact_matryoshka_loss_parts(
+            q.as_tensor(),
+            f.as_tensor(),
+            &batch,
+            &table,
+            &prefixes[..1],
+            &weighted,
+            20.0,
+            5
+        )
+        .is_err());
+        // Write-back keeps the prefix tables equal to fresh prefixes, bit for bit.
+        let ids = [3, 0, 22];
+        let new_rows: Vec<f32> = values(14, ids.len() * dim)
+            .iter()
+            .map(|&x| x as f32)
+            .collect();
+        table.write_back(&ids, &new_rows).unwrap();
+        for p in &mut prefixes {
+            p.refresh_prefix_rows(&table, &ids).unwrap();
+            assert_eq!(p.data, table.prefix(p.dim).unwrap().data);
+        }
+        assert!(table.prefix(7).is_err() && table.prefix(0).is_err());
     }
 
     /// The fused f32 pass against the block path in f64 on the same f32 table, over

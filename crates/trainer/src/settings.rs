@@ -78,7 +78,8 @@ pub struct TrainSettings {
     /// Matryoshka: also train nested prefixes of the embedding, e.g. 384,256,128,64
     /// (sentence-transformers' MatryoshkaLoss: the loss summed over the prefixes, each
     /// re-normalised), so that the first D dimensions alone retrieve well (`sieve eval
-    /// --truncate-dim D` scores them). In-batch objective, with or without GradCache.
+    /// --truncate-dim D` scores them). In-batch (with or without GradCache) or exact;
+    /// the exact softmax keeps one corpus table per narrower prefix (N × D floats each).
     #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
     pub matryoshka_dims: Vec<usize>,
 

@@ -523,8 +523,9 @@ fn prompts_train_export_and_guard_resume() {
     assert!(e.contains("prompts") && e.contains("passage: "), "{e}");
 }
 
-/// Matryoshka dimensions train (the in-batch loss over the prefixes), and what cannot
-/// work is refused before any step: a prefix wider than the model, the exact softmax.
+/// Matryoshka dimensions train (the in-batch loss over the prefixes, and the exact
+/// softmax over each prefix's own table), and a prefix wider than the model is refused
+/// before any step.
 #[test]
 fn matryoshka_trains_and_refuses_what_it_cannot_do() {
     let tmp = tempfile::tempdir().unwrap();
@@ -570,10 +571,44 @@ fn matryoshka_trains_and_refuses_what_it_cannot_do() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("64") && e.contains("32"), "{e}");
-    let e = run(with(vec![16], Objective::Exact), "exact")
+    // The exact softmax: the full width alone is the plain exact loss to the bit; three
+    // prefixes add two more terms, and the steps are the same.
+    let exact = run(with(vec![], Objective::Exact), "exact").unwrap();
+    run(with(vec![32], Objective::Exact), "exact-full").unwrap();
+    let exact_nested = run(with(vec![32, 16, 8], Objective::Exact), "exact-nested").unwrap();
+    assert_eq!(first("exact"), first("exact-full"));
+    assert!(
+        first("exact-nested") > first("exact") + 1.0,
+        "{} vs {}",
+        first("exact-nested"),
+        first("exact")
+    );
+    assert_eq!(exact.steps, exact_nested.steps);
+    let e = run(with(vec![64], Objective::Exact), "exact-wide")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("exact softmax"), "{e}");
+    assert!(e.contains("64") && e.contains("32"), "{e}");
+}
+
+/// Matryoshka with the exact softmax resumes to the weights of an uninterrupted run: the
+/// prefix tables (not checkpointed) are derived again from the checkpoint's full table,
+/// equal to the ones the straight run kept up by write-backs, and refreshed with it.
+#[test]
+fn matryoshka_exact_run_resumes_to_the_uninterrupted_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let pairs = pairs_file(tmp.path());
+    let config = TrainConfig {
+        objective: sieve_trainer::train::Objective::Exact,
+        refresh_every: 4,
+        matryoshka: sieve_trainer::loss::Matryoshka {
+            dims: vec![32, 16, 8],
+            weights: vec![1.0, 0.5, 0.25],
+        },
+        ..resume_config()
+    };
+    resume_equals_straight(&model, &pairs, tmp.path(), &config);
 }
 
 /// Distillation from the judge's scores: on a labeled Parquet (one query, its positive

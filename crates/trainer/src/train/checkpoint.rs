@@ -130,10 +130,10 @@ impl Trainer {
                 return Err(ckpt_err(&table_path, "no `table` / `refreshed` tensor"));
             };
             let (_, dim) = table.dims2()?;
-            self.table = Some(CorpusTable::from_normalized(
+            self.set_table(CorpusTable::from_normalized(
                 table.flatten_all()?.to_vec1::<f32>()?,
                 dim,
-            ));
+            ))?;
             self.table_refreshed = refreshed.to_vec1::<i64>()?.first().copied().unwrap_or(0) as u64;
         }
         // Clustered batching: the stored clusters are the ones the run was batched by

@@ -31,7 +31,7 @@ use crate::batch::{clustered_batches, epoch_batches, Batch, Batching, MaskSource
 use crate::data::{TextId, TrainData};
 use crate::distributed::{Collective, Single};
 use crate::dose::{Dose, QueryDose, Term};
-use crate::exact::{exact_loss_parts, CorpusTable, ExactBatch};
+use crate::exact::{exact_matryoshka_loss_parts, CorpusTable, ExactBatch};
 use crate::loss::contrastive_loss;
 use crate::loss::{FalseNegativePolicy, LossConfig, Matryoshka};
 use crate::optim::{AdamW, AdamWConfig};
@@ -303,6 +303,10 @@ pub struct Trainer {
     /// Exact softmax: the corpus table, the step it was last fully refreshed at, and
     /// each corpus text's row.
     table: Option<CorpusTable>,
+    /// Matryoshka with the exact softmax: one table per prefix narrower than the model,
+    /// derived from `table` ([`CorpusTable::prefix`]) whenever it is set and kept equal to
+    /// it on every write-back.
+    prefix_tables: Vec<CorpusTable>,
     table_refreshed: u64,
     corpus_pos: HashMap<TextId, usize>,
     cache_dir: Option<PathBuf>,
@@ -366,14 +370,6 @@ impl Trainer {
         if config.objective == Objective::Exact && config.loss.symmetric {
             return Err(Error::Config(
                 "the exact softmax has no symmetric (document→query) term".into(),
-            ));
-        }
-        if config.objective == Objective::Exact && !config.matryoshka.is_empty() {
-            return Err(Error::Config(
-                "Matryoshka dimensions work with the in-batch objective (with or without \
-                 GradCache), not yet with the exact softmax, whose corpus table is scored at \
-                 the full dimension"
-                    .into(),
             ));
         }
         if let Some(d) = &config.distill {
@@ -467,6 +463,7 @@ impl Trainer {
             evals: Vec::new(),
             resumed_from: None,
             table: None,
+            prefix_tables: Vec::new(),
             table_refreshed: 0,
             corpus_pos,
             cache_dir: None,
@@ -551,12 +548,27 @@ impl Trainer {
         let texts: Vec<&str> = prompted.iter().map(String::as_str).collect();
         let emb =
             sieve_encoder::cache::encode_cached(&snapshot, &texts, 64, cache.as_ref(), &|_| {})?;
-        self.table = Some(CorpusTable::new(emb.into_vec(), snapshot.dim()));
+        self.set_table(CorpusTable::new(emb.into_vec(), snapshot.dim()))?;
         self.table_refreshed = self.state.step;
         hooks.on_message(&format!(
             "corpus embedded in {:.1}s",
             t0.elapsed().as_secs_f64()
         ));
+        Ok(())
+    }
+
+    /// Installs the exact softmax's corpus table, and derives the Matryoshka prefix
+    /// tables from it (a checkpoint stores the full table alone).
+    pub(crate) fn set_table(&mut self, table: CorpusTable) -> Result<()> {
+        self.prefix_tables = self
+            .config
+            .matryoshka
+            .dims
+            .iter()
+            .filter(|&&d| d != table.dim)
+            .map(|&d| table.prefix(d))
+            .collect::<candle_core::Result<_>>()?;
+        self.table = Some(table);
         Ok(())
     }
 
@@ -921,10 +933,20 @@ impl Trainer {
                     .ok_or_else(|| Error::Config("no corpus table".into()))?;
                 let scale = self.config.loss.scale;
                 let lse = std::cell::RefCell::new(Vec::new());
+                let weighted: Vec<(usize, f64)> = self.config.matryoshka.weighted().collect();
+                let prefixes = &self.prefix_tables;
                 let loss = |qe: &Tensor, de: &Tensor| {
                     let (qe, de) = side.apply(qe, de);
-                    let (l, den) =
-                        exact_loss_parts(&qe, &de, &eb, table, scale, crate::exact::DEFAULT_CHUNK)?;
+                    let (l, den) = exact_matryoshka_loss_parts(
+                        &qe,
+                        &de,
+                        &eb,
+                        table,
+                        prefixes,
+                        &weighted,
+                        scale,
+                        crate::exact::DEFAULT_CHUNK,
+                    )?;
                     *lse.borrow_mut() = den;
                     Ok(l)
                 };
@@ -943,6 +965,9 @@ impl Trainer {
                 let dose = self.exact_dose(&qv, &rows, &eb, &dose_rows, &lse.borrow());
                 if let Some(table) = self.table.as_mut() {
                     table.write_back(&eb.fresh, &rows)?;
+                    for p in &mut self.prefix_tables {
+                        p.refresh_prefix_rows(table, &eb.fresh)?;
+                    }
                 }
                 (out, touched, dose)
             }
