@@ -525,10 +525,18 @@ impl LayerNormGradOp {
         let rows = x.len() / dim.max(1);
         let eps = T::from_f64(self.eps);
         let n = T::from_f64(dim as f64);
-        let mut out = vec![T::zero(); (rows + 2) * dim];
-        let (dx, tail) = out.split_at_mut(rows * dim);
+        // dx is written whole by the tasks and only the dw/db tail is zeroed: a zeroing
+        // `vec!` was a single-threaded memset of every activation per layer norm.
+        let mut out: Vec<T> = Vec::with_capacity((rows + 2) * dim);
+        let spare = &mut out.spare_capacity_mut()[..(rows + 2) * dim];
+        let (dx, tail) = spare.split_at_mut(rows * dim);
+        tail.fill(std::mem::MaybeUninit::new(T::zero()));
+        // SAFETY: MaybeUninit<T> has T's layout; the tail now holds zeros, and dx's
+        // elements are only written below, never read.
+        let tail = unsafe { &mut *(tail as *mut [std::mem::MaybeUninit<T>] as *mut [T]) };
+        let dx = unsafe { &mut *(dx as *mut [std::mem::MaybeUninit<T>] as *mut [T]) };
         let partials: Vec<Vec<T>> = dx
-            .par_chunks_mut(dim * ROWS_PER_TASK)
+            .par_chunks_mut(dim.max(1) * ROWS_PER_TASK)
             .zip(x.par_chunks(dim * ROWS_PER_TASK))
             .zip(dy.par_chunks(dim * ROWS_PER_TASK))
             .map(|((dx, x), dy)| {
@@ -563,6 +571,9 @@ impl LayerNormGradOp {
                 *t += a;
             }
         }
+        // SAFETY: dx's chunks pair up with x's rows, each row written whole above; the
+        // tail holds the summed dw and db.
+        unsafe { out.set_len((rows + 2) * dim) };
         out
     }
 }
@@ -982,6 +993,17 @@ unsafe fn mm<T: 'static>(
     );
 }
 
+/// `n` zeros, written by every rayon thread rather than by one memset.
+fn par_zeroed<T: Real>(n: usize) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(1 << 16)
+        .for_each(|c| c.fill(std::mem::MaybeUninit::new(T::zero())));
+    // SAFETY: every element of 0..n was written above.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// An output buffer that parallel tasks write in disjoint parts (one attention head's
 /// columns of one sequence's rows each), straight from the matrix products.
 #[derive(Clone, Copy)]
@@ -1011,7 +1033,9 @@ impl AttentionGradOp {
         let heads = self.heads;
         let scale = T::from_f64(1.0 / (hd as f64).sqrt());
         let (z, one) = (T::zero(), T::one());
-        let mut out = vec![z; rows * width];
+        // Zeroed (padding keys and values get no gradient), but by all threads: a
+        // zeroing `vec!` was a single-threaded memset of d_qkv per attention.
+        let mut out = par_zeroed::<T>(rows * width);
         let dst = SharedOut(out.as_mut_ptr());
         (0..seqs.len() * heads).into_par_iter().for_each(|task| {
             let (s, hi) = (&seqs[task / heads], task % heads);
