@@ -517,6 +517,45 @@ mod tests {
     }
 
     /// 3 queries, a 23-document corpus, 4 fresh rows (3 positives and a negative).
+    /// The gradients of the queries `q` and fresh rows `f` against central finite
+    /// differences of `reference(queries, fresh)` (flat values), each element within `tol`.
+    fn check_finite_differences(
+        grads: &candle_core::backprop::GradStore,
+        (q, qv): (&Var, &[f64]),
+        (f, fv): (&Var, &[f64]),
+        reference: impl Fn(&[f64], &[f64]) -> f64,
+        h: f64,
+        tol: f64,
+    ) {
+        for (v, flat, is_q) in [(q, qv, true), (f, fv, false)] {
+            let g = grads
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            for k in 0..flat.len() {
+                let eval = |d: f64| {
+                    let mut x = flat.to_vec();
+                    x[k] += d;
+                    if is_q {
+                        reference(&x, fv)
+                    } else {
+                        reference(qv, &x)
+                    }
+                };
+                let fd = (eval(h) - eval(-h)) / (2.0 * h);
+                let side = if is_q { "query" } else { "fresh row" };
+                assert!(
+                    (g[k] - fd).abs() < tol,
+                    "{side} element {k}: {} vs {fd}",
+                    g[k]
+                );
+            }
+        }
+    }
+
     fn setup() -> (ExactBatch, usize, usize) {
         let batch = ExactBatch {
             fresh: vec![4, 9, 17, 2],
@@ -548,45 +587,10 @@ mod tests {
                 reference_exact_loss(&rows(&qv, dim), &rows(&fv, dim), &batch, &table64, 20.0);
             assert!((got - want).abs() < 1e-9, "chunk {chunk}: {got} vs {want}");
             let grads = loss.backward().unwrap();
-            let h = 1e-6;
-            for (v, flat, is_q) in [(&q, &qv, true), (&f, &fv, false)] {
-                let g = grads
-                    .get(v.as_tensor())
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f64>()
-                    .unwrap();
-                for k in 0..flat.len() {
-                    let eval = |d: f64| {
-                        let mut x = flat.clone();
-                        x[k] += d;
-                        if is_q {
-                            reference_exact_loss(
-                                &rows(&x, dim),
-                                &rows(&fv, dim),
-                                &batch,
-                                &table64,
-                                20.0,
-                            )
-                        } else {
-                            reference_exact_loss(
-                                &rows(&qv, dim),
-                                &rows(&x, dim),
-                                &batch,
-                                &table64,
-                                20.0,
-                            )
-                        }
-                    };
-                    let fd = (eval(h) - eval(-h)) / (2.0 * h);
-                    assert!(
-                        (g[k] - fd).abs() < 1e-6,
-                        "chunk {chunk}, {k}: {} vs {fd}",
-                        g[k]
-                    );
-                }
-            }
+            let reference = |qv: &[f64], fv: &[f64]| {
+                reference_exact_loss(&rows(qv, dim), &rows(fv, dim), &batch, &table64, 20.0)
+            };
+            check_finite_differences(&grads, (&q, &qv), (&f, &fv), reference, 1e-6, 1e-6);
         }
     }
 
@@ -642,29 +646,7 @@ mod tests {
         // The tables are f32 (prefixes normalised in f32): 1e-5, not the f64 paths' 1e-9.
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         let grads = loss.backward().unwrap();
-        let h = 1e-5;
-        for (v, flat, is_q) in [(&q, &qv, true), (&f, &fv, false)] {
-            let g = grads
-                .get(v.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap();
-            for k in 0..flat.len() {
-                let eval = |d: f64| {
-                    let mut x = flat.to_vec();
-                    x[k] += d;
-                    if is_q {
-                        reference(&x, &fv)
-                    } else {
-                        reference(&qv, &x)
-                    }
-                };
-                let fd = (eval(h) - eval(-h)) / (2.0 * h);
-                assert!((g[k] - fd).abs() < 1e-4, "{k}: {} vs {fd}", g[k]);
-            }
-        }
+        check_finite_differences(&grads, (&q, &qv), (&f, &fv), reference, 1e-5, 1e-4);
         // A prefix missing from `prefixes` is an error, not a silent full-width term.
         assert!(exact_matryoshka_loss_parts(
             q.as_tensor(),
