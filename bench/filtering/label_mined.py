@@ -34,10 +34,10 @@ if a.scores:
     pairs = [json.loads(line) for line in open(a.scores[0])]
     sums = {}
     for path in a.scores[1:]:
-        judged = json.load(open(path))["scores"]
-        if len(judged) != len(pairs):
-            raise SystemExit(f"{path}: {len(judged)} scores for the {len(pairs)} pairs of {a.scores[0]}")
-        for s in judged:
+        # A pair the judge failed on has no score in the file: it stays unscored here.
+        for s in json.load(open(path))["scores"]:
+            if not 0 <= s["index"] < len(pairs):
+                raise SystemExit(f"{path}: score {s['index']} is past the {len(pairs)} pairs of {a.scores[0]}")
             pair = pairs[s["index"]]
             if bool(pair["grade"]) != s["relevant"]:
                 raise SystemExit(f"{path}: score {s['index']} does not belong to line {s['index'] + 1} of {a.scores[0]}")

@@ -522,7 +522,9 @@ struct LayerNormGradOp {
 
 impl LayerNormGradOp {
     fn grad<T: Real>(&self, x: &[T], w: &[T], dy: &[T], dim: usize) -> Vec<T> {
-        let rows = x.len() / dim.max(1);
+        // x and dy have the same length (checked by `f`).
+        let d = dim.max(1);
+        let rows = x.len() / d;
         let eps = T::from_f64(self.eps);
         let n = T::from_f64(dim as f64);
         // dx is written whole by the tasks and only the dw/db tail is zeroed: a zeroing
@@ -531,19 +533,18 @@ impl LayerNormGradOp {
         let spare = &mut out.spare_capacity_mut()[..(rows + 2) * dim];
         let (dx, tail) = spare.split_at_mut(rows * dim);
         tail.fill(std::mem::MaybeUninit::new(T::zero()));
-        // SAFETY: MaybeUninit<T> has T's layout; the tail now holds zeros, and dx's
-        // elements are only written below, never read.
+        // SAFETY: MaybeUninit<T> has T's layout, and the tail now holds zeros. dx stays
+        // MaybeUninit until every element is written below.
         let tail = unsafe { &mut *(tail as *mut [std::mem::MaybeUninit<T>] as *mut [T]) };
-        let dx = unsafe { &mut *(dx as *mut [std::mem::MaybeUninit<T>] as *mut [T]) };
         let partials: Vec<Vec<T>> = dx
-            .par_chunks_mut(dim.max(1) * ROWS_PER_TASK)
-            .zip(x.par_chunks(dim * ROWS_PER_TASK))
-            .zip(dy.par_chunks(dim * ROWS_PER_TASK))
+            .par_chunks_mut(d * ROWS_PER_TASK)
+            .zip(x.par_chunks(d * ROWS_PER_TASK))
+            .zip(dy.par_chunks(d * ROWS_PER_TASK))
             .map(|((dx, x), dy)| {
                 // dw in [..dim], db in [dim..]
                 let mut acc = vec![T::zero(); 2 * dim];
                 simd::dispatch(|| {
-                    for ((dx, x), dy) in dx.chunks_mut(dim).zip(x.chunks(dim)).zip(dy.chunks(dim)) {
+                    for ((dx, x), dy) in dx.chunks_mut(d).zip(x.chunks(d)).zip(dy.chunks(d)) {
                         let mean = sum(x) / n;
                         let rstd = T::one() / (sum_sq_dev(x, mean) / n + eps).sqrt();
                         let mut g_sum = T::zero();
@@ -559,7 +560,7 @@ impl LayerNormGradOp {
                         let (g_mean, gx_mean) = (g_sum / n, gx_sum / n);
                         for i in 0..dim {
                             let xhat = (x[i] - mean) * rstd;
-                            dx[i] = rstd * (dy[i] * w[i] - g_mean - xhat * gx_mean);
+                            dx[i].write(rstd * (dy[i] * w[i] - g_mean - xhat * gx_mean));
                         }
                     }
                 });
@@ -589,6 +590,14 @@ impl Map3 for LayerNormGradOp {
         dy: &[T],
         _: &Layout,
     ) -> Result<Vec<T>> {
+        // The kernel pairs dx's rows with x's and dy's: each must hold rows × dim.
+        if x.len() != dy.len() {
+            candle_core::bail!(
+                "layer norm grad: x has {} elements, dy {}",
+                x.len(),
+                dy.len()
+            );
+        }
         Ok(self.grad(x, w, dy, last_dim(lx)))
     }
 }
