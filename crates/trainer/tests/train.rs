@@ -555,39 +555,30 @@ fn matryoshka_trains_and_refuses_what_it_cannot_do() {
         )
         .and_then(|mut t| t.run(&mut NoHooks))
     };
-    let plain = run(with(vec![], Objective::InBatch), "plain").unwrap();
-    let nested = run(with(vec![32, 16, 8], Objective::InBatch), "nested").unwrap();
-    // Three prefixes, the first the full width: the first step's loss is the plain
-    // loss plus two more terms.
     let first = |dir: &str| metrics(&tmp.path().join(dir))[0]["loss"].as_f64().unwrap();
-    assert!(
-        first("nested") > first("plain") + 1.0,
-        "{} vs {}",
-        first("nested"),
-        first("plain")
-    );
-    assert_eq!(plain.steps, nested.steps);
-    let e = run(with(vec![64], Objective::InBatch), "wide")
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("64") && e.contains("32"), "{e}");
-    // The exact softmax: the full width alone is the plain exact loss to the bit; three
-    // prefixes add two more terms, and the steps are the same.
-    let exact = run(with(vec![], Objective::Exact), "exact").unwrap();
-    run(with(vec![32], Objective::Exact), "exact-full").unwrap();
-    let exact_nested = run(with(vec![32, 16, 8], Objective::Exact), "exact-nested").unwrap();
-    assert_eq!(first("exact"), first("exact-full"));
-    assert!(
-        first("exact-nested") > first("exact") + 1.0,
-        "{} vs {}",
-        first("exact-nested"),
-        first("exact")
-    );
-    assert_eq!(exact.steps, exact_nested.steps);
-    let e = run(with(vec![64], Objective::Exact), "exact-wide")
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("64") && e.contains("32"), "{e}");
+    for (objective, tag) in [
+        (Objective::InBatch, "in-batch"),
+        (Objective::Exact, "exact"),
+    ] {
+        let name = |what: &str| format!("{tag}-{what}");
+        let plain = run(with(vec![], objective), &name("plain")).unwrap();
+        run(with(vec![32], objective), &name("full")).unwrap();
+        let nested = run(with(vec![32, 16, 8], objective), &name("nested")).unwrap();
+        // The full width alone is the plain loss to the bit; three prefixes, the first
+        // the full width, add two more terms, and the steps are the same.
+        assert_eq!(first(&name("plain")), first(&name("full")), "{tag}");
+        assert!(
+            first(&name("nested")) > first(&name("plain")) + 1.0,
+            "{tag}: {} vs {}",
+            first(&name("nested")),
+            first(&name("plain"))
+        );
+        assert_eq!(plain.steps, nested.steps, "{tag}");
+        let e = run(with(vec![64], objective), &name("wide"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("64") && e.contains("32"), "{tag}: {e}");
+    }
 }
 
 /// Matryoshka with the exact softmax resumes to the weights of an uninterrupted run: the
