@@ -74,6 +74,20 @@ impl LayerNorm {
     }
 }
 
+impl LayerNorm {
+    /// `forward(x + residual)`: one fused pass under inference when the dtypes agree
+    /// ([`ops::add_layer_norm`]); the sum is formed in `residual`'s dtype otherwise, as
+    /// the residual stream's.
+    fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let dtype = self.weight.dtype();
+        if x.dtype() == dtype && residual.dtype() == dtype {
+            ops::add_layer_norm(x, residual, &self.weight, &self.bias, self.eps)
+        } else {
+            self.forward(&(x.to_dtype(residual.dtype())? + residual)?)
+        }
+    }
+}
+
 impl Module for LayerNorm {
     /// In the weights' dtype, whatever `x`'s: under mixed precision layer norm runs and
     /// returns f32, as under PyTorch's autocast (its mean and variance lose too much in
@@ -159,16 +173,32 @@ struct Layer {
     output: Linear,
     out_norm: LayerNorm,
     heads: usize,
+    /// Q|K|V weight and bias stacked once at load when the weights are constants
+    /// (inference); a trainable model stacks its variables on every forward, as their
+    /// values change each step and the stacking must be differentiated.
+    qkv: Option<(Tensor, Tensor)>,
 }
 
 impl Layer {
     fn load(vb: VarBuilder, c: &BertConfig) -> Result<Self> {
         let h = c.hidden_size;
         let att = vb.pp("attention");
+        let query = Linear::load(att.pp("self.query"), h, h)?;
+        let key = Linear::load(att.pp("self.key"), h, h)?;
+        let value = Linear::load(att.pp("self.value"), h, h)?;
+        let constant = [&query, &key, &value]
+            .iter()
+            .all(|l| !l.weight.track_op() && !l.bias.track_op());
+        let qkv = if constant {
+            Some(stack_qkv(&query, &key, &value)?)
+        } else {
+            None
+        };
         Ok(Self {
-            query: Linear::load(att.pp("self.query"), h, h)?,
-            key: Linear::load(att.pp("self.key"), h, h)?,
-            value: Linear::load(att.pp("self.value"), h, h)?,
+            query,
+            key,
+            value,
+            qkv,
             attn_out: Linear::load(att.pp("output.dense"), h, h)?,
             attn_norm: LayerNorm::load(att.pp("output.LayerNorm"), h, c.layer_norm_eps)?,
             intermediate: Linear::load(vb.pp("intermediate.dense"), h, c.intermediate_size)?,
@@ -182,31 +212,38 @@ impl Layer {
     /// products (Q|K|V, attention, output, feed-forward) run in `compute`, the residual
     /// stream and layer norms in the weights' dtype.
     fn forward(&self, x: &Tensor, seqs: SeqLayout, compute: DType) -> Result<Tensor> {
-        let w = Tensor::cat(
-            &[&self.query.weight, &self.key.weight, &self.value.weight],
-            0,
-        )?;
-        let b = Tensor::cat(&[&self.query.bias, &self.key.bias, &self.value.bias], 0)?;
+        let (w, b) = match &self.qkv {
+            Some(stacked) => stacked.clone(),
+            None => stack_qkv(&self.query, &self.key, &self.value)?,
+        };
         let qkv = linear_in(x, &w, &b, compute)?;
         let ctx = match seqs {
             SeqLayout::Padded(mask) => ops::attention(&qkv, mask, self.heads)?,
             SeqLayout::Packed(lens) => ops::attention_packed(&qkv, lens, self.heads)?,
         };
         let attn = linear_in(&ctx, &self.attn_out.weight, &self.attn_out.bias, compute)?;
-        let x = self.attn_norm.forward(&(attn.to_dtype(x.dtype())? + x)?)?;
+        let x = self.attn_norm.forward_residual(&attn, x)?;
         let inner = linear_in(
             &x,
             &self.intermediate.weight,
             &self.intermediate.bias,
             compute,
         )?;
-        let inner = ops::gelu(&inner)?;
+        let inner = ops::gelu_owned(inner)?;
         let out = linear_in(&inner, &self.output.weight, &self.output.bias, compute)?;
-        self.out_norm.forward(&(out.to_dtype(x.dtype())? + x)?)
+        self.out_norm.forward_residual(&out, &x)
     }
 }
 
 /// The transformer without the pooler head (embedding models never use it).
+/// The three projections as one `(3 * hidden, hidden)` linear layer.
+fn stack_qkv(q: &Linear, k: &Linear, v: &Linear) -> Result<(Tensor, Tensor)> {
+    Ok((
+        Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?,
+        Tensor::cat(&[&q.bias, &k.bias, &v.bias], 0)?,
+    ))
+}
+
 #[derive(Debug, Clone)]
 pub struct BertModel {
     embeddings: Embeddings,

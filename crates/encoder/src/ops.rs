@@ -23,6 +23,29 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     }
 }
 
+/// `layer_norm(x + residual)`, a transformer layer's residual connection and norm: in
+/// one fused pass on the CPU when nothing will be differentiated (the sum is never
+/// stored), else the sum and [`layer_norm`] (whose backward needs it).
+pub fn add_layer_norm(
+    x: &Tensor,
+    residual: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let same = |t: &Tensor| t.dtype() == x.dtype();
+    if fused::supported(x)
+        && same(residual)
+        && same(weight)
+        && same(bias)
+        && inference(&[x, residual, weight, bias])
+    {
+        fused::add_layer_norm(x, residual, weight, bias, eps)
+    } else {
+        layer_norm(&(x + residual)?, weight, bias, eps)
+    }
+}
+
 /// No input is a variable or depends on one: nothing will be differentiated, so the
 /// fused candle kernels without a backward (one launch instead of nine on a GPU) may run.
 fn inference(xs: &[&Tensor]) -> bool {
@@ -71,6 +94,17 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
         fused::gelu(x)
     } else {
         x.gelu_erf()
+    }
+}
+
+/// [`gelu`] of a tensor nothing else holds (a linear layer's fresh output): under
+/// inference on the CPU it is computed over `x`'s own buffer, saving the allocation and
+/// first write of the model's largest activation; otherwise as [`gelu`].
+pub fn gelu_owned(x: Tensor) -> Result<Tensor> {
+    if fused::supported(&x) && inference(&[&x]) {
+        fused::gelu_in_place(x)
+    } else {
+        gelu(&x)
     }
 }
 
@@ -302,6 +336,72 @@ mod tests {
         );
     }
 
+    /// The inference-only fused kernels (no backward) against the references, in f32 and
+    /// f64: `layer_norm(x + r)` in one pass, with rows split over several tasks and rows
+    /// longer than the reduction lanes; GELU in place, on a view that starts inside its
+    /// storage, leaving the storage outside the view as it was. And the public
+    /// functions keep gradients when an input is a variable.
+    #[test]
+    fn fused_inference_kernels_match_reference() {
+        for dtype in [DType::F32, DType::F64] {
+            let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
+            for (rows, dim) in [(40, 6), (21, 19)] {
+                let x = randn(&[rows, dim], dtype, 0.0);
+                let r = randn(&[rows, dim], dtype, 0.3);
+                let (w, b) = (randn(&[dim], dtype, 1.0), randn(&[dim], dtype, 0.1));
+                let fused = fused::add_layer_norm(&x, &r, &w, &b, 1e-12).unwrap();
+                let reference = layer_norm_reference(&(&x + &r).unwrap(), &w, &b, 1e-12).unwrap();
+                let d = max_abs_diff(&fused, &reference);
+                assert!(d < tol, "add + layer norm {rows}×{dim} {dtype:?}: {d}");
+                assert!(
+                    add_layer_norm(&x, &r.narrow(0, 1, rows - 1).unwrap(), &w, &b, 1e-12).is_err()
+                );
+            }
+            let base = randn(&[6, 9], dtype, 0.0);
+            let before = base.to_dtype(DType::F64).unwrap();
+            let view = base.narrow(0, 2, 3).unwrap();
+            let expected = gelu_reference(&view).unwrap();
+            let got = fused::gelu_in_place(view).unwrap();
+            let d = max_abs_diff(&got, &expected);
+            assert!(d < tol, "gelu in place {dtype:?}: {d}");
+            let after = base.to_dtype(DType::F64).unwrap();
+            for keep in [(0, 2), (5, 1)] {
+                let d = max_abs_diff(
+                    &before.narrow(0, keep.0, keep.1).unwrap(),
+                    &after.narrow(0, keep.0, keep.1).unwrap(),
+                );
+                assert_eq!(d, 0.0, "gelu in place wrote outside its view");
+            }
+            assert!(
+                max_abs_diff(
+                    &after.narrow(0, 2, 3).unwrap(),
+                    &expected.to_dtype(DType::F64).unwrap()
+                ) < tol
+            );
+        }
+        // With a variable among the inputs the public functions take the differentiable
+        // path: the gradients exist and equal the reference's.
+        let x = Var::from_tensor(&randn(&[5, 7], DType::F64, 0.0)).unwrap();
+        let r = randn(&[5, 7], DType::F64, 0.2);
+        let (w, b) = (randn(&[7], DType::F64, 1.0), randn(&[7], DType::F64, 0.0));
+        let probe = randn(&[5, 7], DType::F64, 0.0);
+        let g = |f: &dyn Fn(&Tensor) -> Tensor| {
+            let loss = (f(x.as_tensor()) * &probe).unwrap().sum_all().unwrap();
+            loss.backward().unwrap().get(&x).unwrap().clone()
+        };
+        let fused_g = g(&|x| gelu_owned(add_layer_norm(x, &r, &w, &b, 1e-12).unwrap()).unwrap());
+        let ref_g = g(&|x| {
+            gelu_reference(&layer_norm_reference(&(x + &r).unwrap(), &w, &b, 1e-12).unwrap())
+                .unwrap()
+        });
+        let d = max_abs_diff(&fused_g, &ref_g);
+        // As in `check`: candle's erf-GELU backward is ~1e-7 from the exact derivative.
+        assert!(
+            d < 1e-6,
+            "gradient through add_layer_norm and gelu_owned: {d}"
+        );
+    }
+
     #[test]
     fn fused_linear_matches_reference() {
         check(
@@ -426,7 +526,7 @@ mod tests {
     /// The kernels' checks above run on the CPU's widest vectors; this reruns them in
     /// a child test process with each narrower path forced (`SIEVE_CPU_ISA`), so every
     /// instance [`crate::fused::simd::dispatch`] can choose is checked against the
-    /// reference on a machine that has them all (the six `fused_` checks).
+    /// reference on a machine that has them all (the seven `fused_` checks).
     #[test]
     fn every_isa_passes_the_kernel_checks() {
         let exe = std::env::current_exe().unwrap();
@@ -439,8 +539,8 @@ mod tests {
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success(), "SIEVE_CPU_ISA={isa}:\n{text}");
             assert!(
-                text.contains("test result: ok. 6 passed"),
-                "SIEVE_CPU_ISA={isa} ran other than the 6 kernel checks:\n{text}"
+                text.contains("test result: ok. 7 passed"),
+                "SIEVE_CPU_ISA={isa} ran other than the 7 kernel checks:\n{text}"
             );
         }
     }
