@@ -24,7 +24,8 @@ const MAX_QUERY_BLOCK: usize = 1024;
 /// spill an EPYC's 512 KiB L2 further).
 const DOC_CHUNK: usize = 512;
 
-/// Scores tested against a query's heap threshold at once (two AVX-512 registers).
+/// Scores tested against a query's threshold at once (two AVX-512 registers; the bits
+/// of one `u32`).
 const SCAN_GROUP: usize = 32;
 
 /// Corpus shards per worker thread when there are too few query blocks to keep
@@ -195,29 +196,39 @@ fn score_tile(
             let q = q0 + r;
             let row = &tile[r * cols..(r + 1) * cols];
             for (g, group) in row.chunks(SCAN_GROUP).enumerate() {
-                // Once the heap is full almost every score is below its threshold: test a
-                // group at once (a branch-free compare that vectorises) and skip it whole.
-                if let Some(t) = top.threshold() {
-                    if !group.iter().fold(false, |any, &s| any | (s >= t)) {
-                        continue;
-                    }
-                }
-                for (i, &score) in group.iter().enumerate() {
-                    if top.threshold().is_some_and(|t| score < t) {
-                        continue;
-                    }
+                // Once the selector has a threshold almost every score is below it: a
+                // branch-free test of the whole group (it vectorises well, even at SSE2)
+                // skips it; a group that passes is offered by the set bits of its
+                // compare, not score by score.
+                let mut offer = match top.threshold() {
+                    Some(t) if !group.iter().fold(false, |any, &s| any | (s >= t)) => continue,
+                    Some(t) => above(group, t),
+                    None => u32::MAX >> (SCAN_GROUP - group.len()),
+                };
+                while offer != 0 {
+                    let i = offer.trailing_zeros() as usize;
+                    offer &= offer - 1;
                     let doc = start + g * SCAN_GROUP + i;
                     if skip(q, doc) {
                         continue;
                     }
                     // `doc < n <= u32::MAX`, checked by the caller.
-                    top.push(doc as u32, score);
+                    top.push(doc as u32, group[i]);
                 }
             }
         }
         start = end;
     }
     tops.into_iter().map(TopK::into_sorted).collect()
+}
+
+/// Bit `i` set where `group[i] >= t` (NaN never is); `group` holds at most 32 scores.
+#[inline(always)]
+fn above(group: &[f32], t: f32) -> u32 {
+    group
+        .iter()
+        .enumerate()
+        .fold(0u32, |bits, (i, &s)| bits | (u32::from(s >= t) << i))
 }
 
 /// `out (rows × cols) = a (rows × dim) · bᵀ`, with `b` given as `cols × dim`,
