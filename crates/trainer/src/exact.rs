@@ -679,8 +679,15 @@ mod tests {
     #[test]
     fn the_fused_cpu_pass_equals_the_block_path() {
         let dim = 8;
-        for n in [1, 127, 129, 16_384 * 2 + 300] {
-            let b = 5;
+        // 5 queries make the products copy them; 32 (a multiple of the vector width)
+        // are read in place, down another path of the `gemm` crate.
+        for (n, b) in [
+            (1, 5),
+            (127, 5),
+            (129, 32),
+            (16_384 * 2 + 300, 5),
+            (16_384 + 77, 32),
+        ] {
             let table =
                 CorpusTable::new(values(11, n * dim).iter().map(|&x| x as f32).collect(), dim);
             let qv: Vec<f32> = values(12, b * dim).iter().map(|&x| x as f32).collect();
@@ -688,13 +695,15 @@ mod tests {
                 normalize(&Tensor::from_vec(qv.clone(), (b, dim), &Device::Cpu).unwrap()).unwrap();
             let q64 = q32.to_dtype(DType::F64).unwrap();
             let edges = [0, 127, 128, 16_383, 16_384, n - 1];
-            let skip: Vec<Vec<usize>> = vec![
+            let mut skip: Vec<Vec<usize>> = vec![
                 vec![],
                 edges.iter().copied().filter(|&e| e < n).collect(),
                 vec![n / 2],
                 (0..n).collect(),
                 vec![n - 1, 0, n - 1],
             ];
+            // The other queries skip one row each, spread over the table.
+            skip.extend((5..b).map(|i| vec![(i * 7919) % n]));
             let (lse, grad) = table_lse(&q32, &table, &skip, 20.0, DEFAULT_CHUNK).unwrap();
             let mut sorted = skip.clone();
             sorted.iter_mut().for_each(|s| {
