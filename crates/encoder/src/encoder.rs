@@ -306,6 +306,12 @@ impl Encoder {
             }
         };
         let model = BertModel::load(vb, &config)?.with_compute(opts.compute_dtype);
+        // Weights read from the file for inference never change: Q|K|V stacked once.
+        let model = if varmap.is_none() {
+            model.stack_qkv()?
+        } else {
+            model
+        };
         // Half-precision compute changes the embeddings, so caches must tell them apart.
         let compute = match opts.compute_dtype.filter(|&c| c != opts.dtype) {
             Some(c) => format!("|compute={c:?}"),

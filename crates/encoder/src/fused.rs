@@ -434,6 +434,20 @@ impl LayerNormOp {
     /// as `x`): the sum is formed one row at a time in a row buffer, so the residual add
     /// costs no pass of its own over the activations.
     fn fwd<T: Real>(&self, x: &[T], residual: &[T], w: &[T], b: &[T], dim: usize) -> Vec<T> {
+        self.fwd_biased(x, &[], residual, w, b, dim)
+    }
+
+    /// [`Self::fwd`] of `(x + row_bias) + residual` when `row_bias` (`dim` long) is not
+    /// empty: a linear layer's bias, added in the order its product would have.
+    fn fwd_biased<T: Real>(
+        &self,
+        x: &[T],
+        row_bias: &[T],
+        residual: &[T],
+        w: &[T],
+        b: &[T],
+        dim: usize,
+    ) -> Vec<T> {
         // Written whole by the tasks, so not zeroed first: a zeroing `vec!` was a
         // single-threaded memset of every activation before each layer norm, 4% of a
         // forward with the other core idle.
@@ -452,9 +466,17 @@ impl LayerNormOp {
                 simd::dispatch(|| {
                     for (j, (o, x)) in o.chunks_mut(d).zip(x.chunks(d)).enumerate() {
                         let x: &[T] = match residual {
-                            Some(r) => {
+                            Some(r) if row_bias.is_empty() => {
                                 for ((s, &a), &b) in row.iter_mut().zip(x).zip(&r[j * d..]) {
                                     *s = a + b;
+                                }
+                                &row
+                            }
+                            Some(r) => {
+                                for (((s, &a), &c), &b) in
+                                    row.iter_mut().zip(x).zip(row_bias).zip(&r[j * d..])
+                                {
+                                    *s = (a + c) + b;
                                 }
                                 &row
                             }
@@ -647,7 +669,8 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
 }
 
 /// Inputs `x`, `residual` (same shape) and `w` and `b` stacked in one `(2 * dim)`
-/// vector: a custom op has at most three inputs.
+/// vector, or `w`, `b` and a bias added to each row of `x` in one `(3 * dim)` vector:
+/// a custom op has at most three inputs.
 struct AddLayerNormOp {
     eps: f64,
 }
@@ -664,16 +687,17 @@ impl Map3 for AddLayerNormOp {
         _: &Layout,
     ) -> Result<Vec<T>> {
         let dim = last_dim(lx);
-        if r.len() != x.len() || wb.len() != 2 * dim {
+        if r.len() != x.len() || (wb.len() != 2 * dim && wb.len() != 3 * dim) {
             candle_core::bail!(
-                "add + layer norm: x has {} elements, the residual {}, weight and bias {} (not 2 × {dim})",
+                "add + layer norm: x has {} elements, the residual {}, weight and bias {} (not 2 or 3 × {dim})",
                 x.len(),
                 r.len(),
                 wb.len()
             );
         }
-        let (w, b) = wb.split_at(dim);
-        Ok(LayerNormOp { eps: self.eps }.fwd(x, r, w, b, dim))
+        let (w, rest) = wb.split_at(dim);
+        let (b, row_bias) = rest.split_at(dim);
+        Ok(LayerNormOp { eps: self.eps }.fwd_biased(x, row_bias, r, w, b, dim))
     }
 }
 
@@ -707,6 +731,18 @@ pub fn add_layer_norm(
     b: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
+    add_layer_norm_with(x, residual, None, w, b, eps)
+}
+
+/// [`add_layer_norm`] of `x + row_bias` (a linear layer's bias) when given.
+fn add_layer_norm_with(
+    x: &Tensor,
+    residual: &Tensor,
+    row_bias: Option<&Tensor>,
+    w: &Tensor,
+    b: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
     if x.shape() != residual.shape() {
         candle_core::bail!(
             "add + layer norm: x {:?} and the residual {:?} differ in shape",
@@ -714,7 +750,11 @@ pub fn add_layer_norm(
             residual.shape()
         );
     }
-    let wb = Tensor::cat(&[&w.flatten_all()?, &b.flatten_all()?], 0)?;
+    let mut parts = vec![w.flatten_all()?, b.flatten_all()?];
+    if let Some(c) = row_bias {
+        parts.push(c.flatten_all()?);
+    }
+    let wb = Tensor::cat(&parts, 0)?;
     x.contiguous()?
         .apply_op3_no_bwd(&residual.contiguous()?, &wb, &AddLayerNormOp { eps })
 }
@@ -872,7 +912,7 @@ impl candle_core::InplaceOp1 for GeluOp {
 /// intermediate layer's size (the largest activation) is allocated and first written.
 /// `x` must be the only handle on its storage (a linear layer's fresh output): every
 /// tensor sharing that storage sees the change. No backward.
-pub fn gelu_in_place(x: Tensor) -> Result<Tensor> {
+pub(crate) fn gelu_in_place(x: Tensor) -> Result<Tensor> {
     let x = x.contiguous()?;
     x.inplace_op1(&GeluOp)?;
     Ok(x)
@@ -1316,11 +1356,26 @@ pub fn attention_packed(qkv: &Tensor, lens: &[usize], heads: usize) -> Result<Te
 // ---------------------------------------------------------------- linear
 
 /// `y = x Wᵀ + b` as one matrix product that starts from the bias rows, saving the
-/// separate broadcast-add pass (and its allocation) over every activation.
-struct LinearOp;
+/// separate broadcast-add pass (and its allocation) over every activation. With
+/// `add_bias` false, `y = x Wᵀ` written straight by the product (the bias is then the
+/// consumer's to add, in a pass it makes anyway: [`linear_gelu`],
+/// [`linear_add_layer_norm`]).
+struct LinearOp {
+    add_bias: bool,
+}
 
 impl LinearOp {
-    fn fwd<T: Real>(x: &[T], w: &[T], b: &[T], rows: usize, inp: usize, out: usize) -> Vec<T> {
+    #[allow(clippy::too_many_arguments)]
+    fn fwd<T: Real>(
+        &self,
+        x: &[T],
+        w: &[T],
+        b: &[T],
+        rows: usize,
+        inp: usize,
+        out: usize,
+    ) -> Vec<T> {
+        let add_bias = self.add_bias;
         let mut y: Vec<T> = Vec::with_capacity(rows * out);
         let threads = rayon::current_num_threads();
         // Inside a rayon task (batch-parallel inference) every core already runs its own
@@ -1344,15 +1399,20 @@ impl LinearOp {
             .enumerate()
             .for_each(|(i, y)| {
                 // With the CPU's widest stores: compiled for baseline SSE2 this copy ran
-                // at 16 bytes a store and took 5.5% of a forward.
-                simd::dispatch(|| {
-                    for row in y.chunks_mut(out) {
-                        for (d, &v) in row.iter_mut().zip(b) {
-                            d.write(v);
+                // at 16 bytes a store and took 5.5% of a forward. Without the bias,
+                // nothing is written first: the product does not read `y`.
+                if add_bias {
+                    simd::dispatch(|| {
+                        for row in y.chunks_mut(out) {
+                            for (d, &v) in row.iter_mut().zip(b) {
+                                d.write(v);
+                            }
                         }
-                    }
-                });
-                // SAFETY: every element of this block was just written.
+                    });
+                }
+                // SAFETY: with the bias every element of this block was just written;
+                // without it the product below writes every element without reading
+                // any (read_dst false), and nothing reads `y` before.
                 let y = unsafe { &mut *(y as *mut [std::mem::MaybeUninit<T>] as *mut [T]) };
                 let r = y.len() / out;
                 let x = &x[i * block * inp..(i * block + r) * inp];
@@ -1367,14 +1427,14 @@ impl LinearOp {
                         y.as_mut_ptr(),
                         1,
                         out as isize,
-                        true,
+                        add_bias,
                         x.as_ptr(),
                         1,
                         inp as isize,
                         w.as_ptr(),
                         inp as isize,
                         1,
-                        T::one(),
+                        if add_bias { T::one() } else { T::zero() },
                         T::one(),
                         false,
                         false,
@@ -1383,7 +1443,8 @@ impl LinearOp {
                     );
                 }
             });
-        // SAFETY: the blocks cover all rows × out elements, each written with the bias.
+        // SAFETY: the blocks cover all rows × out elements, each written (by the bias
+        // copy and the product, or by the product alone).
         unsafe { y.set_len(rows * out) };
         y
     }
@@ -1402,7 +1463,7 @@ impl Map3 for LinearOp {
     ) -> Result<Vec<T>> {
         let (rows, inp) = lx.shape().dims2()?;
         let out = lw.shape().dims2()?.0;
-        Ok(Self::fwd(x, w, b, rows, inp, out))
+        Ok(self.fwd(x, w, b, rows, inp, out))
     }
 }
 
@@ -1590,8 +1651,101 @@ impl CustomOp3 for LinearGradOp {
 
 /// `x Wᵀ + b` for 2-D `x`.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, LinearOp)
+    x.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &b.contiguous()?,
+        LinearOp { add_bias: true },
+    )
+}
+
+/// `x Wᵀ` without the bias, for inference (no backward): the consumer adds `b`.
+fn linear_unbiased(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op3_no_bwd(
+        &w.contiguous()?,
+        &b.contiguous()?,
+        &LinearOp { add_bias: false },
+    )
+}
+
+/// `gelu(x Wᵀ + b)` for inference (no backward): the product writes `x Wᵀ`, and one
+/// pass over it adds the bias and applies GELU in place. The bias rows are never
+/// written first for the product to read back (a memory-bound copy of the largest
+/// activation), and GELU allocates nothing.
+pub fn linear_gelu(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let y = linear_unbiased(x, w, b)?;
+    y.inplace_op2(&b.contiguous()?, &BiasGeluOp)?;
+    Ok(y)
+}
+
+/// `layer_norm(x Wᵀ + b_lin + residual)` for inference (no backward): the product
+/// writes `x Wᵀ`, and the layer norm's row pass adds the linear's bias and the residual
+/// as it reads each row. Equal to the unfused `layer_norm(linear(x) + residual)` up to
+/// where the bias enters the product's sum (one rounding).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_add_layer_norm(
+    x: &Tensor,
+    w: &Tensor,
+    b_lin: &Tensor,
+    residual: &Tensor,
+    ln_w: &Tensor,
+    ln_b: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let y = linear_unbiased(x, w, b_lin)?;
+    add_layer_norm_with(&y, residual, Some(b_lin), ln_w, ln_b, eps)
+}
+
+/// In place over `x` (rows of `bias.len()`): `x ← gelu(x + bias)`.
+struct BiasGeluOp;
+
+impl candle_core::InplaceOp2 for BiasGeluOp {
+    fn name(&self) -> &'static str {
+        "sieve-bias-gelu-in-place"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout, bs: &CpuStorage, bl: &Layout) -> Result<()> {
+        fn go<T: Real>(data: &mut [T], l: &Layout, bias: &[T]) -> Result<()> {
+            let Some((a, b)) = l.contiguous_offsets() else {
+                candle_core::bail!("bias + gelu: input must be contiguous");
+            };
+            let data = &mut data[a..b];
+            let out = bias.len();
+            if out == 0 || !data.len().is_multiple_of(out) {
+                candle_core::bail!(
+                    "bias + gelu: {} elements are not rows of the bias's {out}",
+                    data.len()
+                );
+            }
+            let rows_per_task = (4096 / out).max(1);
+            data.par_chunks_mut(out * rows_per_task).for_each(|c| {
+                simd::dispatch(|| {
+                    for row in c.chunks_mut(out) {
+                        for (v, &b) in row.iter_mut().zip(bias) {
+                            *v = gelu_one(*v + b);
+                        }
+                    }
+                })
+            });
+            Ok(())
+        }
+        match (s, bs) {
+            (CpuStorage::F32(v), CpuStorage::F32(b)) => go(v, l, contiguous_slice(b, bl)?),
+            (CpuStorage::F64(v), CpuStorage::F64(b)) => go(v, l, contiguous_slice(b, bl)?),
+            (s, b) => candle_core::bail!(
+                "bias + gelu: unsupported dtypes {:?} and {:?}",
+                s.dtype(),
+                b.dtype()
+            ),
+        }
+    }
+}
+
+/// The contiguous elements of a storage's vector that a layout covers.
+fn contiguous_slice<'a, T>(data: &'a [T], l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("input must be contiguous"),
+    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,38 @@ impl LayerNorm {
     }
 }
 
+impl LayerNorm {
+    /// `forward(linear(x) + residual)` with the linear layer computed in `compute`: one
+    /// fused op ([`ops::linear_add_layer_norm`]) when nothing is cast, else the linear
+    /// layer and [`Self::forward_residual`].
+    fn forward_linear_residual(
+        &self,
+        linear: &Linear,
+        x: &Tensor,
+        residual: &Tensor,
+        compute: DType,
+    ) -> Result<Tensor> {
+        let dtype = self.weight.dtype();
+        if [x.dtype(), residual.dtype(), linear.weight.dtype(), compute]
+            .iter()
+            .all(|&d| d == dtype)
+        {
+            ops::linear_add_layer_norm(
+                x,
+                &linear.weight,
+                &linear.bias,
+                residual,
+                &self.weight,
+                &self.bias,
+                self.eps,
+            )
+        } else {
+            let y = linear_in(x, &linear.weight, &linear.bias, compute)?;
+            self.forward_residual(&y, residual)
+        }
+    }
+}
+
 impl Module for LayerNorm {
     /// In the weights' dtype, whatever `x`'s: under mixed precision layer norm runs and
     /// returns f32, as under PyTorch's autocast (its mean and variance lose too much in
@@ -162,43 +194,56 @@ enum SeqLayout<'a> {
     Packed(&'a [usize]),
 }
 
+/// The Q, K and V projections.
+#[derive(Debug, Clone)]
+enum Qkv {
+    /// As stored; stacked into one product on every forward, which differentiates
+    /// through the stacking and sees weights that change in place (training, and
+    /// snapshots sharing the weights of a model being trained).
+    Separate {
+        query: Linear,
+        key: Linear,
+        value: Linear,
+    },
+    /// Stacked once into one `(3 * hidden, hidden)` layer ([`BertModel::stack_qkv`]),
+    /// for weights that never change: no copy of 3 × hidden² weights per forward, and
+    /// the separate ones are not kept beside it.
+    Stacked(Linear),
+}
+
+impl Qkv {
+    fn stacked(&self) -> Result<Linear> {
+        match self {
+            Qkv::Stacked(l) => Ok(l.clone()),
+            Qkv::Separate { query, key, value } => Ok(Linear {
+                weight: Tensor::cat(&[&query.weight, &key.weight, &value.weight], 0)?,
+                bias: Tensor::cat(&[&query.bias, &key.bias, &value.bias], 0)?,
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    qkv: Qkv,
     attn_out: Linear,
     attn_norm: LayerNorm,
     intermediate: Linear,
     output: Linear,
     out_norm: LayerNorm,
     heads: usize,
-    /// Q|K|V weight and bias stacked once at load when the weights are constants
-    /// (inference); a trainable model stacks its variables on every forward, as their
-    /// values change each step and the stacking must be differentiated.
-    qkv: Option<(Tensor, Tensor)>,
 }
 
 impl Layer {
     fn load(vb: VarBuilder, c: &BertConfig) -> Result<Self> {
         let h = c.hidden_size;
         let att = vb.pp("attention");
-        let query = Linear::load(att.pp("self.query"), h, h)?;
-        let key = Linear::load(att.pp("self.key"), h, h)?;
-        let value = Linear::load(att.pp("self.value"), h, h)?;
-        let constant = [&query, &key, &value]
-            .iter()
-            .all(|l| !l.weight.track_op() && !l.bias.track_op());
-        let qkv = if constant {
-            Some(stack_qkv(&query, &key, &value)?)
-        } else {
-            None
-        };
         Ok(Self {
-            query,
-            key,
-            value,
-            qkv,
+            qkv: Qkv::Separate {
+                query: Linear::load(att.pp("self.query"), h, h)?,
+                key: Linear::load(att.pp("self.key"), h, h)?,
+                value: Linear::load(att.pp("self.value"), h, h)?,
+            },
             attn_out: Linear::load(att.pp("output.dense"), h, h)?,
             attn_norm: LayerNorm::load(att.pp("output.LayerNorm"), h, c.layer_norm_eps)?,
             intermediate: Linear::load(vb.pp("intermediate.dense"), h, c.intermediate_size)?,
@@ -212,38 +257,31 @@ impl Layer {
     /// products (Q|K|V, attention, output, feed-forward) run in `compute`, the residual
     /// stream and layer norms in the weights' dtype.
     fn forward(&self, x: &Tensor, seqs: SeqLayout, compute: DType) -> Result<Tensor> {
-        let (w, b) = match &self.qkv {
-            Some(stacked) => stacked.clone(),
-            None => stack_qkv(&self.query, &self.key, &self.value)?,
-        };
-        let qkv = linear_in(x, &w, &b, compute)?;
+        let qkv = self.qkv.stacked()?;
+        let qkv = linear_in(x, &qkv.weight, &qkv.bias, compute)?;
         let ctx = match seqs {
             SeqLayout::Padded(mask) => ops::attention(&qkv, mask, self.heads)?,
             SeqLayout::Packed(lens) => ops::attention_packed(&qkv, lens, self.heads)?,
         };
-        let attn = linear_in(&ctx, &self.attn_out.weight, &self.attn_out.bias, compute)?;
-        let x = self.attn_norm.forward_residual(&attn, x)?;
-        let inner = linear_in(
-            &x,
-            &self.intermediate.weight,
-            &self.intermediate.bias,
-            compute,
-        )?;
-        let inner = ops::gelu_owned(inner)?;
-        let out = linear_in(&inner, &self.output.weight, &self.output.bias, compute)?;
-        self.out_norm.forward_residual(&out, &x)
+        let x = self
+            .attn_norm
+            .forward_linear_residual(&self.attn_out, &ctx, x, compute)?;
+        let inner = if x.dtype() == compute && self.intermediate.weight.dtype() == compute {
+            ops::linear_gelu(&x, &self.intermediate.weight, &self.intermediate.bias)?
+        } else {
+            ops::gelu_owned(linear_in(
+                &x,
+                &self.intermediate.weight,
+                &self.intermediate.bias,
+                compute,
+            )?)?
+        };
+        self.out_norm
+            .forward_linear_residual(&self.output, &inner, &x, compute)
     }
 }
 
 /// The transformer without the pooler head (embedding models never use it).
-/// The three projections as one `(3 * hidden, hidden)` linear layer.
-fn stack_qkv(q: &Linear, k: &Linear, v: &Linear) -> Result<(Tensor, Tensor)> {
-    Ok((
-        Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?,
-        Tensor::cat(&[&q.bias, &k.bias, &v.bias], 0)?,
-    ))
-}
-
 #[derive(Debug, Clone)]
 pub struct BertModel {
     embeddings: Embeddings,
@@ -276,6 +314,16 @@ impl BertModel {
             config: config.clone(),
             compute: None,
         })
+    }
+
+    /// Stacks each layer's Q, K and V projections once, for a model whose weights never
+    /// change (inference from a file). Not for trainable weights, nor for a snapshot
+    /// sharing their storage: their stacked copy would keep the values of this moment.
+    pub fn stack_qkv(mut self) -> Result<Self> {
+        for layer in &mut self.layers {
+            layer.qkv = Qkv::Stacked(layer.qkv.stacked()?);
+        }
+        Ok(self)
     }
 
     /// The same model computing in `dtype` (mixed precision), or in its weights' dtype

@@ -25,7 +25,8 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
 
 /// `layer_norm(x + residual)`, a transformer layer's residual connection and norm: in
 /// one fused pass on the CPU when nothing will be differentiated (the sum is never
-/// stored), else the sum and [`layer_norm`] (whose backward needs it).
+/// stored), else the sum and [`layer_norm`] (whose backward needs it). The four
+/// tensors share one dtype (the sum of two dtypes is an error).
 pub fn add_layer_norm(
     x: &Tensor,
     residual: &Tensor,
@@ -43,6 +44,46 @@ pub fn add_layer_norm(
         fused::add_layer_norm(x, residual, weight, bias, eps)
     } else {
         layer_norm(&(x + residual)?, weight, bias, eps)
+    }
+}
+
+/// `gelu(x Wᵀ + b)`: under inference on the CPU the product writes `x Wᵀ` and one
+/// in-place pass adds the bias and applies GELU ([`fused::linear_gelu`]); otherwise
+/// [`linear`] then [`gelu_owned`].
+pub fn linear_gelu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let same = |t: &Tensor| t.dtype() == x.dtype();
+    if fused::supported(x) && same(weight) && same(bias) && inference(&[x, weight, bias]) {
+        fused::linear_gelu(x, weight, bias)
+    } else {
+        gelu_owned(linear(x, weight, bias)?)
+    }
+}
+
+/// `layer_norm(x Wᵀ + b + residual)`, a transformer layer's output projection,
+/// residual connection and norm: under inference on the CPU the linear's bias and the
+/// residual are added in the norm's row pass ([`fused::linear_add_layer_norm`]);
+/// otherwise [`linear`] then [`add_layer_norm`]. One dtype for all.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_add_layer_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    residual: &Tensor,
+    norm_weight: &Tensor,
+    norm_bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let all = [x, weight, bias, residual, norm_weight, norm_bias];
+    if fused::supported(x) && all.iter().all(|t| t.dtype() == x.dtype()) && inference(&all) {
+        fused::linear_add_layer_norm(x, weight, bias, residual, norm_weight, norm_bias, eps)
+    } else {
+        add_layer_norm(
+            &linear(x, weight, bias)?,
+            residual,
+            norm_weight,
+            norm_bias,
+            eps,
+        )
     }
 }
 
@@ -100,7 +141,7 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 /// [`gelu`] of a tensor nothing else holds (a linear layer's fresh output): under
 /// inference on the CPU it is computed over `x`'s own buffer, saving the allocation and
 /// first write of the model's largest activation; otherwise as [`gelu`].
-pub fn gelu_owned(x: Tensor) -> Result<Tensor> {
+pub(crate) fn gelu_owned(x: Tensor) -> Result<Tensor> {
     if fused::supported(&x) && inference(&[&x]) {
         fused::gelu_in_place(x)
     } else {
@@ -357,8 +398,33 @@ mod tests {
                     add_layer_norm(&x, &r.narrow(0, 1, rows - 1).unwrap(), &w, &b, 1e-12).is_err()
                 );
             }
+            // The linear layer whose bias its consumer adds: GELU in place, and the
+            // norm's row pass with the residual. 300 × 7 outputs: several row blocks
+            // and GELU tasks, rows not dividing a task.
+            for (rows, inp, out) in [(5, 3, 4), (300, 11, 7)] {
+                let x = randn(&[rows, inp], dtype, 0.0);
+                let w = randn(&[out, inp], dtype, 0.2);
+                let b = randn(&[out], dtype, 0.4);
+                let r = randn(&[rows, out], dtype, 0.6);
+                let (nw, nb) = (randn(&[out], dtype, 1.0), randn(&[out], dtype, 0.1));
+                let lin = linear_reference(&x, &w, &b).unwrap();
+                let d = max_abs_diff(
+                    &fused::linear_gelu(&x, &w, &b).unwrap(),
+                    &gelu_reference(&lin).unwrap(),
+                );
+                assert!(d < tol, "linear + gelu {rows}×{out} {dtype:?}: {d}");
+                let d = max_abs_diff(
+                    &fused::linear_add_layer_norm(&x, &w, &b, &r, &nw, &nb, 1e-12).unwrap(),
+                    &layer_norm_reference(&(&lin + &r).unwrap(), &nw, &nb, 1e-12).unwrap(),
+                );
+                assert!(
+                    d < tol,
+                    "linear + add + layer norm {rows}×{out} {dtype:?}: {d}"
+                );
+            }
             let base = randn(&[6, 9], dtype, 0.0);
-            let before = base.to_dtype(DType::F64).unwrap();
+            // A copy: in f64 `to_dtype` would share the storage being overwritten.
+            let before = base.to_dtype(DType::F64).unwrap().copy().unwrap();
             let view = base.narrow(0, 2, 3).unwrap();
             let expected = gelu_reference(&view).unwrap();
             let got = fused::gelu_in_place(view).unwrap();
@@ -390,6 +456,31 @@ mod tests {
             loss.backward().unwrap().get(&x).unwrap().clone()
         };
         let fused_g = g(&|x| gelu_owned(add_layer_norm(x, &r, &w, &b, 1e-12).unwrap()).unwrap());
+        // And through the linear-fused forms, a variable as the linear's input.
+        let lw = randn(&[7, 7], DType::F64, 0.3);
+        let lb = randn(&[7], DType::F64, 0.5);
+        let fused_lin = g(&|x| {
+            let h = linear_add_layer_norm(x, &lw, &lb, &r, &w, &b, 1e-12).unwrap();
+            linear_gelu(&h, &lw, &lb).unwrap()
+        });
+        let ref_lin = g(&|x| {
+            let h = layer_norm_reference(
+                &(linear_reference(x, &lw, &lb).unwrap() + &r).unwrap(),
+                &w,
+                &b,
+                1e-12,
+            )
+            .unwrap();
+            gelu_reference(&linear_reference(&h, &lw, &lb).unwrap()).unwrap()
+        });
+        // candle's GELU backward (~1e-7 off, as above), here through a second linear
+        // layer: relative to the gradient's size.
+        let d = max_abs_diff(&fused_lin, &ref_lin);
+        let size = max_abs_diff(&ref_lin, &ref_lin.zeros_like().unwrap());
+        assert!(
+            d < 1e-6 * (1.0 + size),
+            "gradient through the linear-fused forms: {d} (size {size})"
+        );
         let ref_g = g(&|x| {
             gelu_reference(&layer_norm_reference(&(x + &r).unwrap(), &w, &b, 1e-12).unwrap())
                 .unwrap()

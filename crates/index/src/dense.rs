@@ -27,6 +27,8 @@ const DOC_CHUNK: usize = 512;
 /// Scores tested against a query's threshold at once (two AVX-512 registers; the bits
 /// of one `u32`).
 const SCAN_GROUP: usize = 32;
+// `above` returns a group's compare as the bits of a u32.
+const _: () = assert!(SCAN_GROUP <= 32);
 
 /// Corpus shards per worker thread when there are too few query blocks to keep
 /// every thread busy; more than one evens out uneven shard run times.

@@ -65,9 +65,9 @@ impl TopK {
         self.hits.truncate(self.k);
     }
 
-    /// A score below which a candidate cannot enter; `None` until `k` hits have been
-    /// kept. Lets hot loops skip the push. Candidates at or above it may still be
-    /// turned away later.
+    /// A score below which a candidate cannot enter; `None` until the first
+    /// compaction (2k candidates admitted). Lets hot loops skip the push. Candidates at
+    /// or above it may still be turned away later.
     #[inline]
     pub(crate) fn threshold(&self) -> Option<f32> {
         self.threshold

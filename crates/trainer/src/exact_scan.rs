@@ -27,12 +27,24 @@ const TILES_PER_RANGE: usize = 128;
 /// Floor of the running maximum (see `exact::MAX_FLOOR`).
 const MAX_FLOOR: f32 = -1e30;
 
-/// Docs scored per matrix-product call. The `gemm` crate copies ("packs") the
-/// left-hand side of a call whose output is wider than 8 × its 6-column micro-kernel
-/// (`gemm-common`'s single-thread packing threshold): at 128 columns it re-packed the
-/// 32 × 384 queries for every tile, 25% of the step. At 48 or fewer the queries, laid
-/// out column by column once ([`table_lse`]), are read in place.
+/// Docs scored per matrix-product call when the queries can be read in place. The
+/// `gemm` crate copies ("packs") the left-hand side of a call whose output is wider
+/// than 8 × its 6-column micro-kernel (`gemm-common`'s single-thread packing
+/// threshold): at 128 columns it re-packed the 32 × 384 queries for every tile, 25% of
+/// the step. At 48 or fewer the queries, laid out column by column once
+/// ([`table_lse`]), are read in place — if their count is a multiple of the vector
+/// width (16 covers AVX-512 and AVX2); otherwise the crate packs them on every call
+/// whatever its width, so the whole tile goes in one call, packed once.
 const COLS_PER_CALL: usize = 48;
+
+/// Docs scored per call for `b` queries (see [`COLS_PER_CALL`]).
+fn cols_per_call(b: usize) -> usize {
+    if b.is_multiple_of(16) {
+        COLS_PER_CALL
+    } else {
+        TILE
+    }
+}
 
 /// One range's running state, per query: maximum logit, `Σ exp(s − max)` and
 /// `Σ exp(s − max) · t` (`dim × b`, column `i` query `i`'s: the layout the matrix
@@ -57,6 +69,9 @@ pub(crate) fn table_lse(
 ) -> (Vec<f64>, Vec<f32>) {
     let b = skip.len();
     assert!(dim > 0 && q.len() == b * dim && table.len().is_multiple_of(dim));
+    if b == 0 {
+        return (Vec::new(), Vec::new());
+    }
     let n = table.len() / dim;
     // The queries column by column (`dim × b`): for each feature, the b queries'
     // values side by side, as the products' micro-kernel reads its left-hand side.
@@ -150,15 +165,16 @@ fn scan(
         let w = end - start;
         let tile = &table[start * dim..end * dim];
         let s = &mut scores[..w * b];
-        // s (b × w, stored doc by doc) = scale · q · tileᵀ, COLS_PER_CALL docs a call.
+        // s (b × w, stored doc by doc) = scale · q · tileᵀ, `per_call` docs a call.
         // The next tile is asked into L2 a slice per call while this one is computed:
         // the table streams from memory (1.5 GB a step at 1M rows) and the products
         // otherwise wait on it (0.288 -> 0.272 s at 1M on the Xeon).
         let next = &table[end * dim..(end + TILE).min(to) * dim];
-        let calls = w.div_ceil(COLS_PER_CALL);
+        let per_call = cols_per_call(b);
+        let calls = w.div_ceil(per_call);
         let part = next.len().div_ceil(calls);
-        for (call, c0) in (0..w).step_by(COLS_PER_CALL).enumerate() {
-            let c1 = (c0 + COLS_PER_CALL).min(w);
+        for (call, c0) in (0..w).step_by(per_call).enumerate() {
+            let c1 = (c0 + per_call).min(w);
             prefetch(&next[(call * part).min(next.len())..((call + 1) * part).min(next.len())]);
             // SAFETY: qt is dim × b (element (i, k) at k·b + i), the tile's docs
             // c0..c1 are (c1 − c0) × dim row-major (read as tileᵀ, (k, j) at
