@@ -58,6 +58,13 @@ sieves = ["sieve"] + [f"sieve-{i}" for i in isas.split() if i != "default"]
 def med(tool, mode, inp, key):
     v = [r[key] for r in rows if r["tool"] == tool and r["mode"] == mode and (r["input"] == "fixed") == (inp == "fixed")]
     return statistics.median(v)
+def per_repeat(tool, mode, inp):
+    """Median over repeats of each repeat's own ratio (sieve / PyTorch). The two run
+    back to back within a repeat, so a machine that drifts between repeats (a shared
+    host) moves both sides of a ratio together; the median of each side's rate does
+    not pair them."""
+    pick = lambda t: [r["seq_per_s"] for r in rows if r["tool"] == t and r["mode"] == mode and (r["input"] == "fixed") == (inp == "fixed")]
+    return statistics.median(a / b for a, b in zip(pick(tool), pick("pytorch")))
 print(f"CPU: {cpu} ({flags.strip()})")
 head = "".join(f" {t:>12}" for t in sieves)
 print(f"{'work':<34}{head} {'pytorch':>10} " + " ".join(f"{t + '/pt':>12}" for t in sieves) + "   GFLOP/s sieve / pytorch")
@@ -70,9 +77,16 @@ for mode in ("forward", "train"):
         print(f"{label:<34}" + "".join(f" {s:>10.2f}/s" for s in ss) + f" {p:>8.2f}/s " +
               " ".join(f"{s / p:>11.2f}x" for s in ss) +
               f"   {med('sieve', mode, inp, 'gflops'):.0f} / {med('pytorch', mode, inp, 'gflops'):.0f}")
+        paired = [per_repeat(t, mode, inp) for t in sieves]
         summary.append({"mode": mode, "input": inp, "pytorch_seq_per_s": p,
                         **{f"{t}_seq_per_s": s for t, s in zip(sieves, ss)},
-                        **{f"{t}_ratio": s / p for t, s in zip(sieves, ss)}})
+                        **{f"{t}_ratio": s / p for t, s in zip(sieves, ss)},
+                        **{f"{t}_ratio_per_repeat": r for t, r in zip(sieves, paired)}})
+print("per-repeat ratios (median over repeats of sieve/pytorch within each repeat; steadier on a shared machine):")
+for mode in ("forward", "train"):
+    for inp in ("fixed", "texts"):
+        label = f"{mode} {'32x128' if inp == 'fixed' else 'SciFact mix (32/batch)'}"
+        print(f"  {label:<32}" + " ".join(f"{t}/pt {per_repeat(t, mode, inp):.2f}x" for t in sieves))
 print(f"2048² float32 GEMM peak: candle/gemm {med('sieve', 'forward', 'fixed', 'gemm_peak_gflops'):.0f} GFLOP/s, "
       f"torch {med('pytorch', 'forward', 'fixed', 'gemm_peak_gflops'):.0f} GFLOP/s")
 os.makedirs("bench/encoder/results", exist_ok=True)
