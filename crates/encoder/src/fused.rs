@@ -448,6 +448,10 @@ impl LayerNormOp {
         b: &[T],
         dim: usize,
     ) -> Vec<T> {
+        debug_assert!(
+            row_bias.is_empty() || !residual.is_empty(),
+            "a row bias comes with a residual"
+        );
         // Written whole by the tasks, so not zeroed first: a zeroing `vec!` was a
         // single-threaded memset of every activation before each layer norm, 4% of a
         // forward with the other core idle.
@@ -673,6 +677,8 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
 /// a custom op has at most three inputs.
 struct AddLayerNormOp {
     eps: f64,
+    /// The third input holds a row bias after `w` and `b` (`3 * dim`, else `2 * dim`).
+    biased: bool,
 }
 
 impl Map3 for AddLayerNormOp {
@@ -687,9 +693,10 @@ impl Map3 for AddLayerNormOp {
         _: &Layout,
     ) -> Result<Vec<T>> {
         let dim = last_dim(lx);
-        if r.len() != x.len() || (wb.len() != 2 * dim && wb.len() != 3 * dim) {
+        let parts = if self.biased { 3 } else { 2 };
+        if r.len() != x.len() || wb.len() != parts * dim {
             candle_core::bail!(
-                "add + layer norm: x has {} elements, the residual {}, weight and bias {} (not 2 or 3 × {dim})",
+                "add + layer norm: x has {} elements, the residual {}, weight and bias {} (not {parts} × {dim})",
                 x.len(),
                 r.len(),
                 wb.len()
@@ -750,13 +757,34 @@ fn add_layer_norm_with(
             residual.shape()
         );
     }
+    let dim = x.dim(D::Minus1)?;
+    for (what, t) in [
+        ("weight", Some(w)),
+        ("bias", Some(b)),
+        ("row bias", row_bias),
+    ] {
+        if let Some(t) = t {
+            if t.elem_count() != dim {
+                candle_core::bail!(
+                    "add + layer norm: the {what} has {} elements, rows {dim}",
+                    t.elem_count()
+                );
+            }
+        }
+    }
     let mut parts = vec![w.flatten_all()?, b.flatten_all()?];
     if let Some(c) = row_bias {
         parts.push(c.flatten_all()?);
     }
     let wb = Tensor::cat(&parts, 0)?;
-    x.contiguous()?
-        .apply_op3_no_bwd(&residual.contiguous()?, &wb, &AddLayerNormOp { eps })
+    x.contiguous()?.apply_op3_no_bwd(
+        &residual.contiguous()?,
+        &wb,
+        &AddLayerNormOp {
+            eps,
+            biased: row_bias.is_some(),
+        },
+    )
 }
 
 // ---------------------------------------------------------------- GELU
@@ -1410,21 +1438,21 @@ impl LinearOp {
                         }
                     });
                 }
-                // SAFETY: with the bias every element of this block was just written;
-                // without it the product below writes every element without reading
-                // any (read_dst false), and nothing reads `y` before.
-                let y = unsafe { &mut *(y as *mut [std::mem::MaybeUninit<T>] as *mut [T]) };
                 let r = y.len() / out;
                 let x = &x[i * block * inp..(i * block + r) * inp];
                 // SAFETY: y is r×out (row-major), x r×inp, w out×inp read as its
                 // transpose (element (k, j) at j*inp + k); all indices stay inside the
-                // three buffers.
+                // three buffers. y is passed as a pointer, never as a slice of T: with
+                // the bias every element was just written and the product reads them;
+                // without it the product writes every element and reads none
+                // (read_dst false: gemm-common forces alpha to 0 and its kernels only
+                // store in that case).
                 unsafe {
                     gemm::gemm(
                         r,
                         out,
                         inp,
-                        y.as_mut_ptr(),
+                        y.as_mut_ptr().cast::<T>(),
                         1,
                         out as isize,
                         add_bias,
@@ -1710,11 +1738,14 @@ impl candle_core::InplaceOp2 for BiasGeluOp {
             };
             let data = &mut data[a..b];
             let out = bias.len();
-            if out == 0 || !data.len().is_multiple_of(out) {
+            if l.dims().last() != Some(&out) {
                 candle_core::bail!(
-                    "bias + gelu: {} elements are not rows of the bias's {out}",
-                    data.len()
+                    "bias + gelu: rows of {:?} against a bias of {out}",
+                    l.dims().last()
                 );
+            }
+            if data.is_empty() {
+                return Ok(());
             }
             let rows_per_task = (4096 / out).max(1);
             data.par_chunks_mut(out * rows_per_task).for_each(|c| {

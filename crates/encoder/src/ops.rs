@@ -397,11 +397,17 @@ mod tests {
                 assert!(
                     add_layer_norm(&x, &r.narrow(0, 1, rows - 1).unwrap(), &w, &b, 1e-12).is_err()
                 );
+                // A weight and bias of the wrong lengths, even summing to 2 × dim.
+                let long = randn(&[dim + 1], dtype, 0.0);
+                let short = randn(&[dim - 1], dtype, 0.0);
+                assert!(fused::add_layer_norm(&x, &r, &long, &short, 1e-12).is_err());
             }
             // The linear layer whose bias its consumer adds: GELU in place, and the
-            // norm's row pass with the residual. 300 × 7 outputs: several row blocks
-            // and GELU tasks, rows not dividing a task.
-            for (rows, inp, out) in [(5, 3, 4), (300, 11, 7)] {
+            // norm's row pass with the residual. One row; a depth of 2 (the crate's
+            // vector-vector path); a depth of 600 (split in depth chunks, the later
+            // ones reading what the first wrote); 1000 × 600 × 9 (several row blocks
+            // on more than one thread, several GELU tasks, rows not dividing a task).
+            for (rows, inp, out) in [(5, 3, 4), (1, 600, 9), (7, 2, 5), (1000, 600, 9)] {
                 let x = randn(&[rows, inp], dtype, 0.0);
                 let w = randn(&[out, inp], dtype, 0.2);
                 let b = randn(&[out], dtype, 0.4);
