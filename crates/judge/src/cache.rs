@@ -127,6 +127,9 @@ impl VerdictCache {
     }
 
     fn open_as(path: &Path, shared: bool) -> Result<Self> {
+        /// Retries of a busy lock, and the pause between them: about a second in all.
+        const LOCK_RETRIES: usize = 20;
+        const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -137,11 +140,26 @@ impl VerdictCache {
             .open(path)
             .map_err(|e| Error::io(path, e))?;
         // The locks die with the process, so a kill -9 never leaves the cache locked.
-        let locked = if shared {
-            file.try_lock_shared()
-        } else {
-            file.try_lock()
+        // A lock can outlive its holder's close by a moment: a thread of the same
+        // process that forks a child (to spawn a server, a test runner's next test)
+        // copies every descriptor into it until the child's exec closes them. So a
+        // busy cache is tried again for about a second before it is refused (a flaky
+        // "in use" between two tests of one process came from exactly that).
+        let try_lock = || {
+            if shared {
+                file.try_lock_shared()
+            } else {
+                file.try_lock()
+            }
         };
+        let mut locked = try_lock();
+        for _ in 0..LOCK_RETRIES {
+            if !matches!(locked, Err(std::fs::TryLockError::WouldBlock)) {
+                break;
+            }
+            std::thread::sleep(LOCK_RETRY_PAUSE);
+            locked = try_lock();
+        }
         match locked {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
