@@ -72,9 +72,7 @@ impl LayerNorm {
             eps,
         })
     }
-}
 
-impl LayerNorm {
     /// `forward(x + residual)`: one fused pass under inference when the dtypes agree
     /// ([`ops::add_layer_norm`]); the sum is formed in `residual`'s dtype otherwise, as
     /// the residual stream's.
@@ -86,9 +84,7 @@ impl LayerNorm {
             self.forward(&(x.to_dtype(residual.dtype())? + residual)?)
         }
     }
-}
 
-impl LayerNorm {
     /// `forward(linear(x) + residual)` with the linear layer computed in `compute`: one
     /// fused op ([`ops::linear_add_layer_norm`]) when nothing is cast, else the linear
     /// layer and [`Self::forward_residual`].
